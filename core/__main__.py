@@ -1,0 +1,44 @@
+"""Command line: ``python -m core {info,segment,evaluate,train,report} ...``.
+
+Bad input exits with status 2 and a single ``error: ...`` line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from core.errors import BratsViewerError
+
+COMMANDS: tuple[str, ...] = ("info", "segment", "evaluate", "train", "report")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Brain-tumour MRI segmentation (research use only).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"core.cli.{name}")
+        except ModuleNotFoundError:
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (BratsViewerError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

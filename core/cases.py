@@ -1,0 +1,373 @@
+"""The case type (modalities plus optional segmentation), BraTS folder discovery and upload assembly."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.config import LABEL_ET, LABEL_ET_2023, MODALITIES, MODALITY_TITLES, VALID_LABELS
+from core.errors import BratsViewerError, CaseError, DataFolderError
+from core.io import Volume, load_volume, load_volume_bytes, read_header_info
+
+# File-name patterns of every BraTS release. Group "id" is the case id, group "mod" the modality key.
+_NIFTI_EXT = r"\.nii(?:\.gz)?$"
+_PATTERN_2020 = re.compile(r"^(?P<id>.+?)_(?P<mod>flair|t1ce|t1gd|t1|t2|seg)" + _NIFTI_EXT, re.IGNORECASE)
+_PATTERN_2023 = re.compile(r"^(?P<id>.+?)-(?P<mod>t2f|t1c|t1n|t2w|seg)" + _NIFTI_EXT, re.IGNORECASE)
+_MOD_ALIASES: dict[str, str] = {
+    "flair": "flair", "t2f": "flair", "t1ce": "t1ce", "t1gd": "t1ce", "t1c": "t1ce", "t1": "t1", "t1n": "t1",
+    "t2": "t2", "t2w": "t2", "seg": "seg",
+}
+SEG_KEY = "seg"
+AFFINE_TOLERANCE_MM = 1e-3
+
+
+def parse_brats_name(file_name: str) -> tuple[str, str] | None:
+    """(case_id, modality key) from a BraTS file name, or None. Modality keys: flair, t1, t1ce, t2, seg."""
+    for pattern in (_PATTERN_2023, _PATTERN_2020):
+        m = pattern.match(file_name)
+        if m:
+            return m.group("id"), _MOD_ALIASES[m.group("mod").lower()]
+    return None
+
+
+def guess_modality(file_name: str) -> str | None:
+    """Best guess of the modality key of an uploaded file from its name (None when unsure)."""
+    parsed = parse_brats_name(os.path.basename(file_name))
+    if parsed:
+        return parsed[1]
+    stem = re.sub(_NIFTI_EXT, "", os.path.basename(file_name), flags=re.IGNORECASE).lower()
+    tokens = [t for t in re.split(r"[^a-z0-9]+", stem) if t]
+    for tok in reversed(tokens):
+        if tok in _MOD_ALIASES:
+            return _MOD_ALIASES[tok]
+        if tok in {"mask", "label", "labels", "segmentation", "gt"}:
+            return SEG_KEY
+    for key, aliases in (("t1ce", ("t1ce", "t1gd", "t1c", "contrast")), ("flair", ("flair",)),
+                         ("t2", ("t2w",)), ("seg", ("seg", "mask", "label"))):
+        if any(a in stem for a in aliases):
+            return key
+    return None
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    """One patient study: co-registered modalities (RAS grid) and an optional segmentation.
+
+    Attributes:
+        case_id: BraTS id or the case folder's name (display only; never a path from an upload).
+        images: modality key ("flair", "t1", "t1ce", "t2") -> Volume, all on one grid.
+        seg: labels 0/1/2/4 (uint8, internal convention) on the same grid, or None.
+        label_convention: "2021" (ET = 4 on disk) or "2023" (ET = 3 on disk) for the loaded seg.
+        source: folder it came from, or "upload".
+        notes: free text shown with the case (e.g. "label is a pseudo-label").
+    """
+
+    case_id: str
+    images: Mapping[str, Volume]
+    seg: Volume | None = None
+    label_convention: str = "2021"
+    source: str = ""
+    notes: str = ""
+    files: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def reference(self) -> Volume:
+        """The volume whose geometry all outputs are written in (first modality present)."""
+        for key in MODALITIES:
+            if key in self.images:
+                return self.images[key]
+        raise CaseError("expected at least one image in the case, got none")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.reference.shape
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return self.reference.spacing_mm
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(k for k in MODALITIES if k in self.images)
+
+    @property
+    def has_seg(self) -> bool:
+        return self.seg is not None
+
+    @property
+    def content_key(self) -> str:
+        """Hash of the input files' hashes: identifies the case content for caches."""
+        h = hashlib.sha256()
+        for key in sorted(self.images):
+            h.update(f"{key}:{self.images[key].sha256};".encode())
+        return h.hexdigest()[:32]
+
+    def input_hashes(self) -> dict[str, str]:
+        """Modality key -> SHA-256 of its input file."""
+        out = {k: self.images[k].sha256 for k in self.modalities}
+        if self.seg is not None:
+            out[SEG_KEY] = self.seg.sha256
+        return out
+
+
+# --------------------------------------------------------------------------------------------- labels -------
+
+def normalise_labels(seg: Volume, convention: str | None = None) -> tuple[Volume, str]:
+    """Check a segmentation's labels and map them to the internal convention (0, 1, 2, 4) as uint8.
+
+    BraTS 2023 files use 3 for ET: a label map holding 3 and no 4 is read as 2023 and 3 becomes 4.
+
+    Raises:
+        CaseError: non-integer labels or labels outside {0, 1, 2, 3, 4}, or both 3 and 4 present.
+    """
+    arr = np.asarray(seg.data)
+    if arr.dtype.kind == "f":
+        rounded = np.rint(arr)
+        if not np.array_equal(rounded, arr):
+            raise CaseError("expected integer labels in the segmentation, got fractional values")
+        arr = rounded
+    values = set(int(v) for v in np.unique(arr))
+    if not values <= {0, 1, 2, 3, 4}:
+        raise CaseError(f"expected segmentation labels within {{0, 1, 2, 4}} (or 3 for ET in BraTS 2023), got {sorted(values)}")
+    if 3 in values and 4 in values:
+        raise CaseError("expected ET labelled 4 (BraTS 2021) or 3 (BraTS 2023), got both 3 and 4")
+    if convention is None:
+        convention = "2023" if 3 in values else "2021"
+    out = arr.astype(np.uint8)
+    if convention == "2023":
+        out = np.where(out == LABEL_ET_2023, LABEL_ET, out).astype(np.uint8)
+    elif 3 in values:
+        raise CaseError("expected BraTS 2021 labels {0, 1, 2, 4}, got label 3")
+    return seg.with_data(out), convention
+
+
+def labels_for_disk(labels: np.ndarray, convention: str = "2021") -> np.ndarray:
+    """Internal labels (0, 1, 2, 4) as written for a convention ("2023" writes ET as 3)."""
+    out = np.asarray(labels).astype(np.uint8)
+    if convention == "2023":
+        out = np.where(out == LABEL_ET, LABEL_ET_2023, out).astype(np.uint8)
+    return out
+
+
+def check_labels(labels: np.ndarray) -> None:
+    """Raise CaseError unless ``labels`` only holds internal labels {0, 1, 2, 4}."""
+    values = set(int(v) for v in np.unique(labels))
+    if not values <= VALID_LABELS:
+        raise CaseError(f"expected labels within {{0, 1, 2, 4}}, got {sorted(values)}")
+
+
+# ------------------------------------------------------------------------------------------- assembly -------
+
+def assemble_case(case_id: str, images: Mapping[str, Volume], seg: Volume | None = None, *,
+                  required: Iterable[str] = (), source: str = "", notes: str = "",
+                  files: Mapping[str, str] | None = None) -> Case:
+    """Check that volumes form one case and build it.
+
+    Raises:
+        CaseError: a required modality is missing, an unknown key, or shapes/affines disagree.
+    """
+    unknown = [k for k in images if k not in MODALITIES]
+    if unknown:
+        raise CaseError(f"expected modalities among {MODALITIES}, got {unknown}")
+    if not images:
+        raise CaseError("expected at least one modality image, got none")
+    missing = [MODALITY_TITLES[k] for k in required if k not in images]
+    if missing:
+        raise CaseError(f"expected modalities {[MODALITY_TITLES[k] for k in required]}, missing {missing}")
+    ordered = [k for k in MODALITIES if k in images]
+    ref_key = ordered[0]
+    ref = images[ref_key]
+    others = [(k, images[k]) for k in ordered[1:]]
+    if seg is not None:
+        others.append((SEG_KEY, seg))
+    for key, vol in others:
+        name = MODALITY_TITLES.get(key, "segmentation")
+        if vol.original_shape != ref.original_shape:
+            raise CaseError(f"expected {name} to have the shape of {MODALITY_TITLES[ref_key]} {ref.original_shape}, "
+                            f"got {vol.original_shape}")
+        diff = float(np.abs(vol.original_affine - ref.original_affine).max())
+        if diff > AFFINE_TOLERANCE_MM:
+            raise CaseError(f"expected {name} to share the affine of {MODALITY_TITLES[ref_key]} "
+                            f"(within {AFFINE_TOLERANCE_MM} mm), got a difference of {diff:.3g}")
+    convention = "2021"
+    if seg is not None:
+        seg, convention = normalise_labels(seg)
+    return Case(case_id, dict(images), seg, convention, source, notes, dict(files or {}))
+
+
+# ------------------------------------------------------------------------------------------ discovery -------
+
+@dataclass(frozen=True)
+class CaseRef:
+    """A case found on disk, not yet loaded. ``files`` maps modality key (and "seg") to a path."""
+
+    case_id: str
+    folder: Path
+    files: Mapping[str, Path]
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(k for k in MODALITIES if k in self.files)
+
+    @property
+    def has_seg(self) -> bool:
+        return SEG_KEY in self.files
+
+    def header_summary(self) -> dict[str, object]:
+        """Shape and voxel size from the first image's header only."""
+        first = self.files[self.modalities[0]] if self.modalities else next(iter(self.files.values()))
+        try:
+            shape, spacing = read_header_info(first)
+            return {"shape": "x".join(str(s) for s in shape), "voxel_mm": "x".join(f"{s:g}" for s in spacing)}
+        except (BratsViewerError, OSError) as err:
+            return {"shape": "?", "voxel_mm": "?", "error": str(err)}
+
+
+def _within(root: Path, path: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def discover_cases(root: str | os.PathLike[str], max_depth: int = 6) -> list[CaseRef]:
+    """Find BraTS cases under ``root`` (2019/2020/2021 and 2023 naming, .nii and .nii.gz, nested folders).
+
+    Files are grouped by folder and case id; links that lead outside ``root`` are ignored. Reads no file.
+
+    Raises:
+        DataFolderError: ``root`` is not a folder.
+    """
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise DataFolderError(f"expected a data folder, got {str(base)!r} which is not a folder")
+    real_root = base.resolve()
+    groups: dict[tuple[Path, str], dict[str, Path]] = {}
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+        depth = len(Path(dirpath).relative_to(base).parts)
+        if depth >= max_depth:
+            dirnames[:] = []
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in filenames:
+            parsed = parse_brats_name(fname)
+            if not parsed:
+                continue
+            path = Path(dirpath) / fname
+            if not _within(real_root, path):
+                continue
+            case_id, key = parsed
+            groups.setdefault((Path(dirpath), case_id), {})[key] = path
+    refs = [CaseRef(cid, folder, files) for (folder, cid), files in groups.items()
+            if any(k in files for k in MODALITIES)]
+    return sorted(refs, key=lambda r: (r.case_id, str(r.folder)))
+
+
+def safe_case_ref(root: str | os.PathLike[str], case_id: str) -> CaseRef:
+    """The discovered case ``case_id`` under ``root``; refuses ids that are not a discovered case.
+
+    Raises:
+        DataFolderError: no such case under root.
+    """
+    for ref in discover_cases(root):
+        if ref.case_id == case_id:
+            return ref
+    raise DataFolderError(f"expected a case of the data folder, got unknown case id {case_id!r}")
+
+
+def load_case(ref: CaseRef, required: Iterable[str] = (), notes: str = "") -> Case:
+    """Load and validate every file of a discovered case.
+
+    Raises:
+        BratsViewerError: any file is bad (message names the file) or the case is inconsistent.
+    """
+    images: dict[str, Volume] = {}
+    for key in ref.modalities:
+        images[key] = _load_named(ref.files[key])
+    seg = _load_named(ref.files[SEG_KEY]) if ref.has_seg else None
+    return assemble_case(ref.case_id, images, seg, required=required, source=str(ref.folder), notes=notes,
+                         files={k: str(p) for k, p in ref.files.items()})
+
+
+def _load_named(path: Path) -> Volume:
+    try:
+        return load_volume(path)
+    except BratsViewerError as err:
+        raise type(err)(f"{path.name}: {err}") from err
+
+
+def load_case_folder(folder: str | os.PathLike[str], required: Iterable[str] = ()) -> Case:
+    """Load the single case in a folder (or the files' common case).
+
+    Raises:
+        DataFolderError: no case, or several cases, in the folder.
+    """
+    refs = discover_cases(folder, max_depth=1)
+    if not refs:
+        raise DataFolderError(f"expected BraTS-named NIfTI files in {Path(folder).name!r}, found none")
+    if len(refs) > 1:
+        raise DataFolderError(f"expected one case in {Path(folder).name!r}, found {len(refs)}")
+    return load_case(refs[0], required)
+
+
+def load_case_files(paths: Iterable[str | os.PathLike[str]], required: Iterable[str] = ()) -> Case:
+    """Load a case from explicit NIfTI file paths, modality from each name."""
+    images: dict[str, Volume] = {}
+    seg: Volume | None = None
+    case_id = ""
+    files: dict[str, str] = {}
+    for p in map(Path, paths):
+        key = guess_modality(p.name)
+        if key is None:
+            raise CaseError(f"expected a modality in the file name (flair, t1, t1ce, t2, seg), got {p.name!r}")
+        parsed = parse_brats_name(p.name)
+        case_id = case_id or (parsed[0] if parsed else p.parent.name)
+        vol = _load_named(p)
+        files[key] = str(p)
+        if key == SEG_KEY:
+            seg = vol
+        else:
+            images[key] = vol
+    return assemble_case(case_id or "case", images, seg, required=required, source="files", files=files)
+
+
+def case_from_uploads(items: Iterable[tuple[str, bytes, str]], required: Iterable[str] = ()) -> Case:
+    """Build a case from uploads: (display name, bytes, modality key). Names are never used as paths.
+
+    Raises:
+        BratsViewerError: the first bad file (message names it) or an inconsistent case.
+    """
+    images: dict[str, Volume] = {}
+    seg: Volume | None = None
+    ids: list[str] = []
+    for name, blob, key in items:
+        if key != SEG_KEY and key not in MODALITIES:
+            raise CaseError(f"{name}: expected a modality among flair, t1, t1ce, t2, seg, got {key!r}")
+        if key in images or (key == SEG_KEY and seg is not None):
+            raise CaseError(f"{name}: expected one file per modality, got a second {key!r}")
+        try:
+            vol = load_volume_bytes(blob, name)
+        except BratsViewerError as err:
+            raise type(err)(f"{name}: {err}") from err
+        parsed = parse_brats_name(os.path.basename(name))
+        if parsed:
+            ids.append(parsed[0])
+        if key == SEG_KEY:
+            seg = vol
+        else:
+            images[key] = vol
+    digest = hashlib.sha256("".join(v.sha256 for v in images.values()).encode()).hexdigest()[:8]
+    case_id = upload_case_id(ids[0] if ids else "", digest)
+    return assemble_case(case_id, images, seg, required=required, source="upload")
+
+
+def upload_case_id(name_id: str, digest: str) -> str:
+    """A display-safe case id for an upload: the BraTS id from the names when present, else upload-<hash>."""
+    clean = re.sub(r"[^A-Za-z0-9_.-]", "_", name_id)[:64].strip("._")
+    return clean or f"upload-{digest}"
