@@ -1,0 +1,249 @@
+"""``python -m core evaluate``: score predicted segmentations against ground truth (BraTS regions and labels).
+
+One pair::
+
+    python -m core evaluate --pred PRED.nii.gz --gt GT.nii.gz
+
+prints a JSON object with, for WT, TC and ET, Dice, HD95 (mm), sensitivity, specificity, precision, IoU and
+the predicted and reference volumes (mL), plus the original design's per-label Dice for NCR, ED and ET.
+
+A folder of cases::
+
+    python -m core evaluate --pred-dir PRED_DIR --gt-dir GT_DIR [--csv OUT.csv]
+
+pairs files by BraTS case id (ground truth ``<id>_seg.nii[.gz]`` or ``<id>-seg.nii[.gz]``; predictions named
+the same way or ``<id>.nii[.gz]``; one folder level, no recursion), writes one CSV row per case and prints a JSON
+object with the per-case rows and the mean and median of every metric over the scored cases.
+
+A case whose prediction is missing, or unreadable, or on another grid than its ground truth, is scored as an
+empty prediction, as the BraTS challenge scores it (Dice 0 and HD95 373.13 mm for every region the ground truth
+holds); it is listed under ``errors``, counted in ``n_errors``, and reported on stderr. A case whose ground truth
+cannot be read is listed and counted but not scored. The exit status is then 1 (0 when every case was scored
+from its own prediction). Bad arguments or a bad pair in single mode exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.cases import AFFINE_TOLERANCE_MM, SEG_KEY, normalise_labels, parse_brats_name
+from core.errors import BratsViewerError, CaseError, DataFolderError
+from core.io import Volume, load_volume
+from core.metrics import REGION_ORDER, score_case
+
+_NIFTI_NAME = re.compile(r"^(?P<id>.+?)\.nii(?:\.gz)?$", re.IGNORECASE)
+EMPTY_PREDICTION_NOTE = "scored as an empty prediction (BraTS rule)"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score predicted segmentations against ground truth (Dice, HD95, ...)",
+        description=("Score predictions against ground truth: BraTS regions WT/TC/ET and per-label Dice. "
+                     "Give --pred and --gt for one pair, or --pred-dir and --gt-dir for a folder of cases. "
+                     "Folder mode exits with 1 when a case had to be scored as an empty prediction."),
+    )
+    parser.add_argument("--pred", type=Path, help="predicted label map (NIfTI)")
+    parser.add_argument("--gt", type=Path, help="ground-truth label map (NIfTI)")
+    parser.add_argument("--pred-dir", type=Path, help="folder of predictions (<id>_seg.nii.gz or <id>.nii.gz)")
+    parser.add_argument("--gt-dir", type=Path, help="folder of ground truth (<id>_seg.nii.gz)")
+    parser.add_argument("--csv", type=Path, help="folder mode: write one row per case to this CSV file")
+    parser.set_defaults(run=run)
+
+
+# --------------------------------------------------------------------------------------------- loading ---
+
+def _load_labels(path: Path) -> Volume:
+    """Load a label map (RAS grid) with labels mapped to 0/1/2/4; errors name the file."""
+    try:
+        vol = load_volume(path)
+        return normalise_labels(vol)[0]
+    except BratsViewerError as err:
+        message = str(err)
+        if path.name not in message:
+            message = f"{path.name}: {message}"
+        raise type(err)(message) from err
+
+
+def check_same_geometry(pred: Volume, gt: Volume) -> None:
+    """Raise CaseError unless both files were stored with the same shape and affine (within 1e-3 mm)."""
+    if pred.original_shape != gt.original_shape:
+        raise CaseError(f"expected the prediction {pred.source_name} to have the shape of the ground truth "
+                        f"{gt.original_shape}, got {pred.original_shape}")
+    diff = float(np.abs(pred.original_affine - gt.original_affine).max())
+    if diff > AFFINE_TOLERANCE_MM:
+        raise CaseError(f"expected the prediction {pred.source_name} to share the ground truth's affine "
+                        f"(within {AFFINE_TOLERANCE_MM} mm), got a difference of {diff:.3g}")
+
+
+def load_pair(pred_path: Path, gt_path: Path) -> tuple[Volume, Volume]:
+    """Load a prediction and its ground truth, check they share a grid, map BraTS 2023 labels.
+
+    Returns:
+        (prediction, ground truth), both on the RAS grid with labels 0/1/2/4 (uint8).
+
+    Raises:
+        BratsViewerError: a file is unreadable or not a label map, or the grids differ.
+    """
+    gt = _load_labels(gt_path)
+    pred = _load_labels(pred_path)
+    check_same_geometry(pred, gt)
+    return pred, gt
+
+
+def _case_json(pred: Volume, gt: Volume) -> dict[str, Any]:
+    score = score_case(pred.data, gt.data, gt.spacing_mm)
+    return {
+        "pred": pred.source_name,
+        "gt": gt.source_name,
+        "spacing_mm": list(gt.spacing_mm),
+        "regions": {name: score.regions[name].to_dict() for name in REGION_ORDER},
+        "per_label_dice": dict(score.per_label_dice),
+    }
+
+
+# ------------------------------------------------------------------------------------------- pairing ---
+
+def _gt_files(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        parsed = parse_brats_name(path.name)
+        if path.is_file() and parsed and parsed[1] == SEG_KEY:
+            if parsed[0] in found:
+                raise DataFolderError(f"expected one ground truth per case, got {found[parsed[0]].name} and {path.name}")
+            found[parsed[0]] = path
+    return found
+
+
+def _pred_files(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file():
+            continue
+        parsed = parse_brats_name(path.name)
+        if parsed:
+            if parsed[1] != SEG_KEY:
+                continue  # an image, not a prediction
+            case_id = parsed[0]
+        else:
+            m = _NIFTI_NAME.match(path.name)
+            if not m:
+                continue
+            case_id = m.group("id")
+        if case_id in found:
+            raise DataFolderError(f"expected one prediction per case, got {found[case_id].name} and {path.name}")
+        found[case_id] = path
+    return found
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise DataFolderError(f"expected {what} to be a folder, got {str(path)!r}")
+
+
+# --------------------------------------------------------------------------------------------- folder ---
+
+def evaluate_folders(pred_dir: Path, gt_dir: Path) -> dict[str, Any]:
+    """Score every ground-truth case of ``gt_dir`` against its prediction in ``pred_dir``.
+
+    Returns:
+        JSON-able dict: n_cases, n_scored, n_errors, errors (one line each), unmatched_predictions, cases (rows:
+        case_id, status, error, pred, gt and the flat metrics of ``CaseScore.to_dict``), summary (mean, median).
+
+    Raises:
+        DataFolderError: a folder is missing, holds no ground truth, or two files claim one case.
+    """
+    _require_dir(gt_dir, "--gt-dir")
+    _require_dir(pred_dir, "--pred-dir")
+    gts = _gt_files(gt_dir)
+    if not gts:
+        raise DataFolderError(f"expected ground-truth files named <id>_seg.nii.gz in {gt_dir.name!r}, found none")
+    preds = _pred_files(pred_dir)
+    rows: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for case_id, gt_path in gts.items():
+        row: dict[str, Any] = {"case_id": case_id, "status": "ok", "error": "", "pred": "", "gt": gt_path.name}
+        try:
+            gt = _load_labels(gt_path)
+        except BratsViewerError as err:
+            row.update(status="error", error=f"ground truth unreadable, case not scored: {err}")
+            errors.append(f"{case_id}: {row['error']}")
+            rows.append(row)
+            continue
+        pred_labels = None
+        pred_path = preds.get(case_id)
+        if pred_path is None:
+            row.update(status="missing_prediction", error=f"missing prediction; {EMPTY_PREDICTION_NOTE}")
+        else:
+            row["pred"] = pred_path.name
+            try:
+                pred = _load_labels(pred_path)
+                check_same_geometry(pred, gt)
+                pred_labels = pred.data
+            except BratsViewerError as err:
+                row.update(status="invalid_prediction", error=f"{err}; {EMPTY_PREDICTION_NOTE}")
+        if pred_labels is None:
+            errors.append(f"{case_id}: {row['error']}")
+            pred_labels = np.zeros(gt.shape, dtype=np.uint8)
+        row.update(score_case(pred_labels, gt.data, gt.spacing_mm).to_dict())
+        rows.append(row)
+    scored = [r for r in rows if r["status"] != "error"]
+    metric_keys = [k for k in (scored[0] if scored else {}) if k not in ("case_id", "status", "error", "pred", "gt")]
+    summary: dict[str, dict[str, float | None]] = {"mean": {}, "median": {}}
+    for key in metric_keys:
+        values = np.array([r[key] for r in scored], dtype=np.float64)
+        summary["mean"][key] = float(values.mean())
+        summary["median"][key] = float(np.median(values))
+    return {
+        "n_cases": len(rows),
+        "n_scored": len(scored),
+        "n_errors": len(errors),
+        "errors": errors,
+        "unmatched_predictions": sorted(p.name for cid, p in preds.items() if cid not in gts),
+        "note": "a missing or unusable prediction is " + EMPTY_PREDICTION_NOTE + " and counted in n_errors",
+        "cases": rows,
+        "summary": summary,
+    }
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """One row per case; columns case_id, status, error, pred, gt, then the metrics (blank when not scored)."""
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# ------------------------------------------------------------------------------------------------ run ---
+
+def run(args: argparse.Namespace) -> int:
+    single = args.pred is not None or args.gt is not None
+    folder = args.pred_dir is not None or args.gt_dir is not None
+    if single == folder or (single and (args.pred is None or args.gt is None)) or (
+            folder and (args.pred_dir is None or args.gt_dir is None)):
+        raise BratsViewerError("expected either --pred and --gt, or --pred-dir and --gt-dir")
+    if single:
+        if args.csv is not None:
+            raise BratsViewerError("expected --csv only with --pred-dir and --gt-dir")
+        pred, gt = load_pair(args.pred, args.gt)
+        print(json.dumps(_case_json(pred, gt), indent=2))
+        return 0
+    result = evaluate_folders(args.pred_dir, args.gt_dir)
+    if args.csv is not None:
+        write_csv(result["cases"], args.csv)
+        result["csv"] = str(args.csv)
+    print(json.dumps(result, indent=2))
+    for line in result["errors"]:
+        print(f"error: {line}", file=sys.stderr)
+    return 1 if result["errors"] else 0

@@ -1,0 +1,186 @@
+"""Tests of ``python -m core evaluate`` run in-process through core.__main__.main on synthetic NIfTI files
+(LPS affines as BraTS stores them). Tolerance: 1e-9 absolute unless stated."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from core.__main__ import main
+from core.config import HD95_EMPTY_MM
+
+LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+SHAPE = (8, 6, 5)
+
+
+def _write(path: Path, labels: np.ndarray, affine: np.ndarray = LPS) -> Path:
+    nib.save(nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), affine), str(path))
+    return path
+
+
+def _line(xs: list[int], label: int, shape: tuple[int, int, int] = SHAPE) -> np.ndarray:
+    arr = np.zeros(shape, np.uint8)
+    for x in xs:
+        arr[x, 2, 2] = label
+    return arr
+
+
+def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
+    code = main(["evaluate", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_single_pair_hand_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gt = _line([2, 3, 4], 4)
+    gt[6, 2, 2] = 2  # one ED voxel, predicted as ED too
+    pred = _line([1, 2, 3], 4)
+    pred[6, 2, 2] = 2
+    code, out, err = _run(capsys, ["--pred", str(_write(tmp_path / "p.nii.gz", pred)),
+                                   "--gt", str(_write(tmp_path / "g.nii.gz", gt))])
+    assert code == 0 and err == ""
+    res = json.loads(out)
+    et = res["regions"]["ET"]
+    assert et["dice"] == pytest.approx(2 * 2 / (3 + 3))
+    assert et["iou"] == pytest.approx(0.5)
+    assert et["sensitivity"] == pytest.approx(2 / 3)
+    assert et["precision"] == pytest.approx(2 / 3)
+    assert et["specificity"] == pytest.approx((240 - 4) / (240 - 3))
+    assert et["hd95_mm"] == pytest.approx(1.0)
+    assert et["gt_volume_ml"] == pytest.approx(0.003)
+    wt = res["regions"]["WT"]
+    assert wt["dice"] == pytest.approx(2 * 3 / (4 + 4))
+    assert res["regions"]["TC"]["dice"] == pytest.approx(2 / 3)
+    assert res["per_label_dice"] == {"NCR": 1.0, "ED": 1.0, "ET": pytest.approx(2 / 3)}
+    assert res["spacing_mm"] == [1.0, 1.0, 1.0]
+
+
+def test_single_pair_anisotropic_spacing_follows_axes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Spacing 2.5 mm along the stored first axis (L->R flipped at load) still scales that axis."""
+    affine = np.diag([-2.5, -1.0, 1.0, 1.0])
+    gt = _line([1], 1)
+    pred = _line([4], 1)
+    code, out, _ = _run(capsys, ["--pred", str(_write(tmp_path / "p.nii", pred, affine)),
+                                 "--gt", str(_write(tmp_path / "g.nii", gt, affine))])
+    assert code == 0
+    res = json.loads(out)
+    assert res["regions"]["TC"]["hd95_mm"] == pytest.approx(7.5)
+    assert res["regions"]["ET"]["hd95_mm"] == 0.0  # both empty
+    assert res["regions"]["WT"]["pred_volume_ml"] == pytest.approx(0.0025)
+
+
+def test_brats2023_labels_are_mapped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gt = _line([2, 3], 4)
+    pred = _line([2, 3], 3)  # 2023 convention: ET = 3
+    code, out, _ = _run(capsys, ["--pred", str(_write(tmp_path / "p.nii.gz", pred)),
+                                 "--gt", str(_write(tmp_path / "g.nii.gz", gt))])
+    assert code == 0
+    assert json.loads(out)["regions"]["ET"]["dice"] == 1.0
+
+
+def test_shape_mismatch_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = _write(tmp_path / "p.nii.gz", np.zeros((8, 6, 4), np.uint8))
+    g = _write(tmp_path / "g.nii.gz", np.zeros(SHAPE, np.uint8))
+    code, out, err = _run(capsys, ["--pred", str(p), "--gt", str(g)])
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "shape" in lines[0]
+
+
+def test_affine_mismatch_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shifted = LPS.copy()
+    shifted[0, 3] = 0.5
+    p = _write(tmp_path / "p.nii.gz", np.zeros(SHAPE, np.uint8), shifted)
+    g = _write(tmp_path / "g.nii.gz", np.zeros(SHAPE, np.uint8))
+    code, _, err = _run(capsys, ["--pred", str(p), "--gt", str(g)])
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "affine" in lines[0]
+
+
+def test_missing_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    g = _write(tmp_path / "g.nii.gz", np.zeros(SHAPE, np.uint8))
+    code, out, err = _run(capsys, ["--pred", str(tmp_path / "nope.nii.gz"), "--gt", str(g)])
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "nope.nii.gz" in lines[0]
+
+
+def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, ["--pred", str(tmp_path / "p.nii.gz")])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    code, _, err = _run(capsys, ["--pred-dir", str(tmp_path), "--gt", str(tmp_path / "g.nii.gz")])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_folder_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gt_dir = tmp_path / "gt"
+    pred_dir = tmp_path / "pred"
+    gt_dir.mkdir()
+    pred_dir.mkdir()
+    # case A: perfect; case B: ET Dice 2/3; case C: prediction missing -> empty prediction
+    a = _line([2, 3], 4)
+    _write(gt_dir / "BraTS2021_00001_seg.nii.gz", a)
+    _write(pred_dir / "BraTS2021_00001_seg.nii.gz", a)
+    _write(gt_dir / "BraTS2021_00002_seg.nii.gz", _line([2, 3, 4], 4))
+    _write(pred_dir / "BraTS2021_00002.nii.gz", _line([1, 2, 3], 4))
+    _write(gt_dir / "BraTS2021_00003_seg.nii.gz", _line([2], 2))
+    _write(pred_dir / "BraTS2021_00009.nii.gz", a)  # no ground truth: listed, not scored
+    (pred_dir / "notes.txt").write_text("ignored")
+    out_csv = tmp_path / "scores.csv"
+    code, out, err = _run(capsys, ["--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--csv", str(out_csv)])
+    assert code == 1
+    res = json.loads(out)
+    assert res["n_cases"] == 3 and res["n_scored"] == 3 and res["n_errors"] == 1
+    assert len(res["errors"]) == 1 and "BraTS2021_00003" in res["errors"][0] and "empty prediction" in res["errors"][0]
+    assert err.strip().splitlines() == [f"error: {res['errors'][0]}"]
+    assert res["unmatched_predictions"] == ["BraTS2021_00009.nii.gz"]
+    rows = {r["case_id"]: r for r in res["cases"]}
+    assert [r["status"] for r in res["cases"]] == ["ok", "ok", "missing_prediction"]
+    assert rows["BraTS2021_00001"]["ET_dice"] == 1.0
+    assert rows["BraTS2021_00002"]["ET_dice"] == pytest.approx(2 / 3)
+    c = rows["BraTS2021_00003"]
+    assert c["WT_dice"] == 0.0 and c["WT_hd95_mm"] == pytest.approx(HD95_EMPTY_MM)
+    assert c["ET_dice"] == 1.0 and c["ET_hd95_mm"] == 0.0  # both empty: BraTS rule
+    mean, median = res["summary"]["mean"], res["summary"]["median"]
+    assert mean["ET_dice"] == pytest.approx((1 + 2 / 3 + 1) / 3)
+    assert median["ET_dice"] == pytest.approx(1.0)
+    assert mean["WT_hd95_mm"] == pytest.approx((0 + 1 + HD95_EMPTY_MM) / 3)
+    assert median["WT_hd95_mm"] == pytest.approx(1.0)
+    assert mean["label_ED_dice"] == pytest.approx((1 + 1 + 0) / 3)
+    with open(out_csv, newline="", encoding="utf-8") as fh:
+        csv_rows = list(csv.DictReader(fh))
+    assert [r["case_id"] for r in csv_rows] == ["BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003"]
+    assert float(csv_rows[1]["ET_dice"]) == pytest.approx(2 / 3)
+    assert csv_rows[2]["status"] == "missing_prediction"
+
+
+def test_folder_mode_invalid_prediction_scored_empty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gt_dir = tmp_path / "gt"
+    pred_dir = tmp_path / "pred"
+    gt_dir.mkdir()
+    pred_dir.mkdir()
+    _write(gt_dir / "BraTS-GLI-00001-000-seg.nii.gz", _line([2], 3))  # 2023 naming and labels
+    _write(pred_dir / "BraTS-GLI-00001-000-seg.nii.gz", np.zeros((4, 4, 4), np.uint8))
+    code, out, _ = _run(capsys, ["--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir)])
+    assert code == 1
+    row = json.loads(out)["cases"][0]
+    assert row["status"] == "invalid_prediction" and "shape" in row["error"]
+    assert row["ET_dice"] == 0.0 and row["ET_hd95_mm"] == pytest.approx(HD95_EMPTY_MM)
+
+
+def test_folder_mode_all_ok_exit_0_and_no_gt_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    _write(gt_dir / "X_seg.nii.gz", _line([1], 1))
+    code, out, err = _run(capsys, ["--pred-dir", str(gt_dir), "--gt-dir", str(gt_dir)])
+    assert code == 0 and err == "" and json.loads(out)["n_errors"] == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = _run(capsys, ["--pred-dir", str(gt_dir), "--gt-dir", str(empty)])
+    assert code == 2 and len(err.strip().splitlines()) == 1
