@@ -37,15 +37,25 @@ def parse_brats_name(file_name: str) -> tuple[str, str] | None:
 
 
 def guess_modality(file_name: str) -> str | None:
-    """Best guess of the modality key of an uploaded file from its name (None when unsure)."""
-    parsed = parse_brats_name(os.path.basename(file_name))
+    """Best guess of the modality key of an uploaded file from its name (None when unsure).
+
+    BraTS names first; then name tokens (``T1w`` -> t1, ``t1_gd`` / ``T1-post`` -> t1ce, ``mask`` -> seg).
+    Both ``/`` and ``\\`` count as folder separators (browsers on Windows may send either).
+    """
+    base = re.split(r"[\\/]", file_name)[-1]
+    parsed = parse_brats_name(base)
     if parsed:
         return parsed[1]
-    stem = re.sub(_NIFTI_EXT, "", os.path.basename(file_name), flags=re.IGNORECASE).lower()
+    stem = re.sub(_NIFTI_EXT, "", base, flags=re.IGNORECASE).lower()
     tokens = [t for t in re.split(r"[^a-z0-9]+", stem) if t]
-    for tok in reversed(tokens):
+    for i in range(len(tokens) - 1, -1, -1):
+        tok = tokens[i]
+        if tok in _CONTRAST_TOKENS and "t1" in tokens[:i]:
+            return "t1ce"
         if tok in _MOD_ALIASES:
             return _MOD_ALIASES[tok]
+        if tok in _EXTRA_ALIASES:
+            return _EXTRA_ALIASES[tok]
         if tok in {"mask", "label", "labels", "segmentation", "gt"}:
             return SEG_KEY
     for key, aliases in (("t1ce", ("t1ce", "t1gd", "t1c", "contrast")), ("flair", ("flair",)),
@@ -53,6 +63,10 @@ def guess_modality(file_name: str) -> str | None:
         if any(a in stem for a in aliases):
             return key
     return None
+
+
+_CONTRAST_TOKENS = frozenset({"gd", "ce", "c", "contrast", "post", "gad"})
+_EXTRA_ALIASES: dict[str, str] = {"t1w": "t1", "t1wce": "t1ce", "t2flair": "flair", "t2w": "t2"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,10 +132,12 @@ class Case:
 
 # --------------------------------------------------------------------------------------------- labels -------
 
-def normalise_labels(seg: Volume, convention: str | None = None) -> tuple[Volume, str]:
+def normalise_labels(seg: Volume, convention: str | None = None, hint: str | None = None) -> tuple[Volume, str]:
     """Check a segmentation's labels and map them to the internal convention (0, 1, 2, 4) as uint8.
 
     BraTS 2023 files use 3 for ET: a label map holding 3 and no 4 is read as 2023 and 3 becomes 4.
+    A map holding neither 3 nor 4 cannot tell; ``hint`` (e.g. "2023" from the file naming) decides then,
+    so that it is written back in its own convention.
 
     Raises:
         CaseError: non-integer labels or labels outside {0, 1, 2, 3, 4}, or both 3 and 4 present.
@@ -138,7 +154,7 @@ def normalise_labels(seg: Volume, convention: str | None = None) -> tuple[Volume
     if 3 in values and 4 in values:
         raise CaseError("expected ET labelled 4 (BraTS 2021) or 3 (BraTS 2023), got both 3 and 4")
     if convention is None:
-        convention = "2023" if 3 in values else "2021"
+        convention = "2023" if 3 in values else "2021" if 4 in values else (hint or "2021")
     out = arr.astype(np.uint8)
     if convention == "2023":
         out = np.where(out == LABEL_ET_2023, LABEL_ET, out).astype(np.uint8)
@@ -166,8 +182,11 @@ def check_labels(labels: np.ndarray) -> None:
 
 def assemble_case(case_id: str, images: Mapping[str, Volume], seg: Volume | None = None, *,
                   required: Iterable[str] = (), source: str = "", notes: str = "",
-                  files: Mapping[str, str] | None = None) -> Case:
+                  files: Mapping[str, str] | None = None, convention_hint: str | None = None) -> Case:
     """Check that volumes form one case and build it.
+
+    ``convention_hint`` ("2021" or "2023", e.g. from the file naming) decides the label convention of a
+    segmentation whose labels hold no ET (see ``normalise_labels``).
 
     Raises:
         CaseError: a required modality is missing, an unknown key, or shapes/affines disagree.
@@ -197,7 +216,7 @@ def assemble_case(case_id: str, images: Mapping[str, Volume], seg: Volume | None
                             f"(within {AFFINE_TOLERANCE_MM} mm), got a difference of {diff:.3g}")
     convention = "2021"
     if seg is not None:
-        seg, convention = normalise_labels(seg)
+        seg, convention = normalise_labels(seg, hint=convention_hint)
     return Case(case_id, dict(images), seg, convention, source, notes, dict(files or {}))
 
 
@@ -256,6 +275,8 @@ def discover_cases(root: str | os.PathLike[str], max_depth: int = 6) -> list[Cas
             dirnames[:] = []
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for fname in filenames:
+            if fname.startswith("."):  # hidden files, e.g. macOS "._<name>" resource forks next to each image
+                continue
             parsed = parse_brats_name(fname)
             if not parsed:
                 continue
@@ -292,14 +313,22 @@ def load_case(ref: CaseRef, required: Iterable[str] = (), notes: str = "") -> Ca
         images[key] = _load_named(ref.files[key])
     seg = _load_named(ref.files[SEG_KEY]) if ref.has_seg else None
     return assemble_case(ref.case_id, images, seg, required=required, source=str(ref.folder), notes=notes,
-                         files={k: str(p) for k, p in ref.files.items()})
+                         files={k: str(p) for k, p in ref.files.items()},
+                         convention_hint=naming_convention(ref.files[SEG_KEY].name) if ref.has_seg else None)
+
+
+def naming_convention(file_name: str) -> str | None:
+    """"2023" for BraTS 2023 names (``<id>-seg.nii.gz``), "2021" for earlier ones, None otherwise."""
+    if _PATTERN_2023.match(file_name):
+        return "2023"
+    if _PATTERN_2020.match(file_name):
+        return "2021"
+    return None
 
 
 def _load_named(path: Path) -> Volume:
-    try:
-        return load_volume(path)
-    except BratsViewerError as err:
-        raise type(err)(f"{path.name}: {err}") from err
+    """Load one file; ``load_volume`` already starts every error message with the file's name."""
+    return load_volume(path)
 
 
 def load_case_folder(folder: str | os.PathLike[str], required: Iterable[str] = ()) -> Case:
@@ -351,11 +380,8 @@ def case_from_uploads(items: Iterable[tuple[str, bytes, str]], required: Iterabl
             raise CaseError(f"{name}: expected a modality among flair, t1, t1ce, t2, seg, got {key!r}")
         if key in images or (key == SEG_KEY and seg is not None):
             raise CaseError(f"{name}: expected one file per modality, got a second {key!r}")
-        try:
-            vol = load_volume_bytes(blob, name)
-        except BratsViewerError as err:
-            raise type(err)(f"{name}: {err}") from err
-        parsed = parse_brats_name(os.path.basename(name))
+        vol = load_volume_bytes(blob, name)  # messages start with the display name
+        parsed = parse_brats_name(re.split(r"[\\/]", name)[-1])
         if parsed:
             ids.append(parsed[0])
         if key == SEG_KEY:

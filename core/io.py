@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import struct
 import tempfile
@@ -21,7 +22,7 @@ import numpy as np
 from nibabel import orientations as ornt_mod
 
 from core.config import MAX_DECOMPRESSED_BYTES, MAX_FILE_BYTES, MAX_VOXELS
-from core.errors import ImageContentError, ImageFormatError, ImageSizeError
+from core.errors import BratsViewerError, ImageContentError, ImageFormatError, ImageSizeError
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -60,7 +61,8 @@ class HeaderInfo:
 
     @property
     def n_voxels(self) -> int:
-        return int(np.prod(self.dims, dtype=np.int64)) if self.dims else 0
+        # Python integers: NIfTI-2 dims are int64 and their product may overflow a fixed-width integer.
+        return math.prod(self.dims) if self.dims else 0
 
     @property
     def expected_bytes(self) -> int:
@@ -225,7 +227,7 @@ def _check_header(info: HeaderInfo) -> None:
         raise ImageContentError(f"expected a 3-D image, got {len(dims)}-D with shape {dims}")
     if any(d != 1 for d in extra):
         raise ImageContentError(f"expected a 3-D image, got {len(dims)}-D with shape {dims}")
-    n = int(np.prod(spatial, dtype=np.int64))
+    n = math.prod(spatial)  # exact: np.prod of NIfTI-2 int64 dims may wrap around
     if n > MAX_VOXELS:
         raise ImageSizeError(f"expected at most {MAX_VOXELS:,} voxels, got {n:,} (shape {spatial})")
     for axis, p in enumerate(info.pixdim[:3]):
@@ -294,8 +296,18 @@ def load_volume_bytes(blob: bytes, name: str = "") -> Volume:
         A ``Volume`` reoriented to RAS.
 
     Raises:
-        ImageFormatError, ImageSizeError, ImageContentError: the bytes are not an acceptable 3-D image.
+        ImageFormatError, ImageSizeError, ImageContentError: the bytes are not an acceptable 3-D image;
+            the message starts with ``name`` when one is given.
     """
+    try:
+        return _load_volume_bytes(blob, name)
+    except BratsViewerError as err:
+        if not name:
+            raise
+        raise type(err)(f"{name}: {err}") from err
+
+
+def _load_volume_bytes(blob: bytes, name: str) -> Volume:
     if len(blob) > MAX_FILE_BYTES:
         raise ImageSizeError(f"expected a file of at most {MAX_FILE_BYTES // 2**20} MB, got {len(blob) // 2**20} MB")
     sha = hashlib.sha256(blob).hexdigest()
@@ -355,12 +367,16 @@ def load_volume(path: str | os.PathLike[str]) -> Volume:
     try:
         size = p.stat().st_size
     except OSError as err:
-        raise ImageFormatError(f"expected a readable file, got {err.strerror}: {p.name}") from err
+        raise ImageFormatError(f"{p.name}: expected a readable file, got {err.strerror}") from err
     if not p.is_file():
-        raise ImageFormatError(f"expected a file, got a folder or special file: {p.name}")
+        raise ImageFormatError(f"{p.name}: expected a file, got a folder or special file")
     if size > MAX_FILE_BYTES:
-        raise ImageSizeError(f"expected a file of at most {MAX_FILE_BYTES // 2**20} MB, got {size // 2**20} MB")
-    return load_volume_bytes(p.read_bytes(), p.name)
+        raise ImageSizeError(f"{p.name}: expected a file of at most {MAX_FILE_BYTES // 2**20} MB, got {size // 2**20} MB")
+    try:
+        blob = p.read_bytes()
+    except OSError as err:
+        raise ImageFormatError(f"{p.name}: expected a readable file, got {err.strerror}") from err
+    return load_volume_bytes(blob, p.name)
 
 
 def volume_from_array(data: np.ndarray, affine: np.ndarray, name: str = "") -> Volume:
@@ -402,11 +418,26 @@ def to_nifti_image(reference: Volume, array_ras: np.ndarray, dtype: np.dtype | t
     arr = reference.to_original(np.asarray(array_ras))
     if dtype is not None:
         arr = arr.astype(dtype)
-    img = nib.Nifti1Image(arr, reference.original_affine)
+    arr = _storable(arr)
+    img = nib.Nifti1Image(arr, reference.original_affine, dtype=arr.dtype)
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(reference.original_affine, code=1)
     img.set_sform(reference.original_affine, code=1)
     return img
+
+
+def _storable(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in a dtype NIfTI writers accept without loss: bool as uint8; 64-bit integers (e.g. from
+    ``np.argmax``, which nibabel refuses without an explicit dtype) in the smallest integer type holding them."""
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8)
+    if arr.dtype.kind in "iu" and arr.dtype.itemsize == 8:
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        for candidate in (np.uint8, np.int16, np.int32):
+            info = np.iinfo(candidate)
+            if info.min <= lo and hi <= info.max:
+                return arr.astype(candidate)
+    return arr
 
 
 def nifti_bytes(reference: Volume, array_ras: np.ndarray, dtype: np.dtype | type | None = None) -> bytes:
