@@ -1,0 +1,144 @@
+"""Whole-volume and single-slice prediction with a progress callback, optional flip TTA and uncertainty.
+
+Every axial slice that holds brain is predicted (slices without brain are background without running the
+network). Probabilities are resized back to the native grid first, then the argmax is taken. Results are on
+the case's RAS grid; ``core.io.save_like`` writes them back in the input's own geometry.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.cases import Case
+from core.model import LoadedModel
+from core.preprocess import Prepared, classes_to_labels, prepare_case, probabilities_to_grid
+
+ProgressFn = Callable[[float, str], None]
+_LOCKS: dict[int, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """A model's output for one case on the case's RAS grid.
+
+    Attributes:
+        labels: (X, Y, Z) uint8 labels 0/1/2/4.
+        probabilities: (X, Y, Z, 4) float16 class probabilities (background, NCR, ED, ET).
+        uncertainty: (X, Y, Z) float16 normalised predictive entropy in [0, 1] (TTA only), else None.
+        model_name, model_sha256: the model that made it.
+        tta: whether flip test-time augmentation was used.
+        elapsed_s: wall time of the prediction in seconds.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    uncertainty: np.ndarray | None
+    model_name: str
+    model_sha256: str
+    tta: bool
+    elapsed_s: float
+
+
+def _lock_for(loaded: LoadedModel) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(id(loaded.model), threading.Lock())
+
+
+def run_network(loaded: LoadedModel, batch: np.ndarray, tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class probabilities for a (N, S, S, C) batch: (N, S, S, 4) float32, and with TTA the per-pixel
+    normalised entropy (N, S, S) of the mean over identity and flips along each in-plane axis."""
+    views = [batch]
+    if tta:
+        views += [batch[:, ::-1], batch[:, :, ::-1], batch[:, ::-1, ::-1]]
+    outs = []
+    with _lock_for(loaded):
+        for i, v in enumerate(views):
+            p = np.asarray(loaded.model(np.ascontiguousarray(v, dtype=np.float32), training=False), dtype=np.float32)
+            if i == 1:
+                p = p[:, ::-1]
+            elif i == 2:
+                p = p[:, :, ::-1]
+            elif i == 3:
+                p = p[:, ::-1, ::-1]
+            outs.append(p)
+    mean = np.mean(outs, axis=0) if len(outs) > 1 else outs[0]
+    if not tta:
+        return mean, None
+    ent = -np.sum(mean * np.log(np.clip(mean, 1e-7, 1.0)), axis=-1) / np.log(mean.shape[-1])
+    return mean, ent.astype(np.float32)
+
+
+def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: ProgressFn | None = None,
+                 batch_size: int = 16, prepared: Prepared | None = None) -> Prediction:
+    """Segment every axial slice of a case.
+
+    Args:
+        loaded: model and its preprocessing spec.
+        case: the case; must hold the model's input modalities.
+        tta: average identity and flips, and return an uncertainty map.
+        progress: called with (fraction done in [0, 1], message).
+        batch_size: slices per network call.
+        prepared: the case already prepared with ``loaded.spec`` (saves a second preparation).
+
+    Raises:
+        CaseError: a needed modality is missing.
+    """
+    started = time.perf_counter()
+    prep = prepared if prepared is not None else prepare_case(case, loaded.spec)
+    nx, ny, nz = prep.grid_shape
+    probs = np.zeros((nx, ny, nz, 4), dtype=np.float16)
+    probs[..., 0] = 1.0
+    unc = np.zeros((nx, ny, nz), dtype=np.float16) if tta else None
+    zs = np.flatnonzero(prep.brain_z)
+    n_batches = max(1, int(np.ceil(len(zs) / batch_size)))
+    for b in range(n_batches):
+        sel = zs[b * batch_size : (b + 1) * batch_size]
+        if sel.size == 0:
+            break
+        p, e = run_network(loaded, prep.slices[sel], tta)
+        for k, z in enumerate(sel):
+            probs[:, :, z] = probabilities_to_grid(p[k], prep.box, (nx, ny))
+            if unc is not None and e is not None:
+                unc[:, :, z] = _entropy_to_grid(e[k], prep.box, (nx, ny))
+        if progress is not None:
+            progress((b + 1) / n_batches, f"segmented {min((b + 1) * batch_size, len(zs))} of {len(zs)} slices")
+    labels = classes_to_labels(np.argmax(probs, axis=-1))
+    for arr in (labels, probs, unc):
+        if arr is not None:
+            arr.setflags(write=False)
+    return Prediction(labels, probs, unc, loaded.name, loaded.sha256, tta, time.perf_counter() - started)
+
+
+def _entropy_to_grid(ent: np.ndarray, box: tuple[int, int, int, int], grid_xy: tuple[int, int]) -> np.ndarray:
+    """(S, S) map -> (X, Y) on the native grid, bilinear inside the crop box, 0 outside."""
+    import cv2
+
+    x0, x1, y0, y1 = box
+    out = np.zeros(grid_xy, dtype=np.float32)
+    out[x0:x1, y0:y1] = cv2.resize(np.ascontiguousarray(ent, dtype=np.float32), (y1 - y0, x1 - x0),
+                                   interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def predict_slice(loaded: LoadedModel, prepared: Prepared, z: int, tta: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Segment one axial slice at once.
+
+    Returns:
+        labels (X, Y) uint8 0/1/2/4, probabilities (X, Y, 4) float32, uncertainty (X, Y) float32 or None.
+    """
+    nx, ny, _ = prepared.grid_shape
+    if not prepared.brain_z[z]:
+        probs = np.zeros((nx, ny, 4), dtype=np.float32)
+        probs[..., 0] = 1.0
+        return np.zeros((nx, ny), dtype=np.uint8), probs, (np.zeros((nx, ny), np.float32) if tta else None)
+    p, e = run_network(loaded, prepared.slices[z : z + 1], tta)
+    probs = probabilities_to_grid(p[0], prepared.box, (nx, ny))
+    unc = _entropy_to_grid(e[0], prepared.box, (nx, ny)) if e is not None else None
+    return classes_to_labels(np.argmax(probs, axis=-1)), probs, unc

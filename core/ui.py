@@ -1,0 +1,161 @@
+"""The only Streamlit glue in ``core/``: session-state keys, cached loaders, the shared header and sidebar.
+
+Caches: volumes and models live in ``st.cache_resource`` (one shared, read-only object per process, bounded
+by ``max_entries``); nothing large goes into ``st.cache_data`` (which copies on every hit). Uploaded cases are
+kept in the uploading session's own state only, so sessions never see each other's uploads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from core import config
+from core.cases import Case, CaseRef, discover_cases, load_case
+from core.errors import BratsViewerError
+
+# ---- session-state keys (one place) -----------------------------------------------------------------------
+KEY_DATA_DIR = "data_dir"  # str: folder of cases in use
+KEY_CASE = "selected_case"  # dict: {"kind": "folder", "folder": str, "case_id": str} or {"kind": "upload", "case_id": str}
+KEY_UPLOADED = "uploaded_case"  # Case built from this session's uploads
+KEY_CURSOR = "cursor"  # dict: {"x": int, "y": int, "z": int} shared cross-hair on the RAS grid
+KEY_TTA = "use_tta"
+KEY_MODEL_DIR = "model_dir"  # str: active model folder
+
+
+def page_header(title: str, icon: str = ":material/neurology:") -> None:
+    """Page config, title and the research-use disclaimer (on every page), and the shared sidebar."""
+    st.set_page_config(page_title=f"{title} - BraTS viewer", page_icon=icon, layout="wide")
+    st.title(title)
+    st.warning(config.DISCLAIMER, icon=":material/warning:")
+    sidebar()
+
+
+def sidebar() -> None:
+    """The data folder, active model and selected case, on every page."""
+    with st.sidebar:
+        st.caption("Research software - not for diagnosis")
+        st.markdown(f"**Data folder**  \n`{data_dir()}`")
+        model_dir = active_model_dir()
+        st.markdown(f"**Model**  \n`{model_dir.name}`" + ("" if model_dir.exists() else " (missing)"))
+        sel = st.session_state.get(KEY_CASE)
+        st.markdown(f"**Case**  \n`{sel['case_id']}`" if sel else "**Case**  \nnone selected")
+
+
+def data_dir() -> Path:
+    """The data folder of this session (set on the case browser), else ``$BRATS_DATA_DIR`` or the demo."""
+    value = st.session_state.get(KEY_DATA_DIR)
+    return Path(value) if value else config.data_dir()
+
+
+def active_model_dir() -> Path:
+    value = st.session_state.get(KEY_MODEL_DIR)
+    return Path(value) if value else config.active_model_dir()
+
+
+@st.cache_data(ttl=60, max_entries=16, show_spinner=False)
+def list_cases(folder: str) -> list[dict[str, Any]]:
+    """Table rows of the cases under ``folder`` (headers only): id, modalities, ground truth, shape, voxel size."""
+    rows = []
+    for ref in discover_cases(folder):
+        rows.append({"case_id": ref.case_id, "modalities": ", ".join(ref.modalities),
+                     "ground_truth": ref.has_seg, **ref.header_summary(), "folder": str(ref.folder)})
+    return rows
+
+
+def case_notes(folder: str | Path) -> dict[str, str]:
+    """Optional ``CASE_NOTES.json`` of a data folder: case id -> note (e.g. pseudo-label warnings)."""
+    path = Path(folder) / "CASE_NOTES.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading case...")
+def _load_case_cached(folder: str, case_id: str, stamp: float) -> Case:
+    refs = [r for r in discover_cases(folder) if r.case_id == case_id]
+    if not refs:
+        raise BratsViewerError(f"expected case {case_id!r} in {folder!r}, found none")
+    ref: CaseRef = refs[0]
+    notes = case_notes(folder).get(case_id, "") or case_notes(ref.folder.parent).get(case_id, "")
+    return load_case(ref, notes=notes)
+
+
+def load_folder_case(folder: str, case_id: str) -> Case:
+    """A case of a data folder, loaded once per process and shared read-only (at most 3 kept)."""
+    try:
+        stamp = max(Path(p).stat().st_mtime for p in Path(folder).rglob(f"{case_id}*"))
+    except ValueError:
+        stamp = 0.0
+    return _load_case_cached(str(folder), case_id, stamp)
+
+
+def select_folder_case(folder: str, case_id: str) -> None:
+    st.session_state[KEY_CASE] = {"kind": "folder", "folder": str(folder), "case_id": case_id}
+    st.session_state.pop(KEY_CURSOR, None)
+
+
+def select_uploaded_case(case: Case) -> None:
+    st.session_state[KEY_UPLOADED] = case
+    st.session_state[KEY_CASE] = {"kind": "upload", "case_id": case.case_id}
+    st.session_state.pop(KEY_CURSOR, None)
+
+
+def current_case() -> Case | None:
+    """The case selected in this session, or None. Errors are shown and give None."""
+    sel = st.session_state.get(KEY_CASE)
+    if not sel:
+        return None
+    if sel.get("kind") == "upload":
+        return st.session_state.get(KEY_UPLOADED)
+    try:
+        return load_folder_case(sel["folder"], sel["case_id"])
+    except BratsViewerError as err:
+        st.error(str(err))
+        return None
+
+
+def require_case() -> Case:
+    """The selected case, or an empty state that says what to do, and stop the page."""
+    case = current_case()
+    if case is None:
+        st.info("No case selected. Open the **Case browser** to pick a case or upload your own NIfTI files.",
+                icon=":material/info:")
+        st.page_link("pages/1_Case_browser.py", label="Go to the case browser", icon=":material/folder_open:")
+        st.stop()
+    return case
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading model...")
+def load_model_cached(model_dir: str, stamp: float) -> Any:
+    """The model of a folder, loaded once per process (TensorFlow is imported here, not at page import)."""
+    from core.model import load_model
+
+    return load_model(model_dir)
+
+
+def get_model() -> Any:
+    """The active model, or None with an error shown."""
+    folder = active_model_dir()
+    try:
+        from core.model import resolve_weights
+
+        weights, _ = resolve_weights(folder)
+        return load_model_cached(str(folder), weights.stat().st_mtime)
+    except BratsViewerError as err:
+        st.error(str(err))
+        return None
+
+
+def model_card(folder: Path | None = None) -> dict[str, Any]:
+    """The card of the active (or given) model folder; empty dict when absent. Does not import TensorFlow."""
+    path = (folder or active_model_dir()) / "model_card.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
