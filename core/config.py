@@ -42,8 +42,8 @@ LABEL_COLOURS: dict[int, tuple[int, int, int]] = {1: (230, 40, 40), 2: (40, 200,
 
 # --- Input limits -------------------------------------------------------------------------------------------
 MAX_FILE_BYTES: int = 300 * 1024 * 1024  # compressed file on disk or upload
-MAX_VOXELS: int = 512 * 512 * 512  # per 3-D image
-MAX_DECOMPRESSED_BYTES: int = MAX_VOXELS * 8 + 352 * 4 + 1024 * 1024  # largest float64 volume + headers
+MAX_VOXELS: int = 512 * 512 * 256  # per 3-D image (BraTS: 240 x 240 x 155 = 8.9 M)
+MAX_DECOMPRESSED_BYTES: int = 512 * 1024 * 1024  # a decompressed image never grows beyond this (gzip bombs)
 HD95_EMPTY_MM: float = 373.13  # BraTS 2017-2021 value when exactly one mask is empty
 
 # --- Paths and settings -------------------------------------------------------------------------------------
