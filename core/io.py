@@ -84,6 +84,7 @@ class Volume:
         original_shape: shape as stored.
         sha256: SHA-256 of the file bytes as read (compressed form for .nii.gz).
         source_name: display name (file name); never used as a path.
+        stored_dtype: voxel type as stored in the file (e.g. "int16"; ``data`` may differ: floats load as float32).
         warnings: non-fatal findings (e.g. a zero scale factor read as "no scaling", an oblique affine).
     """
 
@@ -124,13 +125,16 @@ class Volume:
         return np.ascontiguousarray(ornt_mod.apply_orientation(array, back))
 
     def with_data(self, array: np.ndarray) -> Volume:
-        """A volume of the same geometry holding ``array`` (same RAS grid)."""
+        """A volume of the same geometry holding ``array`` (same RAS grid).
+
+        File metadata (``sha256``, ``source_name``, ``stored_dtype``, ``warnings``) still describe the file read.
+        """
         if tuple(array.shape[:3]) != self.shape:
             raise ImageContentError(f"array grid must be {self.shape}, not {tuple(array.shape[:3])}")
         arr = np.ascontiguousarray(array)
         arr.setflags(write=False)
         return Volume(arr, self.affine, self.spacing_mm, self.original_affine, self.original_axcodes,
-                      self.original_shape, self.sha256, self.source_name, str(arr.dtype), self.warnings)
+                      self.original_shape, self.sha256, self.source_name, self.stored_dtype, self.warnings)
 
 
 # ------------------------------------------------------------------------------------------------ reading ---
@@ -329,11 +333,14 @@ def _load_volume_bytes(blob: bytes, name: str) -> Volume:
     if arr.ndim > 3:
         arr = arr.reshape(arr.shape[:3])
     if arr.dtype.kind == "f":
+        if arr.dtype != np.float32:
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = arr.astype(np.float32)  # values beyond float32 (e.g. a huge scale factor) become inf
         if not np.isfinite(arr).all():
             n_bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-            raise ImageContentError(f"expected finite voxel values, got {n_bad:,} NaN or infinite voxels")
-        if arr.dtype != np.float32:
-            arr = arr.astype(np.float32)
+            raise ImageContentError(
+                f"expected finite voxel values, got {n_bad:,} NaN or infinite voxels (after scaling, as float32)"
+            )
     elif arr.dtype.kind not in "iu":
         raise ImageContentError(f"expected integer or real voxels, got dtype {arr.dtype}")
     affine = np.asarray(img.affine, dtype=np.float64)
