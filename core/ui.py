@@ -88,10 +88,10 @@ def _load_case_cached(folder: str, case_id: str, stamp: float) -> Case:
 
 def load_folder_case(folder: str, case_id: str) -> Case:
     """A case of a data folder, loaded once per process and shared read-only (at most 3 kept)."""
-    try:
-        stamp = max(Path(p).stat().st_mtime for p in Path(folder).rglob(f"{case_id}*"))
-    except ValueError:
-        stamp = 0.0
+    refs = [r for r in discover_cases(folder) if r.case_id == case_id]
+    if not refs:  # ids come from the discovered list only: nothing outside the chosen folder is read
+        raise BratsViewerError(f"expected case {case_id!r} in the data folder, found none")
+    stamp = max(p.stat().st_mtime for p in refs[0].files.values())
     return _load_case_cached(str(folder), case_id, stamp)
 
 
