@@ -1,0 +1,168 @@
+"""The Training page (pages/5_Training.py) under AppTest, with models, work and data folders in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_case_dir
+from streamlit.testing.v1 import AppTest
+
+from core import config
+
+PAGE = str(config.PROJECT_ROOT / "pages" / "5_Training.py")
+HISTORY = ("epoch,accuracy,dice_coef,learning_rate,loss,val_accuracy,val_dice_coef,val_loss\n"
+           "0,0.90,0.30,0.001,0.80,0.91,0.25,0.85\n"
+           "1,0.95,0.50,0.001,0.50,0.94,0.40,0.60\n")
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Empty models/work folders, no shared data, no data folder."""
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setattr(config, "MODELS_DIR", models)
+    monkeypatch.setenv(config.WORK_DIR_ENV, str(tmp_path / "work"))
+    monkeypatch.setenv(config.SHARED_DATA_ENV, str(tmp_path / "no-shared"))
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(tmp_path / "no-data"))
+    monkeypatch.delenv(config.MODEL_ENV, raising=False)
+    return tmp_path
+
+
+def run_page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "success")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def fake_finished_run(root: Path, name: str = "fake") -> Path:
+    """A finished model folder (dummy weights, card, history, progress) recorded as the last job."""
+    out = root / "models" / name
+    out.mkdir(parents=True)
+    started = time.time() - 60
+    (out / "history.csv").write_text(HISTORY)
+    (out / "progress.json").write_text(json.dumps({"status": "finished", "epoch": 2, "epochs": 2,
+                                                   "updated": started + 30}))
+    (out / "model.keras").write_bytes(b"not a real model")
+    card = {"name": name, "split": {"train": ["a", "b", "c"], "val": ["d"], "test": []}, "epochs_run": 2,
+            "epochs_requested": 2, "total_wall_time_s": 90.0, "parameters": 1234,
+            "validation_mean_dice": {"WT": 0.8, "TC": 0.7, "ET": 0.6}, "weights_sha256": "ab" * 32}
+    (out / "model_card.json").write_text(json.dumps(card))
+    (out / "MODEL_CARD.md").write_text(f"# Model card: {name}\n")
+    jobs_dir = root / "work" / "jobs"
+    jobs_dir.mkdir(parents=True)
+    (jobs_dir / "current.json").write_text(json.dumps(
+        {"pid": 2**22 + 11, "create_time": 1.0, "out_dir": str(out), "log": str(out / "train.log"),
+         "command": ["python", "-m", "core", "train"], "started": started}))
+    return out
+
+
+def test_empty_state_no_jobs_no_models_no_data(dirs: Path) -> None:
+    at = run_page()
+    body = texts(at)
+    assert "not for clinical diagnosis" in "\n".join(w.value for w in at.warning)
+    assert "No training run yet" in body
+    assert "Data folder not found" in body
+    assert "No trained models" in body
+    assert len(at.get("plotly_chart")) == 0
+
+
+def test_form_widgets_with_a_data_folder(dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = dirs / "data"
+    make_case_dir(data, "BraTS2021_00001", seed=1)
+    make_case_dir(data, "BraTS2021_00002", seed=2)
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(data))
+    at = run_page()
+    labels = {w.label for w in [*at.number_input, *at.multiselect, *at.selectbox, *at.text_input, *at.radio,
+                                *at.slider, *at.select_slider]}
+    for label in ("Epochs", "Batch size", "Input channels", "Network width (base filters)", "Depth (poolings)",
+                  "Loss", "Normalisation", "Crop", "Validation split", "Validation cases",
+                  "Output name (letters, digits, - and _)", "Data folder (labelled BraTS cases)"):
+        assert label in labels, label
+    assert "2 labelled case(s) found" in texts(at)
+    channels = next(w for w in at.multiselect if w.label == "Input channels")
+    assert list(channels.options) == ["FLAIR", "T1", "T1CE", "T2"]
+
+
+def test_bad_output_name_is_refused(dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = dirs / "data"
+    make_case_dir(data, "BraTS2021_00001", seed=1)
+    make_case_dir(data, "BraTS2021_00002", seed=2)
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(data))
+    at = run_page()
+    next(w for w in at.text_input if w.label.startswith("Output name")).set_value("../escape")
+    submit = next(b for b in at.button if b.label == "Start training")
+    submit.click()
+    at.run()
+    assert not at.exception
+    assert any("expected a model name" in e.value for e in at.error)
+    assert not (dirs / "work" / "jobs" / "current.json").exists()
+    assert not (dirs / "escape").exists()
+
+
+def test_finished_run_shows_curves_and_models(dirs: Path) -> None:
+    fake_finished_run(dirs)
+    at = run_page()
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3  # loss, Dice, accuracy
+    figure = json.loads(charts[0].proto.spec)
+    assert [t["name"] for t in figure["data"]] == ["train", "validation"]
+    assert figure["data"][0]["y"] == [0.8, 0.5]
+    assert any("Finished" in s.value for s in at.success)
+    assert [e.label for e in at.expander if e.label.startswith("fake")] == ["fake"]
+    body = texts(at)
+    assert "WT 0.800" in body and "ab" * 32 in body
+
+
+def test_make_active_writes_marker(dirs: Path) -> None:
+    fake_finished_run(dirs)
+    at = run_page()
+    button = next(b for b in at.button if b.label == "Make this the active model")
+    button.click()
+    at.run()
+    assert not at.exception
+    assert (dirs / "models" / "ACTIVE").read_text().strip() == "fake"
+    assert config.active_model_dir() == dirs / "models" / "fake"
+    assert [e.label for e in at.expander if e.label.startswith("fake")] == ["fake (active)"]
+
+
+def test_failed_run_shows_log(dirs: Path) -> None:
+    out = fake_finished_run(dirs)
+    (out / "progress.json").write_text(json.dumps({"status": "failed", "error": "expected labelled cases",
+                                                   "updated": time.time()}))
+    (out / "train.log").write_text("line one\nerror: expected labelled BraTS cases in 'x', found none\n")
+    at = run_page()
+    assert any("Training failed: expected labelled cases" in e.value for e in at.error)
+    assert any("found none" in c.value for c in at.code)
+
+
+def test_running_job_shows_progress_and_stop(dirs: Path) -> None:
+    """A live job (this test process stands in for the trainer: same pid and start time) shows its progress."""
+    import os
+
+    import psutil
+
+    out = fake_finished_run(dirs)
+    (out / "progress.json").write_text(json.dumps({"status": "running", "epoch": 2, "epochs": 4, "batch": 5,
+                                                   "batches": 10, "updated": time.time()}))
+    job_path = dirs / "work" / "jobs" / "current.json"
+    job = json.loads(job_path.read_text())
+    job.update(pid=os.getpid(), create_time=psutil.Process().create_time())
+    job_path.write_text(json.dumps(job))
+    at = run_page()
+    assert "**running**" in texts(at)
+    bars = at.get("progress")
+    assert len(bars) == 1
+    assert bars[0].proto.value == 37  # (1 + 5/10) / 4 epochs
+    assert "Epoch 2 of 4, batch 5 of 10" in bars[0].proto.text
+    assert "Stop training" in [b.label for b in at.button if not b.disabled]
+    assert "one run at a time" in texts(at)
