@@ -1,0 +1,127 @@
+"""``python -m core report CASE... --seg FILE --out report.pdf``: the PDF report of a segmented case.
+
+``CASE`` is one case folder (BraTS names) or the NIfTI files of one case. ``--seg`` is a label map (0/1/2/4,
+or BraTS 2023's 3 for ET) on the case's grid: same stored shape and affine (within 1e-3 mm) as the case's
+first image. When the case has its own segmentation and it is not the ``--seg`` file itself, it is used as the
+reference: the report adds reference volumes and Dice/HD95 scores (``--no-reference`` turns this off).
+
+The PDF is the one the app exports, written atomically. A JSON summary (volumes in mL, output path, PDF
+SHA-256) is printed, and an "export_pdf" event is appended to the audit log (``work_dir()/audit.log.jsonl``
+unless ``--audit-log`` names another file). Bad input exits with status 2 and one ``error: ...`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from core.audit import append_event
+from core.cases import Case, load_case_files, load_case_folder, naming_convention, normalise_labels
+from core.errors import CaseError, DataFolderError
+from core.io import atomic_write_bytes, load_volume
+from core.metrics import score_case
+from core.report import ReportInputs, build_pdf, volume_table
+
+DEFAULT_MODEL_NAME = "unknown (external segmentation)"
+DEFAULT_MODEL_SHA = "n/a"
+GRID_TOLERANCE_MM = 1e-3
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "report",
+        help="write the PDF report (volumes, three-plane overlays, provenance) of a segmented case",
+        description=("Write the PDF report of one case and a segmentation on its grid: volumes (mL), "
+                     "three-plane overlay images, model and input hashes, geometry and library versions."),
+    )
+    parser.add_argument("case", nargs="+", type=Path, metavar="CASE",
+                        help="one case folder, or the NIfTI files of one case")
+    parser.add_argument("--seg", type=Path, required=True, help="label NIfTI on the case's grid")
+    parser.add_argument("--out", type=Path, required=True, help="PDF file to write")
+    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="model that produced the segmentation")
+    parser.add_argument("--model-sha", default=DEFAULT_MODEL_SHA, help="SHA-256 of the model's weights file")
+    parser.add_argument("--corrected", action="store_true", help="the segmentation was corrected by hand")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="ignore the case's own segmentation (no reference volumes or scores)")
+    parser.add_argument("--audit-log", type=Path, default=None, help="audit log file (default in the work folder)")
+    parser.set_defaults(run=run)
+
+
+def load_report_case(paths: list[Path]) -> Case:
+    """The case given as one folder or as files.
+
+    Raises:
+        DataFolderError: a missing path, or folders mixed with files.
+        BratsViewerError: bad files or an inconsistent case.
+    """
+    for p in paths:
+        if not p.exists():
+            raise DataFolderError(f"expected an existing case folder or NIfTI file, got {str(p)!r} which does not exist")
+    folders = [p for p in paths if p.is_dir()]
+    if folders and len(paths) > 1:
+        raise DataFolderError(f"expected one case folder or NIfTI files, got {len(folders)} folder(s) among "
+                              f"{len(paths)} paths")
+    return load_case_folder(folders[0]) if folders else load_case_files(paths)
+
+
+def load_seg_for_case(path: Path, case: Case) -> tuple[np.ndarray, str]:
+    """Labels (X, Y, Z) uint8 0/1/2/4 of a segmentation file on the case's grid, and the file's SHA-256.
+
+    Raises:
+        CaseError: another stored shape, or an affine differing by more than 1e-3 mm, or bad labels.
+        BratsViewerError: the file is not an acceptable image.
+    """
+    vol = load_volume(path)
+    ref = case.reference
+    if vol.original_shape != ref.original_shape:
+        raise CaseError(f"{path.name}: expected a segmentation of the case's shape {ref.original_shape}, "
+                        f"got {vol.original_shape}")
+    diff = float(np.abs(vol.original_affine - ref.original_affine).max())
+    if diff > GRID_TOLERANCE_MM:
+        raise CaseError(f"{path.name}: expected a segmentation with the case's affine (within {GRID_TOLERANCE_MM} mm), "
+                        f"got a difference of {diff:.3g}")
+    try:
+        seg, _ = normalise_labels(vol, hint=naming_convention(path.name))
+    except CaseError as err:
+        raise CaseError(f"{path.name}: {err}") from err
+    return np.asarray(seg.data, dtype=np.uint8), vol.sha256
+
+
+def run(args: argparse.Namespace) -> int:
+    case = load_report_case(list(args.case))
+    labels, seg_sha = load_seg_for_case(args.seg, case)
+    gt = None
+    scores = None
+    if case.seg is not None and not args.no_reference and case.seg.sha256 != seg_sha:
+        gt = np.asarray(case.seg.data)
+        scores = score_case(labels, gt, case.spacing_mm)
+    inputs = ReportInputs(case=case, labels=labels, model_name=args.model_name, model_sha256=args.model_sha,
+                          corrected=bool(args.corrected), gt_labels=gt, scores=scores, seg_sha256=seg_sha,
+                          extra={"Segmentation file": args.seg.name})
+    pdf = build_pdf(inputs)
+    out = atomic_write_bytes(args.out, pdf)
+    rows = volume_table(labels, case.spacing_mm, gt)
+    pdf_sha = hashlib.sha256(pdf).hexdigest()
+    hashes = dict(case.input_hashes())
+    hashes["segmentation"] = seg_sha
+    append_event("export_pdf", case_id=case.case_id, input_hashes=hashes, model_sha256=args.model_sha,
+                 extra={"out": str(out), "pdf_sha256": pdf_sha, "corrected": bool(args.corrected),
+                        "source": "cli", "model_name": args.model_name},
+                 path=args.audit_log)
+    summary = {
+        "case_id": case.case_id,
+        "out": str(out),
+        "pdf_sha256": pdf_sha,
+        "volumes_ml": {r["structure"]: r["volume_ml"] for r in rows},
+        "reference_volumes_ml": {r["structure"]: r["gt_volume_ml"] for r in rows} if gt is not None else None,
+        "scores": scores.to_dict() if scores is not None else None,
+        "model_name": args.model_name,
+        "model_sha256": args.model_sha,
+        "corrected": bool(args.corrected),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,555 @@
+"""Reports of one segmented case: the volume table (rows, CSV) and a PDF with the disclaimer, the volumes,
+three-plane overlay images and the provenance (model and input hashes, geometry, library versions).
+
+Everything here is pure: builders return bytes and write nothing, except ``save_pdf`` which writes one file
+atomically. Text in the PDF uses the PDF core fonts (latin-1 only); other characters are replaced.
+
+Display convention of the images: radiological (the patient's right on the image's left), anterior at the top
+of axial images, superior at the top of coronal and sagittal ones, anterior on the left of sagittal ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import io
+import os
+import platform
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.cases import Case
+from core.config import DISCLAIMER, LABEL_COLOURS, LABEL_LONG_NAMES, LABEL_NAMES, MODALITIES, MODALITY_TITLES
+from core.edits import axial_display
+from core.errors import CaseError
+from core.io import atomic_write_bytes
+
+REPORT_TITLE = "Brain tumour segmentation report"
+OVERLAY_ALPHA = 0.45
+IMAGE_MAX_PX = 360
+
+# Table rows: key, kind, labels counted, display name. ET is one row: label 4 is also the whole ET region.
+VOLUME_ROWS: tuple[tuple[str, str, tuple[int, ...], str], ...] = (
+    ("NCR", "label", (1,), "NCR/NET - necrotic / non-enhancing core (label 1)"),
+    ("ED", "label", (2,), "ED - peritumoral edema (label 2)"),
+    ("ET", "label = region", (4,), "ET - enhancing tumour (label 4 = region ET)"),
+    ("TC", "region", (1, 4), "TC - tumour core (region: labels 1+4)"),
+    ("WT", "region", (1, 2, 4), "WT - whole tumour (region: labels 1+2+4)"),
+)
+
+
+# ------------------------------------------------------------------------------------------- volume table ---
+
+def _check_volume(labels: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.ndim != 3:
+        raise CaseError(f"expected {name} of shape (X, Y, Z), got shape {arr.shape}")
+    return arr
+
+
+def round_ml(volume_mm3: float, digits: int = 1) -> float:
+    """``volume_mm3`` in mL rounded half up to ``digits`` decimals, from the shortest decimal form of the mm^3
+    value (so 150 mm^3 gives 0.2 mL, as by hand, not 0.1 from the binary form of 0.15)."""
+    exact = Decimal(repr(float(volume_mm3))) / Decimal(1000)
+    return float(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def volume_table(labels: np.ndarray, spacing_mm: Sequence[float],
+                 gt_labels: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Rows of the volume table: labels NCR, ED, ET (ET is also the region ET), then regions TC and WT.
+
+    Args:
+        labels: label volume (X, Y, Z), 0/1/2/4.
+        spacing_mm: voxel size along X, Y, Z in mm.
+        gt_labels: optional reference labels on the same grid; adds ``gt_voxels``, ``gt_volume_ml`` and
+            ``difference_ml`` (segmentation minus reference).
+
+    Returns:
+        One dict per row: ``structure`` (NCR, ED, ET, TC, WT), ``kind`` ("label", "label = region", "region"),
+        ``labels`` (e.g. "1+4"), ``name``, ``voxels`` and ``volume_ml`` (voxels x voxel volume, 1 mL =
+        1000 mm^3, rounded half up to 0.1 mL, see ``round_ml``).
+
+    Raises:
+        CaseError: not 3-D, grids differ, or a spacing that is not three positive numbers.
+    """
+    arr = _check_volume(labels, "labels")
+    spacing = tuple(float(s) for s in spacing_mm)
+    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise CaseError(f"expected three positive voxel sizes in mm, got {tuple(spacing_mm)}")
+    voxel_mm3 = float(np.prod(spacing))
+    gt = None
+    if gt_labels is not None:
+        gt = _check_volume(gt_labels, "reference labels")
+        if gt.shape != arr.shape:
+            raise CaseError(f"expected reference labels of shape {arr.shape}, got {gt.shape}")
+    counts = np.bincount(arr.ravel().astype(np.int64, copy=False), minlength=5) if arr.size else np.zeros(5, int)
+    gt_counts = (np.bincount(gt.ravel().astype(np.int64, copy=False), minlength=5)
+                 if gt is not None and gt.size else np.zeros(5, int))
+    rows: list[dict[str, Any]] = []
+    for key, kind, labs, name in VOLUME_ROWS:
+        n = int(sum(counts[lab] for lab in labs))
+        row: dict[str, Any] = {"structure": key, "kind": kind, "labels": "+".join(str(v) for v in labs),
+                               "name": name, "voxels": n, "volume_ml": round_ml(n * voxel_mm3)}
+        if gt is not None:
+            g = int(sum(gt_counts[lab] for lab in labs))
+            row["gt_voxels"] = g
+            row["gt_volume_ml"] = round_ml(g * voxel_mm3)
+            row["difference_ml"] = round_ml((n - g) * voxel_mm3)
+        rows.append(row)
+    return rows
+
+
+def table_csv(rows: Sequence[Mapping[str, Any]], case_id: str | None = None) -> bytes:
+    """The volume table as UTF-8 CSV (header line, then one line per row; ``case_id`` adds a first column)."""
+    buf = io.StringIO()
+    fields: list[str] = []
+    for row in rows:
+        fields.extend(k for k in row if k not in fields)
+    if case_id is not None:
+        fields = ["case_id", *fields]
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**({"case_id": case_id} if case_id is not None else {}), **row})
+    return buf.getvalue().encode("utf-8")
+
+
+# ------------------------------------------------------------------------------------------------ images ---
+
+def _background_key(case: Case) -> str:
+    return "flair" if "flair" in case.images else case.modalities[0]
+
+
+def _grey(volume: np.ndarray) -> np.ndarray:
+    """Intensities scaled to 0..1 between the 1st and 99th percentile of non-zero voxels."""
+    data = np.asarray(volume, dtype=np.float32)
+    nz = data[data != 0]
+    if nz.size == 0:
+        return np.zeros(data.shape, dtype=np.float32)
+    lo, hi = np.percentile(nz, [1.0, 99.0])
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.clip((data - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _largest_slices(labels: np.ndarray) -> tuple[int, int, int]:
+    """Per axis (x, y, z), the slice holding most tumour voxels (the middle slice when there is no tumour)."""
+    wt = np.asarray(labels) > 0
+    out = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        area = wt.sum(axis=other)
+        out.append(int(np.argmax(area)) if area.max(initial=0) > 0 else wt.shape[axis] // 2)
+    return out[0], out[1], out[2]
+
+
+def _composite(grey2d: np.ndarray, labels2d: np.ndarray) -> np.ndarray:
+    """RGB uint8 image of a grey slice with the labels blended in their colours."""
+    rgb = np.repeat((grey2d * 255.0)[..., None], 3, axis=-1)
+    for label, colour in LABEL_COLOURS.items():
+        sel = labels2d == label
+        if sel.any():
+            rgb[sel] = (1 - OVERLAY_ALPHA) * rgb[sel] + OVERLAY_ALPHA * np.asarray(colour, dtype=np.float32)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def _png(rgb: np.ndarray, pixel_mm: tuple[float, float], max_px: int = IMAGE_MAX_PX) -> tuple[bytes, float]:
+    """PNG bytes of an RGB image resampled to square pixels (nearest neighbour), and its width/height ratio.
+
+    ``pixel_mm`` is (row height, column width) in mm.
+    """
+    from PIL import Image
+
+    rows, cols = rgb.shape[:2]
+    height_mm, width_mm = rows * pixel_mm[0], cols * pixel_mm[1]
+    scale = max_px / max(height_mm, width_mm)
+    size = (max(1, round(width_mm * scale)), max(1, round(height_mm * scale)))
+    img = Image.fromarray(rgb, mode="RGB").resize(size, Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue(), width_mm / height_mm
+
+
+@dataclass(frozen=True)
+class PlaneImage:
+    """One rendered plane: ``plane`` ("axial", "coronal", "sagittal"), slice ``index`` along its axis,
+    PNG bytes, width/height ``aspect``, and the patient directions at the image's left/right/top/bottom."""
+
+    plane: str
+    index: int
+    n_slices: int
+    png: bytes
+    aspect: float
+    left: str
+    right: str
+    top: str
+    bottom: str
+
+
+def render_planes(case: Case, labels: np.ndarray, modality: str | None = None,
+                  max_px: int = IMAGE_MAX_PX) -> list[PlaneImage]:
+    """Axial, coronal and sagittal overlays through the slices with most tumour, radiological convention.
+
+    Args:
+        case: the case (background image: ``modality``, default FLAIR when present, else the first one).
+        labels: label volume (X, Y, Z) on the case grid.
+
+    Raises:
+        CaseError: labels not on the case grid, or an unknown modality.
+    """
+    arr = _check_volume(labels, "labels")
+    if arr.shape != case.shape:
+        raise CaseError(f"expected labels on the case grid {case.shape}, got {arr.shape}")
+    key = modality or _background_key(case)
+    if key not in case.images:
+        raise CaseError(f"expected a modality of the case {case.modalities}, got {key!r}")
+    grey = _grey(case.images[key].data)
+    sx, sy, sz = case.spacing_mm
+    x, y, z = _largest_slices(arr)
+    out = []
+    # axial: (X, Y) -> displayed (Y, X) with rows anterior->posterior, columns right->left
+    ax = _composite(axial_display(grey[:, :, z]), axial_display(arr[:, :, z]))
+    png, aspect = _png(ax, (sy, sx), max_px)
+    out.append(PlaneImage("axial", z, arr.shape[2], png, aspect, "R", "L", "A", "P"))
+    # coronal: (X, Z) -> rows superior->inferior, columns right->left
+    cor = _composite(grey[:, y, :].T[::-1, ::-1], arr[:, y, :].T[::-1, ::-1])
+    png, aspect = _png(cor, (sz, sx), max_px)
+    out.append(PlaneImage("coronal", y, arr.shape[1], png, aspect, "R", "L", "S", "I"))
+    # sagittal: (Y, Z) -> rows superior->inferior, columns anterior->posterior
+    sag = _composite(grey[x, :, :].T[::-1, ::-1], arr[x, :, :].T[::-1, ::-1])
+    png, aspect = _png(sag, (sz, sy), max_px)
+    out.append(PlaneImage("sagittal", x, arr.shape[0], png, aspect, "A", "P", "S", "I"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- provenance ---
+
+def _dist_version(*names: str) -> str:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries behind a result (TensorFlow's from the loaded module when imported,
+    else from the installed package metadata, without importing it)."""
+    import numpy
+
+    tf = sys.modules.get("tensorflow")
+    tf_version = getattr(tf, "__version__", None) or _dist_version("tensorflow", "tensorflow-cpu")
+    keras = sys.modules.get("keras")
+    keras_version = getattr(keras, "__version__", None) or _dist_version("keras")
+    return {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "nibabel": _dist_version("nibabel"),
+        "scipy": _dist_version("scipy"),
+        "tensorflow": str(tf_version),
+        "keras": str(keras_version),
+        "fpdf2": _dist_version("fpdf2"),
+        "pillow": _dist_version("pillow", "Pillow"),
+    }
+
+
+@dataclass(frozen=True, eq=False)
+class ReportInputs:
+    """What a report shows.
+
+    Attributes:
+        case: the case (images with their file hashes, geometry).
+        labels: the segmentation reported, (X, Y, Z) on the case grid, labels 0/1/2/4.
+        model_name: name of the model that produced ``labels`` (or a description of an external source).
+        model_sha256: SHA-256 of the model's weights file ("n/a" when unknown).
+        corrected: the segmentation was corrected by hand after the model.
+        gt_labels: optional reference labels on the same grid (adds reference volumes to the table).
+        scores: optional scores against the reference: a ``metrics.CaseScore`` or its ``to_dict()``.
+        seg_sha256: SHA-256 of the segmentation file when it came from a file.
+        created_utc: time stamp of the report (default: now).
+        notes: free text (e.g. "TTA on"; the case's notes are added).
+    """
+
+    case: Case
+    labels: np.ndarray
+    model_name: str
+    model_sha256: str
+    corrected: bool = False
+    gt_labels: np.ndarray | None = None
+    scores: Any = None
+    seg_sha256: str = ""
+    created_utc: datetime | None = None
+    notes: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+def _flat_scores(scores: Any) -> dict[str, float]:
+    if scores is None:
+        return {}
+    if hasattr(scores, "to_dict"):
+        scores = scores.to_dict()
+    return {str(k): float(v) for k, v in dict(scores).items() if isinstance(v, int | float | np.floating)}
+
+
+# -------------------------------------------------------------------------------------------------- PDF ---
+
+_REPLACEMENTS = {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
+                 "\u2026": "...", "\u2212": "-", "\u00a0": " ", "\u2265": ">=", "\u2264": "<="}
+
+
+def latin1(text: object) -> str:
+    """``text`` restricted to latin-1 (what the PDF core fonts can show); other characters become '?'."""
+    s = str(text)
+    for a, b in _REPLACEMENTS.items():
+        s = s.replace(a, b)
+    return s.encode("latin-1", "replace").decode("latin-1")
+
+
+def _make_pdf_class() -> type:
+    from fpdf import FPDF
+
+    class _ReportPDF(FPDF):
+        case_id = ""
+
+        def header(self) -> None:
+            self.set_font("Helvetica", "B", 8)
+            self.set_text_color(170, 0, 0)
+            self.cell(0, 4, latin1("RESEARCH USE ONLY - NOT FOR DIAGNOSIS"), align="L")
+            self.set_text_color(90, 90, 90)
+            self.set_font("Helvetica", "", 8)
+            self.cell(0, 4, latin1(f"Case {self.case_id}"), align="R", new_x="LMARGIN", new_y="NEXT")
+            self.set_text_color(0, 0, 0)
+            self.ln(2)
+
+        def footer(self) -> None:
+            self.set_y(-14)
+            self.set_font("Helvetica", "I", 7)
+            self.set_text_color(90, 90, 90)
+            self.multi_cell(0, 3.5, latin1(DISCLAIMER), align="C", new_x="LMARGIN", new_y="NEXT")
+            self.cell(0, 4, f"Page {self.page_no()} of {{nb}}", align="C")
+            self.set_text_color(0, 0, 0)
+
+    return _ReportPDF
+
+
+def _section(pdf: Any, title: str) -> None:
+    pdf.ln(2)
+    pdf.set_font("Helvetica", "B", 11)
+    pdf.cell(0, 6, latin1(title), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", "", 9)
+
+
+def _kv(pdf: Any, key: str, value: str, mono: bool = False, key_w: float = 48) -> None:
+    pdf.set_font("Helvetica", "B", 8.5)
+    pdf.cell(key_w, 4.6, latin1(key))
+    pdf.set_font("Courier" if mono else "Helvetica", "", 8 if mono else 8.5)
+    pdf.multi_cell(0, 4.6, latin1(value), new_x="LMARGIN", new_y="NEXT")
+
+
+def _table(pdf: Any, header: Sequence[str], rows: Sequence[Sequence[str]], widths: Sequence[float],
+           aligns: Sequence[str]) -> None:
+    pdf.set_font("Helvetica", "B", 8.5)
+    pdf.set_fill_color(230, 230, 230)
+    for text, w, a in zip(header, widths, aligns, strict=True):
+        pdf.cell(w, 5.5, latin1(text), border=1, align=a, fill=True)
+    pdf.ln(5.5)
+    pdf.set_font("Helvetica", "", 8.5)
+    for row in rows:
+        for text, w, a in zip(row, widths, aligns, strict=True):
+            pdf.cell(w, 5, latin1(text), border=1, align=a)
+        pdf.ln(5)
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def build_pdf(inputs: ReportInputs) -> bytes:
+    """The PDF report of one case as bytes (writes nothing).
+
+    Page 1: title, disclaimer, case summary, volume table, scores (when given), three-plane overlay images
+    with a legend. Page 2 on: provenance (model name and weights SHA-256, each input file's SHA-256, original
+    orientation codes, shape and voxel size), the display convention and library versions.
+
+    Raises:
+        CaseError: labels not on the case grid.
+    """
+    case = inputs.case
+    labels = _check_volume(inputs.labels, "labels")
+    if labels.shape != case.shape:
+        raise CaseError(f"expected labels on the case grid {case.shape}, got {labels.shape}")
+    created = inputs.created_utc or datetime.now(UTC)
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    created = created.astimezone(UTC)
+    rows = volume_table(labels, case.spacing_mm, inputs.gt_labels)
+    planes = render_planes(case, labels)
+    scores = _flat_scores(inputs.scores)
+    ref = case.reference
+
+    pdf = _make_pdf_class()(orientation="P", unit="mm", format="A4")
+    pdf.case_id = case.case_id
+    pdf.set_auto_page_break(auto=True, margin=18)
+    pdf.set_margins(12, 10, 12)
+    pdf.set_creation_date(created)
+    pdf.set_title(latin1(f"{REPORT_TITLE} - {case.case_id}"))
+    pdf.set_author("brats-viewer (research software)")
+    pdf.add_page()
+
+    pdf.set_font("Helvetica", "B", 16)
+    pdf.cell(0, 9, latin1(REPORT_TITLE), new_x="LMARGIN", new_y="NEXT")
+    # disclaimer, prominently
+    pdf.set_draw_color(190, 0, 0)
+    pdf.set_line_width(0.6)
+    pdf.set_text_color(150, 0, 0)
+    pdf.set_font("Helvetica", "B", 10)
+    pdf.multi_cell(0, 5.5, latin1(f"RESEARCH USE ONLY. {DISCLAIMER}"), border=1, align="C",
+                   new_x="LMARGIN", new_y="NEXT", padding=1.5)
+    pdf.set_text_color(0, 0, 0)
+    pdf.set_draw_color(0, 0, 0)
+    pdf.set_line_width(0.2)
+    pdf.ln(2)
+
+    _kv(pdf, "Case", case.case_id)
+    _kv(pdf, "Report date (UTC)", created.strftime("%Y-%m-%d %H:%M:%S UTC"))
+    _kv(pdf, "Segmentation source", inputs.model_name)
+    _kv(pdf, "Corrected by hand", "yes - manual corrections applied after the model" if inputs.corrected else "no")
+    _kv(pdf, "Voxel size (mm)", " x ".join(f"{s:g}" for s in case.spacing_mm)
+        + f"   (voxel volume {ref.voxel_volume_ml * 1000:g} mm^3)")
+    notes = "; ".join(n for n in (case.notes, inputs.notes) if n)
+    if notes:
+        _kv(pdf, "Notes", notes)
+
+    _section(pdf, "Volumes")
+    has_gt = inputs.gt_labels is not None
+    header = ["Structure", "Voxels", "Volume (mL)"] + (["Reference (mL)", "Difference (mL)"] if has_gt else [])
+    widths = [86, 22, 24] + ([27, 27] if has_gt else [])
+    table_rows = []
+    for r in rows:
+        cells = [r["name"], str(r["voxels"]), f"{r['volume_ml']:.1f}"]
+        if has_gt:
+            cells += [f"{r['gt_volume_ml']:.1f}", f"{r['difference_ml']:+.1f}"]
+        table_rows.append(cells)
+    _table(pdf, header, table_rows, widths, ["L", "R", "R"] + (["R", "R"] if has_gt else []))
+    pdf.set_font("Helvetica", "I", 7.5)
+    pdf.multi_cell(0, 3.8, latin1("Volume = voxel count x voxel volume (1 mL = 1000 mm^3), rounded to 0.1 mL. "
+                                  "Labels are BraTS 2017-2021 labels; regions are the BraTS evaluation regions."),
+                   new_x="LMARGIN", new_y="NEXT")
+
+    if scores:
+        _section(pdf, "Agreement with the reference segmentation")
+        metric_cols = [("dice", "Dice", 3), ("hd95_mm", "HD95 (mm)", 2), ("sensitivity", "Sensitivity", 3),
+                       ("specificity", "Specificity", 4), ("precision", "Precision", 3)]
+        srows = []
+        for region in ("WT", "TC", "ET"):
+            if any(f"{region}_{m}" in scores for m, _, _ in metric_cols):
+                srows.append([region] + [_fmt(scores.get(f"{region}_{m}", float("nan")), d)
+                                         for m, _, d in metric_cols])
+        if srows:
+            _table(pdf, ["Region"] + [t for _, t, _ in metric_cols], srows, [22] + [32] * 5, ["L"] + ["R"] * 5)
+        per_label = [f"{n} {_fmt(scores[f'label_{n}_dice'])}" for n in ("NCR", "ED", "ET")
+                     if f"label_{n}_dice" in scores]
+        if per_label:
+            pdf.set_font("Helvetica", "", 8.5)
+            pdf.cell(0, 5, latin1("Per-label Dice: " + ", ".join(per_label)), new_x="LMARGIN", new_y="NEXT")
+
+    # images: three planes side by side
+    _section(pdf, "Images (radiological convention: patient's right on the image's left)")
+    bg_key = _background_key(case)
+    gap = 4.0
+    box_w = (pdf.w - pdf.l_margin - pdf.r_margin - 2 * gap) / 3
+    box_h = box_w
+    if pdf.get_y() + box_h + 22 > pdf.h - 18:
+        pdf.add_page()
+    top = pdf.get_y() + 4
+    for i, plane in enumerate(planes):
+        x0 = pdf.l_margin + i * (box_w + gap)
+        w, h = (box_w, box_w / plane.aspect) if plane.aspect >= 1 else (box_h * plane.aspect, box_h)
+        xi, yi = x0 + (box_w - w) / 2, top + (box_h - h) / 2
+        pdf.image(io.BytesIO(plane.png), x=xi, y=yi, w=w, h=h)
+        pdf.set_font("Helvetica", "B", 7)
+        pdf.set_text_color(200, 120, 0)
+        pdf.text(xi + 0.8, yi + h / 2 + 1, plane.left)
+        pdf.text(xi + w - 2.6, yi + h / 2 + 1, plane.right)
+        pdf.text(xi + w / 2 - 0.8, yi + 2.8, plane.top)
+        pdf.text(xi + w / 2 - 0.8, yi + h - 0.8, plane.bottom)
+        pdf.set_text_color(0, 0, 0)
+        pdf.set_xy(x0, top + box_h + 1)
+        pdf.set_font("Helvetica", "", 8)
+        pdf.cell(box_w, 4, latin1(f"{plane.plane.capitalize()} slice {plane.index + 1} of {plane.n_slices}"),
+                 align="C")
+    pdf.set_xy(pdf.l_margin, top + box_h + 6)
+    pdf.set_font("Helvetica", "", 8)
+    pdf.cell(0, 4, latin1(f"Background: {MODALITY_TITLES.get(bg_key, bg_key)}; slices through the largest tumour "
+                          f"cross-section; overlay opacity {OVERLAY_ALPHA:.0%}."), new_x="LMARGIN", new_y="NEXT")
+    # legend
+    pdf.ln(1)
+    x = pdf.l_margin
+    y = pdf.get_y()
+    for label in (1, 2, 4):
+        pdf.set_fill_color(*LABEL_COLOURS[label])
+        pdf.rect(x, y + 0.8, 3.5, 3.5, style="F")
+        text = latin1(f"{LABEL_NAMES[label]} ({label}): {LABEL_LONG_NAMES[label]}")
+        pdf.set_xy(x + 4.5, y)
+        pdf.set_font("Helvetica", "", 8)
+        pdf.cell(pdf.get_string_width(text) + 2, 5, text)
+        x += pdf.get_string_width(text) + 10
+    pdf.ln(7)
+
+    # provenance
+    pdf.add_page()
+    _section(pdf, "Provenance")
+    _kv(pdf, "Model", inputs.model_name)
+    _kv(pdf, "Model weights SHA-256", inputs.model_sha256 or "n/a", mono=True)
+    if inputs.seg_sha256:
+        _kv(pdf, "Segmentation file SHA-256", inputs.seg_sha256, mono=True)
+    _kv(pdf, "Corrected by hand", "yes" if inputs.corrected else "no")
+    for key, value in inputs.extra.items():
+        _kv(pdf, str(key), str(value))
+
+    _section(pdf, "Input files")
+    files = [(MODALITY_TITLES[k], case.images[k]) for k in MODALITIES if k in case.images]
+    if case.seg is not None:
+        files.append(("Reference segmentation", case.seg))
+    for title, vol in files:
+        _kv(pdf, title, vol.source_name or "(unnamed)")
+        _kv(pdf, "  SHA-256", vol.sha256, mono=True)
+
+    _section(pdf, "Geometry")
+    _kv(pdf, "Original orientation", "".join(ref.original_axcodes) + " (stored axes point toward " + ", ".join(ref.original_axcodes) + ")")
+    _kv(pdf, "Original shape", " x ".join(str(s) for s in ref.original_shape))
+    _kv(pdf, "Voxel size (mm)", " x ".join(f"{s:g}" for s in case.spacing_mm) + " (R-L, A-P, S-I axes)")
+    _kv(pdf, "Processing grid", "RAS (reoriented at load; outputs written back in the original orientation)")
+    _kv(pdf, "Display convention", "radiological: patient's right on the image's left")
+    warnings = sorted({w for v in case.images.values() for w in v.warnings})
+    if warnings:
+        _kv(pdf, "Load warnings", "; ".join(warnings))
+
+    _section(pdf, "Software")
+    for name, version in library_versions().items():
+        _kv(pdf, name, version)
+    pdf.ln(2)
+    pdf.set_font("Helvetica", "I", 8)
+    pdf.multi_cell(0, 4, latin1("Automatic segmentations can be wrong. Every result must be reviewed by a qualified "
+                                "person; volumes depend on the segmentation and on the voxel size in the file "
+                                "header. " + DISCLAIMER), new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
+
+
+def save_pdf(path: str | os.PathLike[str], inputs: ReportInputs) -> Path:
+    """Build the PDF and write it to ``path`` atomically; returns the path."""
+    return atomic_write_bytes(path, build_pdf(inputs))
+
+
+def report_file_name(case_id: str, suffix: str = "report.pdf") -> str:
+    """A safe download file name for a case's report (letters, digits, '_', '-', '.')."""
+    clean = "".join(c if c.isalnum() or c in "_-." else "_" for c in case_id)[:80].strip("._") or "case"
+    return f"{clean}_{suffix}"
