@@ -282,3 +282,12 @@ def test_crash_while_saving_keeps_previous_labels(tmp_path: Path, monkeypatch: p
     assert _temp_files(tmp_path) == []
     np.testing.assert_array_equal(store.undo("k"), first)  # the orphan undo record restores current values
     np.testing.assert_array_equal(store.undo("k"), _labels())
+
+
+@pytest.mark.parametrize("radiological", [True, False])
+def test_axial_display_agrees_with_viewer_figures(radiological: bool) -> None:
+    """The canvas is drawn over the viewer's axial image: both must use the same transform."""
+    figures = pytest.importorskip("core.figures")
+    vol = np.arange(4 * 3 * 2).reshape(4, 3, 2)
+    np.testing.assert_array_equal(figures.extract_slice(vol, "axial", 1, radiological),
+                                  axial_display(vol[:, :, 1], radiological))
