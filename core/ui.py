@@ -159,3 +159,22 @@ def model_card(folder: Path | None = None) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+# ---- viewer helpers (case browser, slice viewer) ------------------------------------------------------------
+
+def case_cache_key(case: Case) -> str:
+    """Content key of a case including its segmentation (``Case.content_key`` covers the images only)."""
+    return case.content_key + (f":{case.seg.sha256}" if case.seg is not None else "")
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _display_stats_cached(key: str, _case: Case) -> Any:
+    from core.viewer import display_stats
+
+    return display_stats(_case)
+
+
+def case_display_stats(case: Case) -> Any:
+    """``core.viewer.CaseDisplayStats`` of a case (window percentiles, most-tumour cursor), once per case content."""
+    return _display_stats_cached(case_cache_key(case), case)

@@ -1,0 +1,205 @@
+"""Case browser: cases of the data folder (or the bundled demo), uploads, and a summary of the selected case."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core import config, figures, metrics, ui, viewer
+from core.errors import BratsViewerError
+
+ui.page_header("Case browser", icon=":material/folder_open:")
+
+SOURCE_DEMO, SOURCE_FOLDER = "Bundled demo", "Data folder"
+CHECKS_KEY = "browser_upload_checks"  # sha256 of an upload's bytes -> viewer.UploadCheck (this session only)
+PICK_KEY = "browser_last_table_pick"
+
+
+def folder_table(folder: Path) -> None:
+    """Searchable, sortable table of the cases under ``folder`` and the controls to open one."""
+    try:
+        rows = ui.list_cases(str(folder))
+    except (BratsViewerError, OSError) as err:
+        st.error(str(err))
+        return
+    if not rows:
+        st.info(f"No BraTS cases (e.g. `<id>_flair.nii.gz`, `<id>-t2f.nii.gz`) found under `{folder}`.",
+                icon=":material/info:")
+        return
+    query = st.text_input("Search case id", placeholder="e.g. 00014", key="browser_search")
+    table = pd.DataFrame(rows)
+    cols = [c for c in ("case_id", "modalities", "ground_truth", "shape", "voxel_mm", "error") if c in table]
+    table = table[cols]
+    if query.strip():
+        table = table[table["case_id"].str.contains(query.strip(), case=False, regex=False)]
+    st.caption(f"{len(table)} of {len(rows)} cases. Click a row to open it; click a column header to sort.")
+    event = st.dataframe(
+        table, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+        key="browser_table",
+        column_config={
+            "case_id": st.column_config.TextColumn("Case"),
+            "modalities": st.column_config.TextColumn("Modalities"),
+            "ground_truth": st.column_config.CheckboxColumn("Ground truth"),
+            "shape": st.column_config.TextColumn("Shape (voxels)"),
+            "voxel_mm": st.column_config.TextColumn("Voxel size (mm)"),
+        },
+    )
+    picked = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+    if picked and picked[0] < len(table):
+        case_id = str(table.iloc[picked[0]]["case_id"])
+        pick = f"{folder}|{case_id}"
+        if st.session_state.get(PICK_KEY) != pick:  # act once per new click, not on every rerun
+            st.session_state[PICK_KEY] = pick
+            ui.select_folder_case(str(folder), case_id)
+
+    ids = list(table["case_id"])
+    if ids:
+        sel = st.session_state.get(ui.KEY_CASE) or {}
+        current = sel.get("case_id") if sel.get("folder") == str(folder) else None
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        choice = c1.selectbox("Case", ids, index=ids.index(current) if current in ids else 0, key="browser_pick")
+        if c2.button("Open case", type="primary", icon=":material/open_in_new:", width="stretch"):
+            ui.select_folder_case(str(folder), choice)
+
+
+def browse_tab() -> None:
+    source = st.radio("Source", [SOURCE_FOLDER, SOURCE_DEMO], horizontal=True, key="browser_source",
+                      help="The bundled demo case is always available, whatever the data folder.")
+    if source == SOURCE_DEMO:
+        folder = config.DEMO_DATA_DIR
+    else:
+        with st.form("browser_folder_form", border=False):
+            c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+            typed = c1.text_input("Data folder on the server", value=str(ui.data_dir()), key="browser_folder_text")
+            if c2.form_submit_button("Use folder", width="stretch"):
+                path = Path(typed.strip()).expanduser()
+                if not typed.strip() or not path.is_dir():
+                    st.error(f"Expected an existing folder, got `{typed.strip() or '(empty)'}`.")
+                else:
+                    st.session_state[ui.KEY_DATA_DIR] = str(path.resolve())
+                    st.success(f"Using `{path.resolve()}`.")
+        folder = ui.data_dir()
+        if not folder.is_dir():
+            st.error(f"The data folder `{folder}` does not exist.")
+            return
+    folder_table(folder)
+
+
+def upload_tab() -> None:
+    st.markdown("Upload the four modalities of one study (FLAIR, T1, T1CE, T2; at least one) and, optionally, "
+                "a segmentation, as NIfTI files (`.nii` or `.nii.gz`). Each file is checked on its own; the "
+                "modality is guessed from the name and can be corrected.")
+    files = st.file_uploader("NIfTI files", type=["nii", "gz"], accept_multiple_files=True, key="browser_uploads")
+    if not files:
+        return
+    cache: dict = st.session_state.setdefault(CHECKS_KEY, {})
+    blobs, checks, choices, status = [], [], [], []
+    for i, f in enumerate(files):
+        blob = f.getvalue()
+        digest = hashlib.sha256(blob).hexdigest()
+        if digest not in cache:
+            with st.spinner(f"Checking {f.name}..."):
+                cache[digest] = viewer.check_upload(f.name, blob)
+        chk: viewer.UploadCheck = cache[digest]
+        c1, c2, c3 = st.columns([3, 2, 5], vertical_alignment="center")
+        c1.markdown(f"`{f.name}`")
+        options = [None, *viewer.UPLOAD_KEYS]
+        key = c2.selectbox("Modality", options, index=options.index(chk.guess) if chk.guess in options else 0,
+                           format_func=lambda k: "choose..." if k is None else viewer.UPLOAD_TITLES[k],
+                           key=f"browser_upload_mod_{i}_{digest[:12]}", label_visibility="collapsed")
+        blobs.append(blob)
+        checks.append(chk)
+        choices.append((f.name, key))
+        status.append(c3.empty())
+    # Keep only the checks of the files now uploaded (bounded memory per session).
+    keep = {hashlib.sha256(b).hexdigest() for b in blobs}
+    for digest in [d for d in cache if d not in keep]:
+        del cache[digest]
+    errors = viewer.upload_file_errors(choices, checks)
+    for i, slot in enumerate(status):
+        if i in errors:
+            slot.error(errors[i], icon=":material/error:")
+        else:
+            slot.success(checks[i].message, icon=":material/check_circle:")
+    if errors:
+        st.warning(f"{len(errors)} of {len(files)} files need attention before a case can be built.")
+    if st.button("Use these files as the case", type="primary", disabled=bool(errors), icon=":material/upload:"):
+        with st.spinner("Building the case..."):
+            result = viewer.build_upload_case([(n, b, k) for (n, k), b in zip(choices, blobs, strict=True)], checks)
+        if result.case is None:
+            st.error(result.error or "The files do not form one case.")
+        else:
+            ui.select_uploaded_case(result.case)
+            st.success(f"Case `{result.case.case_id}` is ready; it is kept in this browser session only.")
+
+
+def selected_case_panel() -> None:
+    st.divider()
+    case = ui.current_case()
+    if case is None:
+        st.subheader("Selected case")
+        st.info("No case selected yet. Pick one in the table above, open the bundled demo, or upload files.",
+                icon=":material/info:")
+        return
+    st.subheader(f"Selected case: {case.case_id}")
+    stats = ui.case_display_stats(case)
+    z = (stats.tumour_cursor or stats.centre)["z"]
+    where = "the axial slice with most tumour" if stats.tumour_cursor else "the mid-brain axial slice"
+    st.caption(f"Axial slice z={z} ({where}), radiological convention (patient right on screen left)"
+               + (", ground-truth outline" if case.has_seg else ""))
+    overlays = [figures.Overlay(case.seg.data, contour=True)] if case.seg is not None else []
+    cols = st.columns(max(4, len(case.modalities)))
+    for col, key in zip(cols, case.modalities, strict=False):
+        lo, hi = figures.window_from_percentiles(stats.percentiles[key], *figures.AUTO_PERCENTILES)
+        rgb = figures.compose_plane(case.images[key].data, "axial", z, (lo, hi), True, overlays)
+        col.image(rgb, caption=config.MODALITY_TITLES[key], width="stretch")
+
+    geo, vols = st.columns(2, gap="large")
+    with geo:
+        st.markdown("**Geometry**")
+        ref = case.reference
+        rows = [
+            ("Grid (RAS, voxels)", " x ".join(str(s) for s in case.shape)),
+            ("Voxel size (mm)", " x ".join(f"{s:g}" for s in case.spacing_mm)),
+            ("Stored orientation", "".join(ref.original_axcodes)),
+            ("Stored shape", " x ".join(str(s) for s in ref.original_shape)),
+            ("Modalities", ", ".join(config.MODALITY_TITLES[k] for k in case.modalities)),
+            ("Ground truth", f"yes (labels as BraTS {case.label_convention})" if case.has_seg else "no"),
+            ("Source", case.source or "-"),
+        ]
+        st.dataframe(pd.DataFrame(rows, columns=["Property", "Value"]), hide_index=True, width="stretch")
+        warnings = sorted({w for v in [*case.images.values(), case.seg] if v is not None for w in v.warnings})
+        for w in warnings:
+            st.warning(w, icon=":material/warning:")
+    with vols:
+        if case.seg is not None:
+            st.markdown("**Ground-truth volumes (mL)**")
+            ml = metrics.label_volumes_ml(case.seg.data, case.spacing_mm)
+            mcols = st.columns(len(ml))
+            for col, (name, value) in zip(mcols, ml.items(), strict=True):
+                col.metric(name, f"{value:.1f}")
+            st.markdown(figures_legend_html(), unsafe_allow_html=True)
+        else:
+            st.info("No ground-truth segmentation with this case.", icon=":material/info:")
+        if case.notes:
+            st.warning(case.notes, icon=":material/sticky_note_2:")
+        st.page_link("pages/2_Slice_viewer.py", label="Open in the slice viewer", icon=":material/view_in_ar:")
+
+
+def figures_legend_html() -> str:
+    items = "".join(
+        f'<span style="display:inline-flex;align-items:center;margin-right:14px;">'
+        f'<span style="width:12px;height:12px;background:{colour};display:inline-block;margin-right:5px;'
+        f'border-radius:2px;"></span>{name}</span>' for name, colour in figures.legend_items())
+    return f'<div style="font-size:0.85rem;">{items}</div>'
+
+
+tab_browse, tab_upload = st.tabs([":material/folder: Cases in a folder", ":material/upload_file: Upload files"])
+with tab_browse:
+    browse_tab()
+with tab_upload:
+    upload_tab()
+selected_case_panel()

@@ -1,0 +1,225 @@
+"""Slice viewer: linked axial / coronal / sagittal views of one cursor, overlays, window/level, montage and 3-D.
+
+Session state used: ``ui.KEY_CASE`` (selected case), ``ui.KEY_CURSOR`` ({x, y, z} shared with other pages),
+``"prediction"`` (a ``core.inference.Prediction`` stored by the segmentation page, optional) and
+``"corrected_labels"`` (an (X, Y, Z) label array or an object with ``.labels``, optional).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from core import config, figures, ui, viewer
+
+ui.page_header("Slice viewer", icon=":material/view_in_ar:")
+case = ui.require_case()
+stats = ui.case_display_stats(case)
+shape = case.shape
+
+ALL_FOUR = "all"
+SLIDER_KEYS = {n: f"viewer_cursor_{n}" for n in figures.AXIS_NAMES}
+PLANE_OF_AXIS = {"x": "sagittal", "y": "coronal", "z": "axial"}
+PLOT_CONFIG = {"displaylogo": False, "scrollZoom": True,
+               "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "toImage"]}
+
+
+def _labels_of(obj: Any) -> np.ndarray | None:
+    """Labels (X, Y, Z) of a stored prediction / correction when they fit this case's grid, else None."""
+    arr = getattr(obj, "labels", obj)
+    if isinstance(arr, np.ndarray) and arr.shape == shape:
+        return arr
+    return None
+
+
+gt = case.seg.data if case.seg is not None else None
+pred = _labels_of(st.session_state.get("prediction"))
+corrected = _labels_of(st.session_state.get("corrected_labels"))
+
+# ---- the shared cursor ---------------------------------------------------------------------------------------
+cursor = viewer.clamp_cursor(st.session_state.get(ui.KEY_CURSOR), shape)
+if cursor is None:
+    cursor = dict(stats.tumour_cursor or stats.centre)
+st.session_state[ui.KEY_CURSOR] = cursor
+for n, key in SLIDER_KEYS.items():  # widgets follow the cursor (set before they are created)
+    if st.session_state.get(key) != cursor[n]:
+        st.session_state[key] = cursor[n]
+
+
+def _on_slider(axis_name: str) -> None:
+    st.session_state[ui.KEY_CURSOR] = viewer.move_cursor(
+        st.session_state[ui.KEY_CURSOR], axis_name, st.session_state[SLIDER_KEYS[axis_name]], shape)
+
+
+def _jump(target: dict[str, int] | None) -> None:
+    if target is not None:
+        st.session_state[ui.KEY_CURSOR] = dict(target)
+
+
+# ---- sidebar: display controls -------------------------------------------------------------------------------
+with st.sidebar:
+    st.divider()
+    st.markdown("**Display**")
+    mod_options = [*case.modalities, ALL_FOUR] if len(case.modalities) > 1 else list(case.modalities)
+    modality = st.selectbox("Image", mod_options, key="viewer_modality",
+                            format_func=lambda k: "All modalities (2x2)" if k == ALL_FOUR else config.MODALITY_TITLES[k])
+    radiological = st.radio("Convention", ["Radiological", "Neurological"], key="viewer_convention",
+                            horizontal=True, help="Radiological: patient right on screen left. "
+                            "Neurological: patient left on screen left.") == "Radiological"
+    if modality == ALL_FOUR:
+        plane_2x2 = st.radio("Plane", figures.PLANES, key="viewer_plane", horizontal=True,
+                             format_func=str.capitalize)
+        preset = st.selectbox("Window (all)", list(figures.presets_for("flair")), key="viewer_preset_all")
+        windows = {}
+        for key in case.modalities:
+            pct = figures.presets_for(key).get(preset, figures.AUTO_PERCENTILES)
+            windows[key] = figures.window_from_percentiles(stats.percentiles[key], *pct)
+    else:
+        presets = figures.presets_for(modality)
+        preset = st.selectbox("Window preset", list(presets), key=f"viewer_preset_{modality}")
+        lo, hi = figures.window_from_percentiles(stats.percentiles[modality], *presets[preset])
+        vmin, vmax = stats.value_range[modality]
+        vmax = max(vmax, vmin + 1.0)
+        lo, hi = max(lo, vmin), min(hi, vmax)
+        lo, hi = (lo, hi) if hi > lo else (vmin, vmax)
+        step = float(max((vmax - vmin) / 500.0, 1e-3))
+        win = st.slider("Window (low - high intensity)", float(vmin), float(vmax), (float(lo), float(hi)),
+                        step=step, key=f"viewer_window_{modality}_{preset}")
+        windows = {modality: (win[0], max(win[1], win[0] + step))}
+
+    st.markdown("**Overlays**")
+    show_gt = st.checkbox("Ground truth", value=gt is not None, disabled=gt is None, key="viewer_show_gt",
+                          help=None if gt is not None else "This case has no ground-truth segmentation.")
+    show_pred = st.checkbox("Prediction", value=pred is not None, disabled=pred is None, key="viewer_show_pred",
+                            help=None if pred is not None else "Run the model on the Segmentation page first.")
+    show_corr = st.checkbox("Corrected segmentation", value=False, disabled=corrected is None,
+                            key="viewer_show_corr")
+    can_err = gt is not None and pred is not None
+    show_err = st.checkbox("Prediction errors vs ground truth (WT)", value=False, disabled=not can_err,
+                           key="viewer_show_err", help="Yellow: predicted but not in the ground truth (FP). "
+                           "Magenta: ground truth the prediction missed (FN).")
+    opacity = st.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key="viewer_opacity")
+    c1, c2, c3 = st.columns(3)
+    classes = tuple(v for v, col in zip(config.TUMOUR_LABELS, (c1, c2, c3), strict=True)
+                    if col.checkbox(config.LABEL_NAMES[v].split("/")[0], value=True, key=f"viewer_class_{v}"))
+    contour = st.checkbox("Outlines only", value=False, key="viewer_contour")
+
+layers: list[figures.Overlay] = []
+n_label_layers = sum(bool(x) for x in (show_gt and gt is not None, show_pred and pred is not None,
+                                       show_corr and corrected is not None))
+if show_gt and gt is not None:  # drawn as outline under a prediction so both stay visible
+    layers.append(figures.Overlay(gt, opacity, classes, contour or n_label_layers > 1))
+if show_pred and pred is not None:
+    layers.append(figures.Overlay(pred, opacity, classes, contour))
+if show_corr and corrected is not None:
+    layers.append(figures.Overlay(corrected, opacity, classes, contour or (show_pred and pred is not None)))
+if show_err and can_err:
+    layers.append(figures.Overlay(pred, max(opacity, 0.5), classes, contour, reference=gt))
+
+# ---- cursor controls -----------------------------------------------------------------------------------------
+cols = st.columns([1, 1, 1, 0.9], vertical_alignment="bottom")
+for col, n in zip(cols[:3], figures.AXIS_NAMES, strict=True):
+    col.slider(f"{PLANE_OF_AXIS[n].capitalize()} slice ({n})", 0, shape[figures.AXIS_NAMES.index(n)] - 1,
+               key=SLIDER_KEYS[n], on_change=_on_slider, args=(n,))
+jump_target = stats.tumour_cursor
+jump_source = "ground truth"
+if jump_target is None and pred is not None:
+    jump_target, jump_source = figures.most_tumour_cursor(pred), "prediction"
+with cols[3]:
+    st.button("Most tumour", icon=":material/my_location:", on_click=_jump, args=(jump_target,),
+              disabled=jump_target is None, width="stretch",
+              help=f"Jump to the slices with most tumour ({jump_source})" if jump_target else "No tumour labels")
+    st.button("Centre", icon=":material/center_focus_strong:", on_click=_jump, args=(stats.centre,),
+              width="stretch", help="Jump to the centre of the brain")
+
+legend = "".join(
+    f'<span style="display:inline-flex;align-items:center;margin-right:16px;">'
+    f'<span style="width:12px;height:12px;background:{colour};display:inline-block;margin-right:6px;'
+    f'border-radius:2px;"></span>{name}</span>' for name, colour in figures.legend_items(error=show_err and can_err))
+
+tab_views, tab_montage, tab_3d = st.tabs([":material/grid_view: Three planes", ":material/view_module: Montage",
+                                          ":material/3d_rotation: 3-D"], key="viewer_tab", on_change="rerun")
+
+
+def cursor_caption() -> str:
+    x, y, z = cursor["x"], cursor["y"], cursor["z"]
+    parts = [f"Cursor voxel ({x}, {y}, {z})"]
+    for key in case.modalities:
+        parts.append(f"{config.MODALITY_TITLES[key]} {case.images[key].data[x, y, z]:.4g}")
+    for name, lab in (("GT", gt), ("prediction", pred)):
+        if lab is not None:
+            value = int(lab[x, y, z])
+            parts.append(f"{name}: {config.LABEL_NAMES.get(value, 'background')}")
+    return " | ".join(parts)
+
+
+if tab_views.open:
+    with tab_views:
+        if modality == ALL_FOUR:
+            index = cursor[figures.AXIS_NAMES[figures.PLANE_AXIS[plane_2x2]]]
+            rgbs = {k: figures.compose_plane(case.images[k].data, plane_2x2, index, windows[k], radiological, layers)
+                    for k in case.modalities}
+            fig = figures.four_view_figure(rgbs, plane_2x2, cursor, shape, radiological)
+            st.plotly_chart(fig, config=PLOT_CONFIG, key="viewer_fig_all")
+        else:
+            image = case.images[modality].data
+            view_cols = st.columns(3, gap="small")
+            for col, plane in zip(view_cols, ("axial", "coronal", "sagittal"), strict=True):
+                index = cursor[figures.AXIS_NAMES[figures.PLANE_AXIS[plane]]]
+                rgb = figures.compose_plane(image, plane, index, windows[modality], radiological, layers)
+                raw = figures.extract_slice(image, plane, index, radiological)
+                title = f"{plane.capitalize()} {figures.AXIS_NAMES[figures.PLANE_AXIS[plane]]}={index}"
+                fig = figures.slice_figure(rgb, raw, plane, index, cursor, shape, radiological, title=title)
+                col.plotly_chart(fig, config=PLOT_CONFIG, key=f"viewer_fig_{plane}")
+        st.markdown(f'<div style="font-size:0.85rem;">{legend}</div>', unsafe_allow_html=True)
+        st.caption(cursor_caption())
+        if n_label_layers > 1 and show_gt:
+            st.caption("With several segmentations shown, the ground truth is drawn as an outline.")
+
+if tab_montage.open:
+    with tab_montage:
+        c1, c2, c3 = st.columns(3)
+        m_plane = c1.selectbox("Plane", figures.PLANES, key="viewer_montage_plane", format_func=str.capitalize)
+        count = c2.slider("Slices", 4, 24, 12, 1, key="viewer_montage_count")
+        ncols = c3.slider("Columns", 2, 8, 4, 1, key="viewer_montage_cols")
+        m_mod = modality if modality != ALL_FOUR else case.modalities[0]
+        axis = figures.PLANE_AXIS[m_plane]
+        labels_for_extent = gt if gt is not None else pred
+        extent = figures.nonzero_extent(labels_for_extent, axis) if labels_for_extent is not None else None
+        extent = extent or figures.nonzero_extent(case.images[m_mod].data, axis)
+        indices = figures.montage_indices(shape[axis], count, extent)
+        window = windows.get(m_mod) or figures.window_from_percentiles(stats.percentiles[m_mod],
+                                                                       *figures.AUTO_PERCENTILES)
+        st.caption(f"{config.MODALITY_TITLES[m_mod]}, {len(indices)} {m_plane} slices evenly spaced over the "
+                   + ("tumour" if labels_for_extent is not None and figures.nonzero_extent(labels_for_extent, axis)
+                      else "brain") + f" ({'radiological' if radiological else 'neurological'} convention).")
+        fig = figures.montage_figure(case.images[m_mod].data, m_plane, indices, window, radiological, layers, ncols)
+        st.plotly_chart(fig, config=PLOT_CONFIG, key="viewer_montage_fig")
+        st.markdown(f'<div style="font-size:0.85rem;">{legend}</div>', unsafe_allow_html=True)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Building the 3-D view...")
+def _tumour_3d(key: str, _labels: np.ndarray, spacing_mm: tuple[float, float, float], _brain: np.ndarray | None,
+               classes: tuple[int, ...]) -> Any:
+    return figures.tumour_3d_figure(_labels, spacing_mm, brain=_brain, classes=classes)
+
+
+if tab_3d.open:
+    with tab_3d:
+        sources = {name: lab for name, lab in (("Ground truth", gt), ("Prediction", pred),
+                                                ("Corrected segmentation", corrected)) if lab is not None}
+        if not sources:
+            st.info("No segmentation to show in 3-D: this case has no ground truth and no prediction yet.",
+                    icon=":material/info:")
+        else:
+            c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
+            src = c1.radio("Segmentation", list(sources), horizontal=True, key="viewer_3d_source")
+            outline = c2.checkbox("Brain outline", value=True, key="viewer_3d_brain")
+            labels = sources[src]
+            key = f"{ui.case_cache_key(case)}:{src}:{outline}:{hash(labels.tobytes()) if src != 'Ground truth' else ''}"
+            fig = _tumour_3d(key, labels, tuple(case.spacing_mm), case.reference.data if outline else None, classes)
+            st.plotly_chart(fig, config={"displaylogo": False}, key="viewer_3d_fig")
+            st.caption("Drag to rotate, scroll to zoom. Surfaces are drawn from block-averaged masks "
+                       "(coarser than the voxels) - use the slice views for detail.")
