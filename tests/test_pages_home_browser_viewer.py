@@ -1,0 +1,249 @@
+"""AppTest runs of Home, the case browser and the slice viewer: empty states, the demo case, folder choice,
+uploads, cursor linking and overlays. Pages run through Home (``switch_page``) so page links resolve as in the app.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_case_dir
+from streamlit.testing.v1 import AppTest
+
+from core import config, ui
+
+ROOT = config.PROJECT_ROOT
+HOME = str(ROOT / "Home.py")
+BROWSER = "pages/1_Case_browser.py"
+VIEWER = "pages/2_Slice_viewer.py"
+DEMO_SELECTION = {"kind": "folder", "folder": str(config.DEMO_DATA_DIR), "case_id": "TCIA-example"}
+PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Demo data folder, a work folder in tmp, and fresh Streamlit caches for every test."""
+    import streamlit as st
+
+    monkeypatch.delenv(config.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv(config.WORK_DIR_ENV, str(tmp_path / "work"))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def app(page: str | None = None, selection: dict | None = None, **state: object) -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=60)
+    if page:
+        at.switch_page(page)
+    if selection is not None:
+        at.session_state[ui.KEY_CASE] = selection
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+# --------------------------------------------------------------------------------------------------- Home
+
+def test_home_shows_disclaimer_links_and_missing_card(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(config.MODEL_ENV, str(tmp_path / "no_model"))
+    at = app()
+    assert not at.exception
+    assert config.DISCLAIMER in texts(at.warning)
+    links = [p.proto.page for p in at.get("page_link")]
+    assert {"Case_browser", "Slice_viewer"} <= set(links)
+    assert "No model card" in texts(at.info)
+    assert str(config.DEMO_DATA_DIR) in texts(at.markdown)
+
+
+def test_home_summarises_the_model_card(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    folder = tmp_path / "my_model"
+    folder.mkdir()
+    card = {"name": "my_model", "architecture": "2D U-Net", "split": {"train": ["a", "b", "c"], "val": ["d"]},
+            "epochs_run": 7, "validation_mean_dice": {"WT": 0.812, "TC": 0.6, "ET": None},
+            "small_data_warning": "Trained on 3 cases only"}
+    (folder / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    monkeypatch.setenv(config.MODEL_ENV, str(folder))
+    at = app()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Training cases"] == "3" and metrics["Validation cases"] == "1" and metrics["Epochs"] == "7"
+    assert metrics["Whole tumour"] == "0.812" and metrics["Enhancing tumour"] == "-"
+    assert "Trained on 3 cases only" in texts(at.caption)
+
+
+def test_home_does_not_import_tensorflow() -> None:
+    code = ("import sys\nfrom streamlit.testing.v1 import AppTest\n"
+            f"at = AppTest.from_file({HOME!r}, default_timeout=60).run()\n"
+            "assert not at.exception, at.exception\n"
+            "print('TF_LOADED' if 'tensorflow' in sys.modules or 'keras' in sys.modules else 'TF_ABSENT')\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "TF_ABSENT" in out.stdout
+
+
+# ------------------------------------------------------------------------------------------- case browser
+
+def test_browser_empty_state_lists_the_demo_folder() -> None:
+    at = app(BROWSER)
+    assert not at.exception
+    assert "No case selected yet" in texts(at.info)
+    table = at.dataframe[0].value
+    assert list(table["case_id"]) == ["TCIA-example"]
+    assert {"modalities", "ground_truth", "shape", "voxel_mm"} <= set(table.columns)
+
+
+def test_browser_with_demo_case_shows_thumbnails_geometry_volumes_and_notes() -> None:
+    at = app(BROWSER, DEMO_SELECTION)
+    assert not at.exception
+    assert len(at.get("image")) == 4  # one thumbnail per modality
+    geometry = at.dataframe[1].value
+    assert dict(zip(geometry["Property"], geometry["Value"], strict=True))["Stored orientation"] == "LPS"
+    labels = [m.label for m in at.metric]
+    assert labels == ["NCR", "ED", "ET", "WT", "TC"]
+    assert all(m.value.replace(".", "", 1).isdigit() and "." in m.value for m in at.metric)  # mL, 1 decimal
+    assert "pseudo-label" in texts(at.warning)
+
+
+def use_folder(at: AppTest):
+    return next(b for b in at.button if b.label == "Use folder")
+
+
+def test_browser_open_button_selects_a_case_of_a_chosen_folder(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_case_dir(data, case_id="BraTS2021_00007")
+    make_case_dir(data, case_id="BraTS2021_00008", with_seg=False)
+    at = app(BROWSER)
+    at.text_input(key="browser_folder_text").set_value(str(tmp_path / "missing"))
+    use_folder(at).click().run()
+    assert "Expected an existing folder" in texts(at.error)
+    at.text_input(key="browser_folder_text").set_value(str(data))
+    use_folder(at).click().run()
+    assert not at.exception
+    assert at.session_state[ui.KEY_DATA_DIR] == str(data.resolve())
+    assert list(at.dataframe[0].value["case_id"]) == ["BraTS2021_00007", "BraTS2021_00008"]
+    at.text_input(key="browser_search").set_value("0008").run()
+    assert list(at.dataframe[0].value["case_id"]) == ["BraTS2021_00008"]
+    at.selectbox(key="browser_pick").set_value("BraTS2021_00008").run()
+    next(b for b in at.button if b.label == "Open case").click().run()
+    assert not at.exception
+    assert at.session_state[ui.KEY_CASE]["case_id"] == "BraTS2021_00008"
+    assert "No ground-truth segmentation" in texts(at.info)
+
+
+def test_browser_demo_source_is_always_available(tmp_path: Path) -> None:
+    at = app(BROWSER, **{ui.KEY_DATA_DIR: str(tmp_path)})
+    assert not at.exception
+    assert "No BraTS cases" in texts(at.info)
+    at.radio(key="browser_source").set_value("Bundled demo").run()
+    assert list(at.dataframe[0].value["case_id"]) == ["TCIA-example"]
+
+
+def test_browser_upload_shows_errors_next_to_files_and_builds_a_case(tmp_path: Path) -> None:
+    folder = make_case_dir(tmp_path, case_id="BraTS2021_00042")
+    good = [(p.name, p.read_bytes(), "application/gzip") for p in sorted(folder.iterdir())]
+    at = app(BROWSER)
+    blob = good[0][1]
+    at.file_uploader(key="browser_uploads").set_value(
+        [good[0], ("photo_t1.nii", PNG_BYTES, "application/octet-stream"),
+         ("cut_t2.nii.gz", blob[: len(blob) // 2], "application/gzip")]).run()
+    assert not at.exception
+    errors = texts(at.error)
+    assert "photo_t1.nii:" in errors and "PNG" in errors
+    assert "cut_t2.nii.gz:" in errors and "truncated" in errors
+    assert len(at.success) == 1  # the good FLAIR
+    build = next(b for b in at.button if b.label == "Use these files as the case")
+    assert build.disabled
+
+    at.file_uploader(key="browser_uploads").set_value(good).run()
+    assert not at.exception and not at.error
+    assert [s.value for s in at.selectbox if s.key and s.key.startswith("browser_upload_mod_")] == \
+        ["flair", "seg", "t1", "t1ce", "t2"]
+    next(b for b in at.button if b.label == "Use these files as the case").click().run()
+    assert not at.exception
+    assert at.session_state[ui.KEY_CASE] == {"kind": "upload", "case_id": "BraTS2021_00042"}
+    assert at.session_state[ui.KEY_UPLOADED].has_seg
+    assert len(at.get("image")) == 4
+
+
+# -------------------------------------------------------------------------------------------- slice viewer
+
+def test_viewer_empty_state() -> None:
+    at = app(VIEWER)
+    assert not at.exception
+    assert "No case selected" in texts(at.info)
+    assert not at.get("plotly_chart")
+
+
+def test_viewer_demo_shows_three_linked_views_and_legend() -> None:
+    at = app(VIEWER, DEMO_SELECTION)
+    assert not at.exception
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3
+    figs = [json.loads(c.proto.spec) for c in charts]
+    assert [f["layout"]["title"]["text"].split()[0] for f in figs] == ["Axial", "Coronal", "Sagittal"]
+    assert all(len(f["layout"]["shapes"]) == 2 and len(f["layout"]["annotations"]) == 4 for f in figs)
+    assert "NCR/NET" in texts(at.markdown) and "Enhancing tumour" in texts(at.markdown)
+    cursor = at.session_state[ui.KEY_CURSOR]
+    assert figs[0]["layout"]["title"]["text"] == f"Axial z={cursor['z']}"
+
+    at.slider(key="viewer_cursor_z").set_value(20).run()
+    assert at.session_state[ui.KEY_CURSOR]["z"] == 20
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert figs[0]["layout"]["title"]["text"] == "Axial z=20"
+    # the coronal view's horizontal cross-hair line moved to z=20 (155 slices, superior at the top)
+    assert figs[1]["layout"]["shapes"][1]["y0"] == 155 - 1 - 20
+
+    next(b for b in at.button if b.label == "Most tumour").click().run()
+    assert at.session_state[ui.KEY_CURSOR]["z"] == cursor["z"]
+    assert at.slider(key="viewer_cursor_z").value == cursor["z"]
+
+
+def test_viewer_convention_and_four_up() -> None:
+    at = app(VIEWER, DEMO_SELECTION)
+    at.radio(key="viewer_convention").set_value("Neurological").run()
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    letters = {a["text"] for a in fig["layout"]["annotations"]}
+    assert letters == {"<b>A</b>", "<b>P</b>", "<b>L</b>", "<b>R</b>"}
+    left = min(fig["layout"]["annotations"], key=lambda a: a["x"])
+    assert left["text"] == "<b>L</b>"
+    at.selectbox(key="viewer_modality").set_value("all").run()
+    assert not at.exception
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    assert len(json.loads(charts[0].proto.spec)["data"]) == 4
+
+
+def test_viewer_prediction_overlay_and_errors() -> None:
+    class FakePrediction:  # duck-typed like core.inference.Prediction
+        labels = np.zeros((240, 240, 155), dtype=np.uint8)
+
+    pred = FakePrediction()
+    pred.labels[100:140, 100:140, 60:90] = 2
+    at = app(VIEWER, DEMO_SELECTION, prediction=pred)
+    assert not at.exception
+    assert at.checkbox(key="viewer_show_pred").value is True
+    assert not at.checkbox(key="viewer_show_err").disabled
+    at.checkbox(key="viewer_show_err").check().run()
+    assert not at.exception
+    assert "False positive" in texts(at.markdown) and "False negative" in texts(at.markdown)
+    at.checkbox(key="viewer_contour").check().run()
+    at.checkbox(key="viewer_class_2").uncheck().run()
+    assert not at.exception and len(at.get("plotly_chart")) == 3
+
+
+def test_viewer_ignores_a_prediction_of_another_grid() -> None:
+    class Other:
+        labels = np.zeros((4, 4, 4), dtype=np.uint8)
+
+    at = app(VIEWER, DEMO_SELECTION, prediction=Other())
+    assert not at.exception
+    assert at.checkbox(key="viewer_show_pred").disabled
