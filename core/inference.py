@@ -71,7 +71,7 @@ def run_network(loaded: LoadedModel, batch: np.ndarray, tta: bool = False) -> tu
     if not tta:
         return mean, None
     ent = -np.sum(mean * np.log(np.clip(mean, 1e-7, 1.0)), axis=-1) / np.log(mean.shape[-1])
-    return mean, ent.astype(np.float32)
+    return mean, np.clip(ent, 0.0, 1.0).astype(np.float32)
 
 
 def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: ProgressFn | None = None,
@@ -108,6 +108,8 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
                 unc[:, :, z] = _entropy_to_grid(e[k], prep.box, (nx, ny))
         if progress is not None:
             progress((b + 1) / n_batches, f"segmented {min((b + 1) * batch_size, len(zs))} of {len(zs)} slices")
+    if progress is not None and zs.size == 0:
+        progress(1.0, "no slice holds brain: all background")
     labels = classes_to_labels(np.argmax(probs, axis=-1))
     for arr in (labels, probs, unc):
         if arr is not None:

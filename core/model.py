@@ -205,12 +205,13 @@ def load_model(path: str | Path, spec: PreprocessSpec | None = None) -> LoadedMo
         spec = PreprocessSpec.load(folder) if (folder / "preprocess.json").is_file() else ORIGINAL_SPEC
     keras = keras_module()
     try:
-        if weights.suffix.lower() == ".keras":
-            model = keras.models.load_model(weights, compile=False, safe_mode=True)
-        else:
-            model = keras.models.load_model(weights, compile=False)
+        # safe_mode applies to .keras and legacy .h5 alike: a Lambda layer (Python code) is refused.
+        model = keras.models.load_model(weights, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises many types for a file that is not a model
         msg = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        if "safe_mode" in str(err) or "Lambda" in str(err):
+            raise ModelError(f"expected a Keras model without Python code in {weights.name!r}, got one with a "
+                             "Lambda layer or other code, refused in safe mode") from err
         raise ModelError(f"expected a Keras model in {weights.name!r}, got an unreadable file ({msg})") from err
     check_model_fits(model, spec)
     card: dict = {}

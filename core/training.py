@@ -14,7 +14,7 @@ import platform
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from core.cases import CaseRef, discover_cases, load_case
-from core.errors import BratsViewerError, DataFolderError
+from core.errors import DataFolderError
 from core.io import atomic_write_bytes
 from core.preprocess import PreprocessSpec, prepare_case, prepare_labels
 
@@ -113,7 +113,7 @@ def cache_case(ref: CaseRef, spec: PreprocessSpec, cache_dir: Path) -> tuple[Pat
     y = prepare_labels(np.asarray(case.seg.data), prep.box, spec.input_size)
     cache_dir.mkdir(parents=True, exist_ok=True)
     for path, arr in ((x_path, prep.slices.astype(np.float16)), (y_path, y)):
-        tmp = path.with_suffix(".tmp.npy")
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")  # unique: workers may cache at once
         np.save(tmp, arr, allow_pickle=False)
         os.replace(tmp, path)
     return x_path, y_path
@@ -228,6 +228,69 @@ def choose_strategy() -> Any:
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def strategy_name(strategy: Any) -> str:
+    """A readable name of a tf.distribute strategy (MultiWorkerMirroredStrategy's class is named
+    CollectiveAllReduceStrategy)."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    return type(strategy).__name__
+
+
+_MULTI_WORKER_PATCHED = False
+
+
+def enable_keras_multi_worker() -> None:
+    """Work around two Keras 3 (3.15) bugs that stop ``model.fit`` under MultiWorkerMirroredStrategy
+    (keras-team/keras#20585): the symbolic build reduces the first input batch with ``strategy.reduce`` (which
+    fails on per-replica inputs), and metric logs are reduced along axis 0 although they are scalars. The
+    build now uses this worker's own batch (only its shape and dtype matter) and logs are averaged over replicas.
+    Applied once per process, only when a multi-worker strategy is in use.
+
+    Raises:
+        DataFolderError: this Keras version lacks the patched internals (multi-worker training unsupported).
+    """
+    global _MULTI_WORKER_PATCHED
+    if _MULTI_WORKER_PATCHED:
+        return
+    import tensorflow as tf
+
+    try:
+        from keras.src import tree
+        from keras.src.backend.tensorflow import trainer as tf_trainer
+
+        orig_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+        orig_reduce = tf_trainer.reduce_per_replica
+        is_multi_worker = tf_trainer._collective_all_reduce_multi_worker
+    except (ImportError, AttributeError) as err:
+        raise DataFolderError(f"expected Keras 3.x internals for multi-worker training, got {err}") from err
+
+    def local_value(strategy: Any, value: Any) -> Any:
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def maybe_symbolic_build(self: Any, iterator: Any = None, data_batch: Any = None) -> Any:
+        if self._distribute_strategy is None or iterator is None or not is_multi_worker(self.distribute_strategy):
+            return orig_build(self, iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            batch = next(it)
+            break
+        local = tree.map_structure(lambda v: local_value(self.distribute_strategy, v), batch)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=local)
+
+    def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
+        if is_multi_worker(strategy) and reduction in ("auto", "mean"):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return orig_reduce(values, strategy, reduction)
+
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    _MULTI_WORKER_PATCHED = True
 
 
 def is_chief() -> bool:
@@ -352,6 +415,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         train_index = SliceIndex([files[c] for c in split["train"]], cfg.tumour_repeat)
         val_index = SliceIndex([files[c] for c in split["val"]], 0) if split["val"] else None
         strategy = choose_strategy()
+        name = strategy_name(strategy)
+        if name == "MultiWorkerMirroredStrategy":
+            enable_keras_multi_worker()
+        if chief:
+            write_progress(out, strategy=name, replicas=int(strategy.num_replicas_in_sync))
         global_batch = cfg.batch_size * strategy.num_replicas_in_sync
         train_seq = make_sequence(train_index, global_batch, cfg.augment, cfg.seed, True, steps=cfg.steps_per_epoch)
         val_seq = make_sequence(val_index, global_batch, False, cfg.seed, False) if val_index else None

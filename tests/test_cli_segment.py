@@ -1,0 +1,162 @@
+"""Tests of ``python -m core segment``: outputs in the input's geometry, folder mode, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import LPS_AFFINE, make_case_dir
+
+import core.cli.segment as segment_cli
+from core.__main__ import main
+from core.model import build_unet, save_for_inference
+from core.preprocess import PreprocessSpec
+
+SHAPE = (24, 20, 6)
+SPEC = PreprocessSpec(channels=("flair", "t1ce", "t1", "t2"), input_size=32, normalisation="zscore_brain",
+                      crop="brain_bbox")
+
+
+@pytest.fixture(autouse=True)
+def work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Audit events go to a temporary work folder, never the project's."""
+    folder = tmp_path / "work"
+    monkeypatch.setenv("BRATS_VIEWER_WORK_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models") / "tiny_unet"
+    save_for_inference(build_unet(32, 4, 4, 2, seed=5), folder, SPEC)
+    return folder
+
+
+def _lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_segment_one_lps_case(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = make_case_dir(tmp_path / "data", "BraTS2021_00042", shape=SHAPE, affine=LPS_AFFINE, with_seg=False)
+    out = tmp_path / "out"
+    code = main(["segment", str(case), "--out", str(out), "--model", str(model_dir), "--tta", "--batch-size", "4"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    (summary,) = _lines(captured.out)
+    assert summary["case_id"] == "BraTS2021_00042"
+    assert summary["model"]["name"] == "tiny_unet" and len(summary["model"]["sha256"]) == 64
+    assert set(summary["volumes_ml"]) == {"NCR", "ED", "ET", "WT", "TC"}
+    assert set(summary["time_s"]) >= {"load", "predict", "write", "model_load"}
+    assert "not for clinical diagnosis" in summary["disclaimer"]
+
+    src = nib.load(str(case / "BraTS2021_00042_flair.nii.gz"))
+    seg_path = out / "BraTS2021_00042_seg.nii.gz"
+    assert summary["outputs"]["seg"] == str(seg_path)
+    seg = nib.load(str(seg_path))
+    assert seg.shape == src.shape == SHAPE
+    np.testing.assert_array_equal(seg.affine, src.affine)  # exactly the input's geometry (LPS)
+    assert seg.get_data_dtype() == np.uint8
+    labels = np.asarray(seg.dataobj)
+    assert set(np.unique(labels).tolist()) <= {0, 1, 2, 4}
+
+    prob = nib.load(str(out / "BraTS2021_00042_prob.nii.gz"))
+    assert prob.shape == (*SHAPE, 4) and prob.get_data_dtype() == np.float32
+    np.testing.assert_array_equal(prob.affine, src.affine)
+    p = np.asarray(prob.dataobj)
+    np.testing.assert_allclose(p.sum(axis=-1), 1.0, atol=5e-3)
+    # the labels are the argmax of the written probabilities, voxel for voxel, in the stored order
+    np.testing.assert_array_equal(np.array([0, 1, 2, 4])[p.argmax(axis=-1)], labels)
+
+    unc = nib.load(str(out / "BraTS2021_00042_uncertainty.nii.gz"))
+    assert unc.shape == SHAPE
+    u = np.asarray(unc.dataobj)
+    assert u.min() >= 0.0 and u.max() <= 1.0
+    # volumes agree with the written labels (voxels are 1 mm^3)
+    assert summary["volumes_ml"]["WT"] == pytest.approx(np.count_nonzero(labels) / 1000.0, abs=1e-3)
+    # one audit event, with the input files' hashes and the model's hash
+    from core.audit import read_events
+
+    (event,) = read_events(action="segment")
+    assert event["case_id"] == "BraTS2021_00042" and event["model_sha256"] == summary["model"]["sha256"]
+    assert set(event["input_hashes"]) == {"flair", "t1", "t1ce", "t2"}
+    assert event["extra"]["outputs"]["seg"] == str(seg_path)
+
+
+def test_segment_a_folder_of_cases(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    make_case_dir(data, "BraTS2021_00001", shape=SHAPE, seed=1)
+    make_case_dir(data, "BraTS-GLI-00002-000", naming="2023", shape=SHAPE, seed=2, with_seg=False)
+    out = tmp_path / "out"
+    assert main(["segment", str(data), "--out", str(out), "--model", str(model_dir)]) == 0
+    summaries = _lines(capsys.readouterr().out)
+    assert sorted(s["case_id"] for s in summaries) == ["BraTS-GLI-00002-000", "BraTS2021_00001"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["BraTS-GLI-00002-000_prob.nii.gz", "BraTS-GLI-00002-000_seg.nii.gz",
+                     "BraTS2021_00001_prob.nii.gz", "BraTS2021_00001_seg.nii.gz"]
+    assert all("uncertainty" not in s["outputs"] for s in summaries)
+
+
+def test_folder_mode_reports_a_bad_case_and_segments_the_rest(tmp_path: Path, model_dir: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    make_case_dir(data, "BraTS2021_00001", shape=SHAPE, seed=1)
+    make_case_dir(data, "BraTS2021_00002", shape=SHAPE, seed=2, modalities=("flair", "t1", "t1ce"))
+    code = main(["segment", str(data), "--out", str(tmp_path / "out"), "--model", str(model_dir)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert [s["case_id"] for s in _lines(captured.out)] == ["BraTS2021_00001"]
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: BraTS2021_00002:") and "T2" in errors[0]
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_missing_modality_exits_2(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = make_case_dir(tmp_path, "BraTS2021_00003", shape=SHAPE, modalities=("flair", "t1", "t2"))
+    out = tmp_path / "out"
+    code = main(["segment", str(case), "--out", str(out), "--model", str(model_dir)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    line = _one_error_line(captured.err)
+    assert "T1CE" in line and "missing" in line
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_model_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = make_case_dir(tmp_path, shape=SHAPE)
+    code = main(["segment", str(case), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "no_such_model")])
+    assert code == 2
+    assert "does not exist" in _one_error_line(capsys.readouterr().err)
+
+
+def test_not_a_case_folder_exits_2(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["segment", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--model", str(model_dir)]) == 2
+    assert "found none" in _one_error_line(capsys.readouterr().err)
+    assert main(["segment", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--model", str(model_dir)]) == 2
+    assert "not a folder" in _one_error_line(capsys.readouterr().err)
+
+
+def test_bad_batch_size_exits_2(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = make_case_dir(tmp_path, shape=SHAPE)
+    assert main(["segment", str(case), "--out", str(tmp_path / "o"), "--model", str(model_dir),
+                 "--batch-size", "0"]) == 2
+    assert "batch-size" in _one_error_line(capsys.readouterr().err)
+
+
+def test_model_by_name_and_default(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segment_cli, "MODELS_DIR", model_dir.parent)
+    assert segment_cli.resolve_model_path("tiny_unet") == model_dir
+    assert segment_cli.resolve_model_path(str(model_dir)) == model_dir
+    monkeypatch.setenv("BRATS_MODEL", str(model_dir))
+    assert segment_cli.resolve_model_path(None) == model_dir
+    with pytest.raises(ValueError, match="does not exist"):
+        segment_cli.resolve_model_path("../tiny_unet_missing")
