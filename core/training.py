@@ -54,6 +54,7 @@ class TrainConfig:
     seed: int = 42
     augment: bool = True
     tumour_repeat: int = 1
+    bias_field: float = 0.0
     early_stopping_patience: int = 6
     max_minutes: float = 0.0
     resume: bool = False
@@ -139,8 +140,11 @@ class SliceIndex:
         return len(self.pairs)
 
 
-def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random flips, rotation (+-10 degrees), scaling (0.9-1.1) and per-channel intensity jitter.
+def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
+                 bias_field: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Random flips, rotation (+-10 degrees), scaling (0.9-1.1) and per-channel intensity jitter; with
+    ``bias_field`` > 0, also (half the time) a smooth multiplicative field per channel of up to about
+    +-``bias_field``, as raw scanner intensities carry (applied in z-score space, see ``_bias_field``).
 
     Args:
         x: (S, S, C) float32 input; y: (S, S) uint8 classes. Returns new arrays of the same shapes.
@@ -161,12 +165,34 @@ def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tupl
     gain = rng.uniform(0.9, 1.1, size=xa.shape[-1]).astype(np.float32)
     shift = rng.uniform(-0.1, 0.1, size=xa.shape[-1]).astype(np.float32)
     brain = np.any(xa != 0, axis=-1, keepdims=True)
-    xa = np.where(brain, xa * gain + shift, 0.0).astype(np.float32)
+    xa = xa * gain + shift
+    if bias_field > 0 and rng.random() < 0.5:
+        xa = _bias_field(xa, rng, bias_field)
+    xa = np.where(brain, xa, 0.0).astype(np.float32)
     return xa, ya
 
 
+def _bias_field(x: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Apply a random second-order polynomial multiplicative field b(u, v) = exp(p(u, v)) per channel.
+
+    Intensities I = mu + sigma * z scaled by b give z' = z * b + (mu / sigma) * (b - 1); mu / sigma of brain
+    MRI is drawn from U(1, 4).
+    """
+    size = x.shape[0]
+    u, v = np.meshgrid(np.linspace(-1, 1, size, dtype=np.float32), np.linspace(-1, 1, size, dtype=np.float32),
+                       indexing="ij")
+    basis = np.stack([u, v, u * u, v * v, u * v])
+    out = np.empty_like(x)
+    for c in range(x.shape[-1]):
+        coef = rng.normal(0.0, strength / 2, size=5).astype(np.float32)
+        b = np.exp(np.clip(np.tensordot(coef, basis, axes=1), -2 * strength, 2 * strength))
+        ratio = float(rng.uniform(1.0, 4.0))
+        out[..., c] = x[..., c] * b + ratio * (b - 1.0)
+    return out
+
+
 def make_sequence(index: SliceIndex, batch_size: int, augment: bool, seed: int, shuffle: bool,
-                  n_classes: int = 4, steps: int = 0) -> Any:
+                  n_classes: int = 4, steps: int = 0, bias_field: float = 0.0) -> Any:
     """A ``keras.utils.PyDataset`` yielding (x, one-hot y) batches from a SliceIndex."""
     from core.model import keras_module
 
@@ -196,7 +222,7 @@ def make_sequence(index: SliceIndex, batch_size: int, augment: bool, seed: int, 
                 x = np.asarray(index.xs[ci][z], dtype=np.float32)
                 y = np.asarray(index.ys[ci][z])
                 if augment:
-                    x, y = augment_pair(x, y, rng)
+                    x, y = augment_pair(x, y, rng, bias_field)
                 xb.append(x)
                 yb.append(y)
             x_arr = np.stack(xb)
@@ -421,7 +447,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if chief:
             write_progress(out, strategy=name, replicas=int(strategy.num_replicas_in_sync))
         global_batch = cfg.batch_size * strategy.num_replicas_in_sync
-        train_seq = make_sequence(train_index, global_batch, cfg.augment, cfg.seed, True, steps=cfg.steps_per_epoch)
+        train_seq = make_sequence(train_index, global_batch, cfg.augment, cfg.seed, True, steps=cfg.steps_per_epoch,
+                                  bias_field=cfg.bias_field)
         val_seq = make_sequence(val_index, global_batch, False, cfg.seed, False) if val_index else None
         initial_epoch = 0
         last = out / "checkpoints" / "last.keras"

@@ -53,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--tumour-repeat", type=int, default=1, help="extra copies of tumour slices per epoch")
+    p.add_argument("--bias-field", type=float, default=0.0,
+                   help="strength of random smooth intensity fields in augmentation (0: off; 0.3: +-30%%)")
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this wall time (0: no limit)")
     p.add_argument("--steps-per-epoch", type=int, default=0, help="cap batches per epoch (0: all)")
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         dropout=args.dropout, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         loss=args.loss, split=args.split, val_cases=args.val_cases, test_cases=args.test_cases,
         exclude_cases=args.exclude_cases, seed=args.seed, augment=not args.no_augment,
-        tumour_repeat=args.tumour_repeat, early_stopping_patience=args.patience, max_minutes=args.max_minutes,
+        tumour_repeat=args.tumour_repeat, bias_field=args.bias_field, early_stopping_patience=args.patience, max_minutes=args.max_minutes,
         resume=args.resume, steps_per_epoch=args.steps_per_epoch,
     )
     card = train(cfg)
