@@ -68,8 +68,8 @@ with right:
             dcols = st.columns(3)
             for col, region in zip(dcols, ("WT", "TC", "ET"), strict=True):
                 value = dice.get(region)
-                col.metric(config.REGION_LONG_NAMES[region],
-                           "-" if value is None else f"{float(value):.3f}", help=f"{region} Dice")
+                col.metric(region, "-" if value is None else f"{float(value):.3f}",
+                           help=f"{config.REGION_LONG_NAMES[region]} Dice")
         if card.get("small_data_warning"):
             st.caption(card["small_data_warning"])
         if card.get("created"):

@@ -430,14 +430,25 @@ def _letter_annotations(letters: Mapping[str, str], rows: int, cols: int, xref: 
                  xanchor=xa, yanchor=ya) for edge, (x, y, xa, ya) in pos.items()]
 
 
+def pixel_aspect(plane: str, spacing_mm: Sequence[float] | None) -> float:
+    """Height / width in mm of one display pixel of a plane (1.0 without spacing): keeps anisotropic voxels true."""
+    if spacing_mm is None:
+        return 1.0
+    lay = plane_layout(plane)
+    col = float(spacing_mm[lay.col_axis])
+    return float(spacing_mm[lay.row_axis]) / col if col > 0 else 1.0
+
+
 def slice_figure(rgb: np.ndarray, raw: np.ndarray | None, plane: str, index: int, cursor: Mapping[str, int],
-                 shape: Sequence[int], radiological: bool = True, title: str = "", height: int = 360) -> go.Figure:
+                 shape: Sequence[int], radiological: bool = True, title: str = "", height: int = 360,
+                 spacing_mm: Sequence[float] | None = None) -> go.Figure:
     """A plotly view of one composed plane with the cross-hair, the orientation letters and voxel hover.
 
     Args:
         rgb: (rows, cols, 3) uint8 from ``compose_plane``.
         raw: (rows, cols) intensities of the same slice for hover (``extract_slice``), or None.
         cursor: {x, y, z} cross-hair position on the RAS grid of ``shape``.
+        spacing_mm: voxel size (X, Y, Z) in mm; pixels are drawn with its aspect ratio when given.
 
     Returns:
         A figure with one ``go.Image`` trace, two cross-hair line shapes and four letter annotations.
@@ -457,14 +468,16 @@ def slice_figure(rgb: np.ndarray, raw: np.ndarray | None, plane: str, index: int
         title=dict(text=title, x=0.5, xanchor="center", font=dict(size=14)) if title else None,
         margin=dict(l=0, r=0, t=30 if title else 0, b=0), height=height,
         xaxis=dict(**_AXES_OFF, range=[-0.5, cols - 0.5], constrain="domain"),
-        yaxis=dict(**_AXES_OFF, range=[rows - 0.5, -0.5], scaleanchor="x", constrain="domain"),
+        yaxis=dict(**_AXES_OFF, range=[rows - 0.5, -0.5], scaleanchor="x", scaleratio=pixel_aspect(plane, spacing_mm),
+                   constrain="domain"),
         plot_bgcolor="black", paper_bgcolor="rgba(0,0,0,0)", dragmode="pan",
     )
     return fig
 
 
 def four_view_figure(rgbs: Mapping[str, np.ndarray], plane: str, cursor: Mapping[str, int], shape: Sequence[int],
-                     radiological: bool = True, height: int = 720) -> go.Figure:
+                     radiological: bool = True, height: int = 720, spacing_mm: Sequence[float] | None = None
+                     ) -> go.Figure:
     """A 2x2 grid of the same plane in up to four modalities with a shared cross-hair.
 
     Args:
@@ -477,7 +490,8 @@ def four_view_figure(rgbs: Mapping[str, np.ndarray], plane: str, cursor: Mapping
     if not keys:
         raise BratsViewerError("expected at least one modality image, got none")
     titles = [MODALITY_TITLES.get(k, k) for k in keys] + [""] * (4 - len(keys))
-    fig = make_subplots(rows=2, cols=2, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.06)
+    fig = make_subplots(rows=2, cols=2, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.08)
+    fig.update_annotations(yshift=4, font=dict(size=14, color="#1c2b33"))
     letters = orientation_letters(plane, radiological)
     r, c = voxel_to_display(plane, (cursor["x"], cursor["y"], cursor["z"]), shape, radiological)
     shapes: list[dict] = []
@@ -492,7 +506,7 @@ def four_view_figure(rgbs: Mapping[str, np.ndarray], plane: str, cursor: Mapping
         annotations += _letter_annotations(letters, rows, cols, xref, yref)
         fig.update_xaxes(_AXES_OFF, range=[-0.5, cols - 0.5], constrain="domain", row=i // 2 + 1, col=i % 2 + 1)
         fig.update_yaxes(_AXES_OFF, range=[rows - 0.5, -0.5], scaleanchor=xref, constrain="domain",
-                         row=i // 2 + 1, col=i % 2 + 1)
+                         scaleratio=pixel_aspect(plane, spacing_mm), row=i // 2 + 1, col=i % 2 + 1)
     for i in range(len(keys), 4):
         fig.update_xaxes(_AXES_OFF, row=i // 2 + 1, col=i % 2 + 1)
         fig.update_yaxes(_AXES_OFF, row=i // 2 + 1, col=i % 2 + 1)
@@ -518,7 +532,8 @@ def montage_image(image: np.ndarray, plane: str, indices: Sequence[int], window:
 
 
 def montage_figure(image: np.ndarray, plane: str, indices: Sequence[int], window: tuple[float, float],
-                   radiological: bool = True, overlays: Sequence[Overlay] = (), ncols: int = 4) -> go.Figure:
+                   radiological: bool = True, overlays: Sequence[Overlay] = (), ncols: int = 4,
+                   spacing_mm: Sequence[float] | None = None) -> go.Figure:
     """A plotly montage of slices (one ``go.Image``) with each tile's slice number annotated."""
     grid = montage_image(image, plane, indices, window, radiological, overlays, ncols)
     th, tw = display_shape(plane, image.shape)
@@ -531,7 +546,8 @@ def montage_figure(image: np.ndarray, plane: str, indices: Sequence[int], window
     fig.update_layout(annotations=notes, margin=dict(l=0, r=0, t=0, b=0),
                       height=int(min(1400, 900 * rows / max(cols, 1) + 20)),
                       xaxis=dict(**_AXES_OFF, range=[-0.5, cols - 0.5], constrain="domain"),
-                      yaxis=dict(**_AXES_OFF, range=[rows - 0.5, -0.5], scaleanchor="x", constrain="domain"),
+                      yaxis=dict(**_AXES_OFF, range=[rows - 0.5, -0.5], scaleanchor="x", constrain="domain",
+                                 scaleratio=pixel_aspect(plane, spacing_mm)),
                       plot_bgcolor="black", paper_bgcolor="rgba(0,0,0,0)")
     return fig
 
@@ -596,6 +612,7 @@ def tumour_3d_figure(labels: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.0
                            xref="paper", yref="paper")
     fig.update_layout(
         height=height, margin=dict(l=0, r=0, t=0, b=0), legend=dict(orientation="h", y=1.0),
-        scene=dict(aspectmode="data", xaxis_title="x (mm, R+)", yaxis_title="y (mm, A+)", zaxis_title="z (mm, S+)"),
+        scene=dict(aspectmode="data", xaxis_title="x (mm, R+)", yaxis_title="y (mm, A+)", zaxis_title="z (mm, S+)",
+                   camera=dict(eye=dict(x=1.2, y=1.2, z=0.6))),
     )
     return fig

@@ -15,7 +15,8 @@ ui.page_header("Case browser", icon=":material/folder_open:")
 
 SOURCE_DEMO, SOURCE_FOLDER = "Bundled demo", "Data folder"
 CHECKS_KEY = "browser_upload_checks"  # sha256 of an upload's bytes -> viewer.UploadCheck (this session only)
-PICK_KEY = "browser_last_table_pick"
+TABLE_IDS_KEY = "browser_table_ids"  # (folder, case ids in table order) of the table shown
+FLASH_KEY = "browser_flash"  # message shown once after a rerun
 
 
 def folder_table(folder: Path) -> None:
@@ -36,8 +37,10 @@ def folder_table(folder: Path) -> None:
     if query.strip():
         table = table[table["case_id"].str.contains(query.strip(), case=False, regex=False)]
     st.caption(f"{len(table)} of {len(rows)} cases. Click a row to open it; click a column header to sort.")
-    event = st.dataframe(
-        table, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+    ids = [str(i) for i in table["case_id"]]
+    st.session_state[TABLE_IDS_KEY] = (str(folder), ids)  # what the rows of the table are, for the callback
+    st.dataframe(
+        table, hide_index=True, width="stretch", on_select=_on_table_pick, selection_mode="single-row",
         key="browser_table",
         column_config={
             "case_id": st.column_config.TextColumn("Case"),
@@ -47,22 +50,21 @@ def folder_table(folder: Path) -> None:
             "voxel_mm": st.column_config.TextColumn("Voxel size (mm)"),
         },
     )
-    picked = list(getattr(getattr(event, "selection", None), "rows", []) or [])
-    if picked and picked[0] < len(table):
-        case_id = str(table.iloc[picked[0]]["case_id"])
-        pick = f"{folder}|{case_id}"
-        if st.session_state.get(PICK_KEY) != pick:  # act once per new click, not on every rerun
-            st.session_state[PICK_KEY] = pick
-            ui.select_folder_case(str(folder), case_id)
-
-    ids = list(table["case_id"])
     if ids:
         sel = st.session_state.get(ui.KEY_CASE) or {}
         current = sel.get("case_id") if sel.get("folder") == str(folder) else None
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
         choice = c1.selectbox("Case", ids, index=ids.index(current) if current in ids else 0, key="browser_pick")
-        if c2.button("Open case", type="primary", icon=":material/open_in_new:", width="stretch"):
-            ui.select_folder_case(str(folder), choice)
+        c2.button("Open case", type="primary", icon=":material/open_in_new:", width="stretch",
+                  on_click=ui.select_folder_case, args=(str(folder), choice))
+
+
+def _on_table_pick() -> None:
+    """Open the case of a clicked table row (runs before the page, so the sidebar shows it at once)."""
+    folder, ids = st.session_state.get(TABLE_IDS_KEY, ("", []))
+    rows = st.session_state["browser_table"]["selection"]["rows"]
+    if rows and rows[0] < len(ids):
+        ui.select_folder_case(folder, ids[rows[0]])
 
 
 def browse_tab() -> None:
@@ -92,6 +94,9 @@ def upload_tab() -> None:
     st.markdown("Upload the four modalities of one study (FLAIR, T1, T1CE, T2; at least one) and, optionally, "
                 "a segmentation, as NIfTI files (`.nii` or `.nii.gz`). Each file is checked on its own; the "
                 "modality is guessed from the name and can be corrected.")
+    flash = st.session_state.pop(FLASH_KEY, None)
+    if flash:
+        st.success(flash, icon=":material/check_circle:")
     files = st.file_uploader("NIfTI files", type=["nii", "gz"], accept_multiple_files=True, key="browser_uploads")
     if not files:
         return
@@ -133,7 +138,9 @@ def upload_tab() -> None:
             st.error(result.error or "The files do not form one case.")
         else:
             ui.select_uploaded_case(result.case)
-            st.success(f"Case `{result.case.case_id}` is ready; it is kept in this browser session only.")
+            st.session_state[FLASH_KEY] = (f"Case `{result.case.case_id}` is ready; it is kept in this browser "
+                                           "session only.")
+            st.rerun()  # so the sidebar and the panel below show the new case
 
 
 def selected_case_panel() -> None:

@@ -161,7 +161,8 @@ if tab_views.open:
             index = cursor[figures.AXIS_NAMES[figures.PLANE_AXIS[plane_2x2]]]
             rgbs = {k: figures.compose_plane(case.images[k].data, plane_2x2, index, windows[k], radiological, layers)
                     for k in case.modalities}
-            fig = figures.four_view_figure(rgbs, plane_2x2, cursor, shape, radiological)
+            fig = figures.four_view_figure(rgbs, plane_2x2, cursor, shape, radiological,
+                                           spacing_mm=case.spacing_mm)
             st.plotly_chart(fig, config=PLOT_CONFIG, key="viewer_fig_all")
         else:
             image = case.images[modality].data
@@ -171,7 +172,8 @@ if tab_views.open:
                 rgb = figures.compose_plane(image, plane, index, windows[modality], radiological, layers)
                 raw = figures.extract_slice(image, plane, index, radiological)
                 title = f"{plane.capitalize()} {figures.AXIS_NAMES[figures.PLANE_AXIS[plane]]}={index}"
-                fig = figures.slice_figure(rgb, raw, plane, index, cursor, shape, radiological, title=title)
+                fig = figures.slice_figure(rgb, raw, plane, index, cursor, shape, radiological, title=title,
+                                           spacing_mm=case.spacing_mm)
                 col.plotly_chart(fig, config=PLOT_CONFIG, key=f"viewer_fig_{plane}")
         st.markdown(f'<div style="font-size:0.85rem;">{legend}</div>', unsafe_allow_html=True)
         st.caption(cursor_caption())
@@ -195,7 +197,8 @@ if tab_montage.open:
         st.caption(f"{config.MODALITY_TITLES[m_mod]}, {len(indices)} {m_plane} slices evenly spaced over the "
                    + ("tumour" if labels_for_extent is not None and figures.nonzero_extent(labels_for_extent, axis)
                       else "brain") + f" ({'radiological' if radiological else 'neurological'} convention).")
-        fig = figures.montage_figure(case.images[m_mod].data, m_plane, indices, window, radiological, layers, ncols)
+        fig = figures.montage_figure(case.images[m_mod].data, m_plane, indices, window, radiological, layers, ncols,
+                                     spacing_mm=case.spacing_mm)
         st.plotly_chart(fig, config=PLOT_CONFIG, key="viewer_montage_fig")
         st.markdown(f'<div style="font-size:0.85rem;">{legend}</div>', unsafe_allow_html=True)
 

@@ -262,6 +262,18 @@ def test_slice_figure_crosshair_letters_and_hover() -> None:
     assert custom.shape == (6, 5, 3)
     assert tuple(custom[3, 3]) == (2, 1, image[1, 2, 3])  # (y index, x index, intensity) under the cross-hair
     assert "z=3" in fig.data[0].hovertemplate
+    assert fig.layout.yaxis.scaleratio == 1.0
+
+
+def test_pixel_aspect_follows_spacing() -> None:
+    spacing = (1.0, 2.0, 5.0)  # x, y, z in mm
+    assert F.pixel_aspect("axial", spacing) == 2.0  # rows are y, columns x
+    assert F.pixel_aspect("coronal", spacing) == 5.0  # rows z, columns x
+    assert F.pixel_aspect("sagittal", spacing) == 2.5  # rows z, columns y
+    assert F.pixel_aspect("axial", None) == 1.0
+    rgb = np.zeros((7, 6, 3), dtype=np.uint8)
+    fig = F.slice_figure(rgb, None, "sagittal", 0, {"x": 0, "y": 0, "z": 0}, SHAPE, spacing_mm=spacing)
+    assert fig.layout.yaxis.scaleratio == 2.5
 
 
 def test_four_view_figure_has_one_image_per_modality() -> None:

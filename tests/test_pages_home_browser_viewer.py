@@ -75,7 +75,7 @@ def test_home_summarises_the_model_card(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Training cases"] == "3" and metrics["Validation cases"] == "1" and metrics["Epochs"] == "7"
-    assert metrics["Whole tumour"] == "0.812" and metrics["Enhancing tumour"] == "-"
+    assert metrics["WT"] == "0.812" and metrics["TC"] == "0.600" and metrics["ET"] == "-"
     assert "Trained on 3 cases only" in texts(at.caption)
 
 
