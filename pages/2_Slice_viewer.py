@@ -2,7 +2,8 @@
 
 Session state used: ``ui.KEY_CASE`` (selected case), ``ui.KEY_CURSOR`` ({x, y, z} shared with other pages),
 ``"prediction"`` (a ``core.inference.Prediction`` stored by the segmentation page, optional) and
-``"corrected_labels"`` (an (X, Y, Z) label array or an object with ``.labels``, optional).
+``"corrected_labels"`` (an (X, Y, Z) label array or an object with ``.labels``, optional), each shown only when
+``"prediction_case_key"`` / ``"corrected_case_key"`` (when set) equal the case's ``content_key``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ PLOT_CONFIG = {"displaylogo": False, "scrollZoom": True,
                "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "toImage"]}
 
 
-def _labels_of(obj: Any) -> np.ndarray | None:
-    """Labels (X, Y, Z) of a stored prediction / correction when they fit this case's grid, else None."""
+def _labels_of(obj: Any, owner_key: str) -> np.ndarray | None:
+    """Labels (X, Y, Z) of a stored prediction / correction when they belong to this case (the segmentation page
+    records the owner's ``content_key`` under ``owner_key``) and fit its grid, else None."""
+    owner = st.session_state.get(owner_key)
+    if owner is not None and owner != case.content_key:
+        return None
     arr = getattr(obj, "labels", obj)
     if isinstance(arr, np.ndarray) and arr.shape == shape:
         return arr
@@ -35,8 +40,8 @@ def _labels_of(obj: Any) -> np.ndarray | None:
 
 
 gt = case.seg.data if case.seg is not None else None
-pred = _labels_of(st.session_state.get("prediction"))
-corrected = _labels_of(st.session_state.get("corrected_labels"))
+pred = _labels_of(st.session_state.get("prediction"), "prediction_case_key")
+corrected = _labels_of(st.session_state.get("corrected_labels"), "corrected_case_key")
 
 # ---- the shared cursor ---------------------------------------------------------------------------------------
 cursor = viewer.clamp_cursor(st.session_state.get(ui.KEY_CURSOR), shape)

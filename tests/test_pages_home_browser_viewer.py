@@ -247,3 +247,12 @@ def test_viewer_ignores_a_prediction_of_another_grid() -> None:
     at = app(VIEWER, DEMO_SELECTION, prediction=Other())
     assert not at.exception
     assert at.checkbox(key="viewer_show_pred").disabled
+
+
+def test_viewer_ignores_a_prediction_of_another_case() -> None:
+    class FakePrediction:
+        labels = np.ones((240, 240, 155), dtype=np.uint8)
+
+    at = app(VIEWER, DEMO_SELECTION, prediction=FakePrediction(), prediction_case_key="some-other-case")
+    assert not at.exception
+    assert at.checkbox(key="viewer_show_pred").disabled
