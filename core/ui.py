@@ -178,3 +178,75 @@ def _display_stats_cached(key: str, _case: Case) -> Any:
 def case_display_stats(case: Case) -> Any:
     """``core.viewer.CaseDisplayStats`` of a case (window percentiles, most-tumour cursor), once per case content."""
     return _display_stats_cached(case_cache_key(case), case)
+
+
+# ---- segmentation helpers (segmentation and report pages) ---------------------------------------------------
+KEY_PREDICTION = "prediction"  # core.inference.Prediction of the selected case (shared cached object)
+KEY_PREDICTION_CASE = "prediction_case_key"  # Case.content_key the prediction belongs to
+KEY_CORRECTED = "corrected_labels"  # (X, Y, Z) uint8 labels corrected by hand
+KEY_CORRECTED_CASE = "corrected_case_key"  # Case.content_key the corrected labels belong to
+
+
+@st.cache_resource(max_entries=2, show_spinner="Preparing the case for the model...")
+def _prepared_cached(case_key: str, model_sha: str, _case: Case, _loaded: Any) -> Any:
+    from core.preprocess import prepare_case
+
+    return prepare_case(_case, _loaded.spec)
+
+
+def prepared_for(case: Case, loaded: Any) -> Any:
+    """``core.preprocess.Prepared`` of a case for a model's spec, once per (case content, model weights)."""
+    return _prepared_cached(case.content_key, loaded.sha256, case, loaded)
+
+
+@st.cache_resource(max_entries=3, show_spinner=False)
+def _prediction_slot(case_key: str, model_sha: str, tta: bool) -> dict[str, Any]:
+    """A holder for one prediction (filled on first use, outside the cached call so that the progress bar the
+    caller passes is not replayed by the cache); evicting the slot frees the prediction."""
+    import threading
+
+    return {"lock": threading.Lock(), "value": None}
+
+
+def cached_prediction(case: Case, loaded: Any, tta: bool, progress: Any = None) -> Any:
+    """The whole-volume ``Prediction`` of a case, computed once per (case content, model weights, TTA) and
+    shared read-only; ``progress(fraction, message)`` is called only when it is computed."""
+    from core.inference import predict_case
+
+    slot = _prediction_slot(case.content_key, loaded.sha256, bool(tta))
+    with slot["lock"]:
+        if slot["value"] is None:
+            slot["value"] = predict_case(loaded, case, tta=bool(tta), progress=progress,
+                                         prepared=prepared_for(case, loaded))
+        return slot["value"]
+
+
+def store_prediction(case: Case, prediction: Any) -> None:
+    """Keep a prediction (a reference to the cached object) in the session with the case it belongs to."""
+    st.session_state[KEY_PREDICTION] = prediction
+    st.session_state[KEY_PREDICTION_CASE] = case.content_key
+
+
+def session_prediction(case: Case) -> Any:
+    """The session's prediction when it belongs to ``case``, else None."""
+    if st.session_state.get(KEY_PREDICTION_CASE) != case.content_key:
+        return None
+    return st.session_state.get(KEY_PREDICTION)
+
+
+@st.cache_resource(max_entries=6, show_spinner="Scoring against the ground truth...")
+def _scores_cached(case_key: str, labels_key: str, _labels: Any, _gt: Any, spacing_mm: tuple[float, ...]) -> Any:
+    from core.metrics import score_case
+
+    return score_case(_labels, _gt, spacing_mm)
+
+
+def cached_scores(case: Case, labels: Any) -> Any:
+    """``core.metrics.CaseScore`` of ``labels`` against the case's ground truth (None without one), computed
+    once per (case, labels content)."""
+    if case.seg is None:
+        return None
+    from core.segstate import labels_digest
+
+    return _scores_cached(case_cache_key(case), labels_digest(labels), labels, case.seg.data,
+                          tuple(case.spacing_mm))

@@ -1,0 +1,363 @@
+"""Segmentation: run the active model on one axial slice or the whole volume (optionally with flip TTA), look at
+the per-class probability maps and the uncertainty, score against the ground truth, and correct the labels by
+painting on an axial slice.
+
+Session state used: ``ui.KEY_CASE`` (selected case), ``ui.KEY_CURSOR`` ({x, y, z}, shared with the viewer),
+``ui.KEY_TTA``, ``ui.KEY_MODEL_DIR`` (through ``ui.get_model``). Set here: ``ui.KEY_PREDICTION`` +
+``ui.KEY_PREDICTION_CASE`` (the cached ``Prediction`` and its case key), ``ui.KEY_CORRECTED`` +
+``ui.KEY_CORRECTED_CASE`` (hand-corrected labels and their case key, present only while they differ from the
+model's), ``"slice_prediction"`` (the last single-slice result). Corrections live on disk (``EditStore``), so
+they survive a reload. TensorFlow is imported only when a segmentation is asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import audit, figures, figures_seg, segstate, ui, viewer
+from core.config import MODALITY_TITLES, REGION_LONG_NAMES
+from core.edits import EditStore, default_inside_tumour_only, mask_from_canvas
+from core.errors import BratsViewerError
+from core.report import volume_table
+
+ui.page_header("Segmentation", icon=":material/auto_fix_high:")
+case = ui.require_case()
+case_key = case.content_key
+shape = case.shape
+stats = ui.case_display_stats(case)
+gt = case.seg.data if case.seg is not None else None
+store = EditStore()
+
+KEY_SLICE_PRED = "slice_prediction"
+Z_KEY = "seg_z"
+CANVAS_N = "seg_canvas_n"
+PAINT_ORDER: tuple[int, ...] = (1, 2, 4, 0)
+PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "toImage"]}
+
+st.session_state[ui.KEY_TTA] = bool(st.session_state.get(ui.KEY_TTA, False))  # keep across pages
+
+
+def _audit(event: str, model_sha: str, **extra: Any) -> None:
+    try:
+        audit.append_event(event, case.case_id, case.input_hashes(), model_sha, extra=extra)
+    except (BratsViewerError, OSError) as err:
+        st.warning(f"The audit log could not be written: {err}")
+
+
+# ---- the shared cursor (z drives this page) --------------------------------------------------------------------
+cursor = viewer.clamp_cursor(st.session_state.get(ui.KEY_CURSOR), shape) or dict(stats.tumour_cursor or stats.centre)
+st.session_state[ui.KEY_CURSOR] = cursor
+if st.session_state.get(Z_KEY) != cursor["z"]:
+    st.session_state[Z_KEY] = cursor["z"]
+
+
+def _on_z() -> None:
+    st.session_state[ui.KEY_CURSOR] = viewer.move_cursor(st.session_state[ui.KEY_CURSOR], "z",
+                                                         st.session_state[Z_KEY], shape)
+
+
+def _jump(target: dict[str, int] | None) -> None:
+    if target is not None:
+        st.session_state[ui.KEY_CURSOR] = dict(target)
+
+
+# ---- model and segmentation ------------------------------------------------------------------------------------
+model_dir = ui.active_model_dir()
+card = ui.model_card()
+model_ok = model_dir.exists()
+
+c_tta, c_slice, c_vol = st.columns([2, 1, 1], vertical_alignment="center")
+tta = c_tta.toggle("Test-time augmentation (flips)", key=ui.KEY_TTA,
+                   help="Average the prediction over the image and its flips (4x slower) and show the "
+                        "disagreement as an uncertainty map.")
+do_slice = c_slice.button("Segment this slice", icon=":material/crop_square:", disabled=not model_ok,
+                          width="stretch")
+do_volume = c_vol.button("Segment whole volume", icon=":material/view_in_ar:", type="primary",
+                         disabled=not model_ok, width="stretch")
+model_line = f"Model `{model_dir.name}`"
+if card.get("weights_sha256"):
+    model_line += f" (weights SHA-256 `{str(card['weights_sha256'])[:12]}`)"
+if not model_ok:
+    st.warning(f"The active model folder `{model_dir.name}` does not exist: train a model on the Training page "
+               "or choose another one.", icon=":material/error:")
+elif card.get("small_data_warning"):
+    model_line += f" - {card['small_data_warning']}"
+st.caption(model_line)
+
+z = int(cursor["z"])
+
+if do_volume:
+    loaded = ui.get_model()
+    if loaded is not None:
+        bar = st.progress(0.0, text="Preparing the case for the model...")
+        computed: list[float] = []
+
+        def _progress(frac: float, message: str) -> None:
+            computed.append(frac)
+            bar.progress(float(min(max(frac, 0.0), 1.0)), text=message)
+
+        try:
+            prediction = ui.cached_prediction(case, loaded, tta, _progress)
+        except BratsViewerError as err:
+            bar.empty()
+            st.error(str(err))
+        else:
+            bar.empty()
+            ui.store_prediction(case, prediction)
+            _audit("segment", prediction.model_sha256, scope="volume", tta=bool(prediction.tta),
+                   elapsed_s=round(float(prediction.elapsed_s), 3), from_cache=not computed)
+            st.toast(f"Segmented in {prediction.elapsed_s:.1f} s" if computed else "Segmentation from cache",
+                     icon=":material/check_circle:")
+
+if do_slice:
+    loaded = ui.get_model()
+    if loaded is not None:
+        import time
+
+        from core.inference import predict_slice
+
+        try:
+            started = time.perf_counter()
+            with st.spinner(f"Segmenting slice z={z}..."):
+                labels2d, probs2d, unc2d = predict_slice(loaded, ui.prepared_for(case, loaded), z, tta)
+            elapsed = time.perf_counter() - started
+        except BratsViewerError as err:
+            st.error(str(err))
+        else:
+            st.session_state[KEY_SLICE_PRED] = {
+                "case_key": case_key, "z": z, "tta": bool(tta), "model_name": loaded.name,
+                "model_sha256": loaded.sha256, "labels": labels2d, "probs": probs2d, "unc": unc2d}
+            _audit("segment", loaded.sha256, scope="slice", z=z, tta=bool(tta), elapsed_s=round(elapsed, 3))
+
+pred = ui.session_prediction(case)
+pred_labels = segstate.labels_of(pred, shape)
+saved = segstate.saved_corrections(store, case_key, shape)
+
+# corrected labels shared with the viewer and the report (only while they differ from the model's)
+if saved is not None and saved.corrected:
+    st.session_state[ui.KEY_CORRECTED] = saved.labels
+    st.session_state[ui.KEY_CORRECTED_CASE] = case_key
+elif st.session_state.get(ui.KEY_CORRECTED_CASE) == case_key:
+    st.session_state.pop(ui.KEY_CORRECTED, None)
+    st.session_state.pop(ui.KEY_CORRECTED_CASE, None)
+
+current = saved.labels if saved is not None else pred_labels  # what is being reviewed / edited
+
+if pred is not None:
+    status = (f"Whole-volume prediction of model `{pred.model_name}` (`{pred.model_sha256[:12]}`), "
+              f"TTA {'on' if pred.tta else 'off'}, {pred.elapsed_s:.1f} s.")
+    if bool(pred.tta) != bool(tta):
+        status += " The TTA setting has changed since: segment again to apply it."
+    st.caption(status)
+if saved is not None and saved.corrected:
+    st.success(f"Corrected by hand: {saved.strokes} stroke(s) applied"
+               + (f" to the prediction of model `{saved.model_sha256[:12]}`" if saved.model_sha256 else "")
+               + ". The viewer and the report use the corrected labels.", icon=":material/brush:")
+elif pred is None and saved is None:
+    st.info("No segmentation of this case yet: press **Segment whole volume** (or **Segment this slice** for a "
+            "quick look at the current slice).", icon=":material/info:")
+
+# ---- slice selection -------------------------------------------------------------------------------------------
+c_z, c_jump, c_mod = st.columns([4, 1, 1], vertical_alignment="bottom")
+c_z.slider("Axial slice (z)", 0, shape[2] - 1, key=Z_KEY, on_change=_on_z)
+jump_labels = current if current is not None and np.any(current) else gt
+jump_target = figures.most_tumour_cursor(jump_labels) if jump_labels is not None else None
+c_jump.button("Most tumour", icon=":material/my_location:", on_click=_jump, args=(jump_target,),
+              disabled=jump_target is None, width="stretch",
+              help="Jump to the slice with most tumour" + (" (ground truth)" if jump_labels is gt else ""))
+modality = c_mod.selectbox("Image", case.modalities, key="seg_modality",
+                           index=case.modalities.index("flair") if "flair" in case.modalities else 0,
+                           format_func=lambda k: MODALITY_TITLES[k])
+image = case.images[modality].data
+window = figures.window_from_percentiles(stats.percentiles[modality], *figures.AUTO_PERCENTILES)
+
+# ---- probability maps -----------------------------------------------------------------------------------------
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _brain_box(key: str, _image: np.ndarray) -> tuple[int, int, int, int] | None:
+    return segstate.brain_box_xy(_image)
+
+
+brain_box = _brain_box(ui.case_cache_key(case), case.reference.data)
+st.subheader("Probability maps")
+slice_pred = st.session_state.get(KEY_SLICE_PRED)
+if slice_pred is not None and slice_pred.get("case_key") != case_key:
+    slice_pred = None
+probs = unc = None
+if pred is not None:
+    probs = pred.probabilities[:, :, z, :]
+    unc = pred.uncertainty[:, :, z] if pred.uncertainty is not None else None
+elif slice_pred is not None and slice_pred["z"] == z:
+    probs, unc = slice_pred["probs"], slice_pred["unc"]
+if probs is None:
+    msg = "Segment this slice or the whole volume to see the per-class probabilities."
+    if slice_pred is not None:
+        msg = f"The single-slice result is for z={slice_pred['z']}: segment this slice or the whole volume."
+    st.info(msg, icon=":material/info:")
+else:
+    if unc is not None:
+        p_col, u_col = st.columns([3, 1.15])
+        p_col.plotly_chart(figures_seg.probability_figure(probs, z, box=brain_box), config=PLOT_CONFIG,
+                           key="seg_prob_fig", theme=None)
+        u_col.plotly_chart(figures_seg.uncertainty_figure(unc, z, box=brain_box), config=PLOT_CONFIG,
+                           key="seg_unc_fig", theme=None)
+    else:
+        st.plotly_chart(figures_seg.probability_figure(probs, z, box=brain_box), config=PLOT_CONFIG,
+                        key="seg_prob_fig", theme=None)
+    note = ("Axial view cropped to the brain, radiological convention (patient's right on the image's left), "
+            "anterior at the top.")
+    if unc is not None:
+        note += (" Uncertainty: normalised entropy of the mean over the image and its flips (0 = all views agree "
+                 "and are sure, 1 = uniform).")
+    elif tta:
+        note += " Segment again with TTA on to see the uncertainty map."
+    st.caption(note)
+
+# ---- agreement with the ground truth ---------------------------------------------------------------------------
+st.subheader("Agreement with the ground truth")
+if gt is None:
+    st.info("This case has no ground-truth segmentation: no scores.", icon=":material/info:")
+elif pred_labels is None and saved is None:
+    st.info("Segment the whole volume to score it against the ground truth.", icon=":material/info:")
+else:
+    base = pred_labels if pred_labels is not None else saved.model_labels
+    base_scores = ui.cached_scores(case, base)
+    corr_scores = ui.cached_scores(case, saved.labels) if saved is not None and saved.corrected else None
+    shown = corr_scores or base_scores
+    m_col, e_col = st.columns([3, 2], gap="large")
+    with m_col:
+        st.caption("Scores of the corrected labels on the whole volume (change against the model's prediction)"
+                   if corr_scores else "Scores of the model's prediction on the whole volume")
+        for region in ("WT", "TC", "ET"):
+            c1, c2 = st.columns(2)
+            r = shown.regions[region]
+            d_dice = d_hd = None
+            if corr_scores is not None:
+                b = base_scores.regions[region]
+                d_dice, d_hd = f"{r.dice - b.dice:+.3f}", f"{r.hd95_mm - b.hd95_mm:+.1f} mm"
+            c1.metric(f"{region} Dice", f"{r.dice:.3f}", d_dice, help=REGION_LONG_NAMES[region])
+            c2.metric(f"{region} HD95", f"{r.hd95_mm:.1f} mm", d_hd, delta_color="inverse",
+                      help=f"{REGION_LONG_NAMES[region]}: 95th percentile Hausdorff distance")
+    with e_col:
+        err_labels = saved.labels if corr_scores is not None else base
+        rgb = figures.compose_plane(image, "axial", z, window, True,
+                                    [figures.Overlay(err_labels, 0.6, reference=gt)])
+        raw = figures.extract_slice(image, "axial", z, True)
+        st.plotly_chart(figures.slice_figure(rgb, raw, "axial", z, cursor, shape, True, height=340,
+                                             title=f"Whole-tumour errors z={z}"),
+                        config=PLOT_CONFIG, key="seg_err_fig")
+        legend = "".join(
+            f'<span style="display:inline-flex;align-items:center;margin-right:14px;">'
+            f'<span style="width:12px;height:12px;background:{colour};display:inline-block;margin-right:6px;'
+            f'border-radius:2px;"></span>{name}</span>'
+            for name, colour in figures.legend_items(error=True)[-2:])
+        st.markdown(f'<div style="font-size:0.85rem;">{legend}</div>', unsafe_allow_html=True)
+
+# ---- correction ----------------------------------------------------------------------------------------------
+st.subheader("Correct the labels")
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _hierarchy(digest: str, _labels: np.ndarray) -> dict[str, int]:
+    return segstate.hierarchy_summary(_labels)
+
+
+if current is None:
+    st.info("Segment the whole volume first: corrections start from the model's labels.", icon=":material/info:")
+else:
+    if saved is not None and pred_labels is not None and not np.array_equal(saved.model_labels, pred_labels):
+        w1, w2 = st.columns([3, 1], vertical_alignment="center")
+        w1.warning("The saved corrections of this case started from another prediction"
+                   + (f" (model `{saved.model_sha256[:12]}`)" if saved.model_sha256 else "")
+                   + ". They are kept until you start again from the current prediction.", icon=":material/history:")
+        if w2.button("Start again from this prediction", key="seg_restart"):
+            store.start(case_key, pred_labels, pred.model_sha256, restart=True)
+            _audit("correct", pred.model_sha256, action="restart", z=None, label=None, voxels_changed=0)
+            st.rerun()
+    edit_sha = saved.model_sha256 if saved is not None else (pred.model_sha256 if pred is not None else "")
+
+    canvas_col, tools_col = st.columns([3, 2], gap="large")
+    with tools_col:
+        label = st.radio("Paint", PAINT_ORDER, format_func=figures_seg.label_choice_text, horizontal=True,
+                         key="seg_paint_label", help="Erase (0) sets the stroked voxels to background.")
+        brush = st.slider("Brush width (screen pixels)", 2, 40, 12, key="seg_brush")
+        inside = st.checkbox("Only inside the existing tumour", value=default_inside_tumour_only(label),
+                             key=f"seg_inside_{label}", disabled=label == 0,
+                             help="On: the stroke changes only voxels already labelled tumour (default for "
+                                  "NCR/NET and ET, so painted core stays inside the tumour). Off: it can grow "
+                                  "the tumour.")
+        do_apply = st.button("Apply stroke", type="primary", icon=":material/done:", width="stretch")
+        b2, b3 = st.columns(2)
+        do_undo = b2.button("Undo", icon=":material/undo:", width="stretch",
+                            disabled=saved is None or saved.undo_depth == 0)
+        do_reset = b3.button("Reset to model", icon=":material/restart_alt:", width="stretch",
+                             disabled=saved is None or not saved.corrected)
+        st.caption("Draw on the slice, then press **Apply stroke**. Strokes are saved at once and survive a "
+                   "reload; Undo steps back one stroke or reset.")
+
+    with canvas_col:
+        from streamlit_drawable_canvas import st_canvas
+
+        background = figures_seg.canvas_background(image, current, z, window)
+        canvas_n = int(st.session_state.get(CANVAS_N, 0))
+        result = st_canvas(stroke_width=int(brush), stroke_color=figures_seg.stroke_colour(label),
+                           background_image=background, width=background.width, height=background.height,
+                           drawing_mode="freedraw", return_image_data=True, update_streamlit=True,
+                           key=f"seg_canvas_{z}_{canvas_n}")
+        st.caption(f"Axial slice z={z}, radiological convention (patient's right on the image's left), "
+                   "current labels overlaid.")
+
+    def _done(message: str) -> None:
+        st.session_state[CANVAS_N] = canvas_n + 1  # a fresh, empty canvas
+        st.session_state["seg_flash"] = message
+        st.rerun()
+
+    try:
+        if do_apply:
+            data = result.image_data if result is not None else None
+            if data is None or not np.any(np.asarray(data)[..., 3] > 0):
+                st.warning("Nothing drawn on the slice yet.", icon=":material/gesture:")
+            else:
+                mask = mask_from_canvas(np.asarray(data), (shape[0], shape[1]))
+                if saved is None:
+                    store.start(case_key, pred_labels, edit_sha)
+                before = store.load(case_key)
+                after = store.apply(case_key, z, mask, int(label), inside if label != 0 else None)
+                changed = int(np.count_nonzero(before[:, :, z] != after[:, :, z])) if before is not None else 0
+                _audit("correct", edit_sha, action="erase" if label == 0 else "paint", z=z, label=int(label),
+                       voxels_changed=changed, inside_tumour_only=bool(inside) if label != 0 else None)
+                _done(f"{changed} voxel(s) changed on slice z={z}." if changed else
+                      "The stroke changed no voxel (already that label, or outside the tumour).")
+        if do_undo and saved is not None:
+            store.undo(case_key)
+            _audit("correct", edit_sha, action="undo", z=None, label=None, voxels_changed=None)
+            _done("Last action undone.")
+        if do_reset and saved is not None:
+            store.reset(case_key)
+            _audit("correct", edit_sha, action="reset", z=None, label=None, voxels_changed=None)
+            _done("Back to the model's labels (Undo restores the corrections).")
+    except BratsViewerError as err:
+        st.error(str(err))
+
+    flash = st.session_state.pop("seg_flash", None)
+    if flash:
+        st.toast(flash, icon=":material/brush:")
+
+    with tools_col:
+        st.markdown("**Volumes**" + (" (corrected)" if saved is not None and saved.corrected else ""))
+        rows = volume_table(current, case.spacing_mm, gt)
+        table = pd.DataFrame({
+            "Structure": [r["structure"] for r in rows],
+            "Volume (mL)": [r["volume_ml"] for r in rows],
+            **({"Ground truth (mL)": [r["gt_volume_ml"] for r in rows]} if gt is not None else {}),
+            **({"Model (mL)": [r["volume_ml"] for r in volume_table(saved.model_labels, case.spacing_mm)]}
+               if saved is not None and saved.corrected else {}),
+        })
+        st.dataframe(table, hide_index=True, width="stretch",
+                     column_config={c: st.column_config.NumberColumn(format="%.1f") for c in table.columns[1:]})
+        st.caption(segstate.hierarchy_caption(_hierarchy(segstate.labels_digest(current), current)))

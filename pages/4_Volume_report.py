@@ -1,0 +1,170 @@
+"""Volume report: tumour volumes (NCR, ED, ET and the regions TC, WT) in mL from the header's voxel size, beside
+the ground truth when there is one, with a bar chart and downloads (PDF summary, CSV table, segmentation NIfTI
+in the input's own geometry).
+
+Which segmentation (``core.segstate.choose_report_source``): the hand-corrected labels of this case (from the
+session, else from the saved edit session on disk), else the model's prediction of this case, else - on request
+- the ground truth. Session state read: ``ui.KEY_CASE``, ``ui.KEY_PREDICTION`` + ``ui.KEY_PREDICTION_CASE``,
+``ui.KEY_CORRECTED`` + ``ui.KEY_CORRECTED_CASE``, ``ui.KEY_TTA``; the "Segment" button here sets the prediction
+keys like the segmentation page does. TensorFlow is imported only when that button is pressed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core import audit, figures_seg, segstate, ui
+from core.edits import EditStore
+from core.errors import BratsViewerError
+from core.report import report_file_name, table_csv, volume_table
+
+ui.page_header("Volume report", icon=":material/summarize:")
+case = ui.require_case()
+case_key = case.content_key
+shape = case.shape
+gt = case.seg.data if case.seg is not None else None
+
+
+def _audit(event: str, model_sha: str, **extra: Any) -> None:
+    try:
+        audit.append_event(event, case.case_id, case.input_hashes(), model_sha, extra=extra)
+    except (BratsViewerError, OSError) as err:
+        st.warning(f"The audit log could not be written: {err}")
+
+
+# ---- which segmentation ----------------------------------------------------------------------------------------
+prediction = ui.session_prediction(case)
+corrected = st.session_state.get(ui.KEY_CORRECTED)
+corrected_key = st.session_state.get(ui.KEY_CORRECTED_CASE)
+corrected_sha = ""
+if corrected_key != case_key:  # not in this session: corrections saved on disk for this case?
+    saved = segstate.saved_corrections(EditStore(), case_key, shape)
+    if saved is not None and saved.corrected:
+        corrected, corrected_key, corrected_sha = saved.labels, case_key, saved.model_sha256
+else:
+    saved = segstate.saved_corrections(EditStore(), case_key, shape)
+    corrected_sha = saved.model_sha256 if saved is not None else ""
+corrected_name = ""
+if prediction is not None and (not corrected_sha or prediction.model_sha256 == corrected_sha):
+    corrected_name, corrected_sha = prediction.model_name, prediction.model_sha256
+
+source = segstate.choose_report_source(
+    case_key, shape, corrected=corrected, corrected_key=corrected_key, corrected_model_name=corrected_name,
+    corrected_model_sha256=corrected_sha, prediction=prediction, prediction_key=st.session_state.get(
+        ui.KEY_PREDICTION_CASE), ground_truth=gt, use_ground_truth=bool(st.session_state.get("report_use_gt")))
+
+if source is None or source.kind == segstate.SOURCE_GROUND_TRUTH:
+    st.info("No segmentation of this case yet. Run the model here (the same cached segmentation as on the "
+            "Segmentation page)" + (", or report the ground-truth volumes." if gt is not None else "."),
+            icon=":material/info:")
+    c1, c2, _ = st.columns([1, 1, 2])
+    tta = bool(st.session_state.get(ui.KEY_TTA, False))
+    if c1.button("Segment whole volume", type="primary", icon=":material/view_in_ar:", width="stretch",
+                 help="Test-time augmentation " + ("on" if tta else "off") + " (set on the Segmentation page)"):
+        loaded = ui.get_model()
+        if loaded is not None:
+            bar = st.progress(0.0, text="Preparing the case for the model...")
+            computed: list[float] = []
+
+            def _progress(frac: float, message: str) -> None:
+                computed.append(frac)
+                bar.progress(float(min(max(frac, 0.0), 1.0)), text=message)
+
+            try:
+                pred = ui.cached_prediction(case, loaded, tta, _progress)
+            except BratsViewerError as err:
+                bar.empty()
+                st.error(str(err))
+            else:
+                ui.store_prediction(case, pred)
+                _audit("segment", pred.model_sha256, scope="volume", tta=bool(pred.tta),
+                       elapsed_s=round(float(pred.elapsed_s), 3), from_cache=not computed, page="report")
+                st.session_state["report_use_gt"] = False
+                st.rerun()
+    if gt is not None:
+        c2.toggle("Show the ground truth", key="report_use_gt")
+    if source is None:
+        st.stop()
+
+if source.kind == segstate.SOURCE_GROUND_TRUTH:
+    st.caption("Showing the ground-truth segmentation (reference file of the case); no model involved.")
+else:
+    st.markdown(f"**Segmentation:** {source.description}"
+                + (f"  \n**Model weights SHA-256:** `{source.model_sha256}`" if source.model_sha256 else ""))
+    if source.corrected:
+        st.success("Corrected by hand on the Segmentation page: the report says so.", icon=":material/brush:")
+if case.notes:
+    st.caption(f"Case note: {case.notes}")
+
+# ---- volumes ---------------------------------------------------------------------------------------------------
+with_gt = gt is not None and source.kind != segstate.SOURCE_GROUND_TRUTH
+rows = volume_table(source.labels, case.spacing_mm, gt if with_gt else None)
+spacing = " x ".join(f"{s:g}" for s in case.spacing_mm)
+st.subheader("Volumes")
+st.caption(f"Voxel size {spacing} mm from the image header ({case.reference.voxel_volume_ml * 1000:g} mm^3 per "
+           "voxel); 1 mL = 1000 mm^3, rounded to 0.1 mL.")
+source_name = {"corrected": "Corrected", "prediction": "Prediction", "ground_truth": "Ground truth"}[source.kind]
+SHORT_NAMES = {"NCR": "NCR/NET (label 1)", "ED": "ED (label 2)", "ET": "ET (label 4)", "TC": "TC (labels 1+4)",
+               "WT": "WT (labels 1+2+4)"}
+t_col, c_col = st.columns([1.25, 1], gap="large")
+with t_col:
+    table = pd.DataFrame({
+        "Structure": [SHORT_NAMES.get(r["structure"], r["structure"]) for r in rows],
+        "Voxels": [r["voxels"] for r in rows],
+        f"{source_name} (mL)": [r["volume_ml"] for r in rows],
+        **({"Ground truth (mL)": [r["gt_volume_ml"] for r in rows],
+            "Difference (mL)": [r["difference_ml"] for r in rows]} if with_gt else {}),
+    })
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.1f") for c in table.columns[2:]})
+    st.caption("NCR/NET: necrotic / non-enhancing core; ED: peritumoral edema; ET: enhancing tumour (label and "
+               "region); TC: tumour core; WT: whole tumour.")
+with c_col:
+    st.plotly_chart(figures_seg.volume_bar_figure(rows, source_name), config={"displaylogo": False},
+                    key="report_bar_fig")
+
+scores = None
+if with_gt:
+    scores = ui.cached_scores(case, source.labels)
+    st.subheader("Agreement with the ground truth")
+    score_table = pd.DataFrame([{"Region": region, "Dice": s.dice, "HD95 (mm)": s.hd95_mm,
+                                 "Sensitivity": s.sensitivity, "Precision": s.precision}
+                                for region, s in scores.regions.items()])
+    st.dataframe(score_table, hide_index=True,
+                 column_config={"Dice": st.column_config.NumberColumn(format="%.3f"),
+                                "HD95 (mm)": st.column_config.NumberColumn(format="%.1f"),
+                                "Sensitivity": st.column_config.NumberColumn(format="%.3f"),
+                                "Precision": st.column_config.NumberColumn(format="%.3f")})
+
+# ---- downloads -------------------------------------------------------------------------------------------------
+st.subheader("Downloads")
+notes = "TTA on" if source.kind == segstate.SOURCE_PREDICTION and getattr(prediction, "tta", False) else ""
+kind_extra = {"source": source.kind, "corrected": source.corrected,
+              "labels_digest": segstate.labels_digest(source.labels)}
+
+
+def _pdf() -> bytes:
+    return segstate.report_pdf_bytes(case, source, scores, notes)
+
+
+def _nifti() -> bytes:
+    return segstate.nifti_download_bytes(case, source.labels)
+
+
+d1, d2, d3 = st.columns(3)
+d1.download_button("PDF summary", data=_pdf, file_name=report_file_name(case.case_id, "report.pdf"),
+                   mime="application/pdf", icon=":material/picture_as_pdf:", width="stretch", key="report_dl_pdf",
+                   on_click=_audit, args=("export_pdf", source.model_sha256), kwargs=kind_extra)
+d2.download_button("Volume table (CSV)", data=table_csv(rows, case.case_id),
+                   file_name=report_file_name(case.case_id, "volumes.csv"), mime="text/csv",
+                   icon=":material/table:", width="stretch", key="report_dl_csv",
+                   on_click=_audit, args=("export_csv", source.model_sha256), kwargs=kind_extra)
+d3.download_button("Segmentation (NIfTI)", data=_nifti, file_name=report_file_name(case.case_id, "seg.nii.gz"),
+                   mime="application/gzip", icon=":material/download:", width="stretch", key="report_dl_nifti",
+                   on_click=_audit, args=("export_nifti", source.model_sha256), kwargs=kind_extra)
+st.caption("The PDF and the NIfTI file are built when you press their button. The NIfTI file is written in the "
+           f"input's own orientation and label convention (BraTS {case.label_convention}: enhancing tumour = "
+           f"{3 if case.label_convention == '2023' else 4}).")

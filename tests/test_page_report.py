@@ -1,0 +1,189 @@
+"""AppTest runs of the Volume report page (pages/4_Volume_report.py): the empty state, which segmentation is
+reported (prediction, hand-corrected labels from the session or from disk, the ground truth on request), the
+volume table, the bar chart and the three downloads, and the PDF the download builds.
+
+The page runs through Home (``switch_page``) so page links resolve as in the app.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pypdf
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import config, segstate, ui
+from core.audit import read_events
+from core.cases import load_case_folder
+from core.edits import EditStore
+from core.report import volume_table
+
+HOME = str(config.PROJECT_ROOT / "Home.py")
+PAGE = "pages/4_Volume_report.py"
+DEMO_SELECTION = {"kind": "folder", "folder": str(config.DEMO_DATA_DIR), "case_id": "TCIA-example"}
+
+
+@pytest.fixture(scope="module")
+def demo_case():
+    return load_case_folder(config.DEMO_DATA_DIR / "TCIA-example")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained 4-channel U-Net on 32 x 32 inputs, saved like a trained model."""
+    from core.model import build_unet, save_for_inference
+    from core.preprocess import PreprocessSpec
+
+    folder = tmp_path_factory.mktemp("models") / "tiny"
+    spec = PreprocessSpec(channels=("flair", "t1ce", "t1", "t2"), input_size=32, normalisation="zscore_brain",
+                          crop="brain_bbox")
+    save_for_inference(build_unet(32, 4, 4, 2), folder, spec)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def prediction(tiny_model: Path, demo_case):
+    from core.inference import predict_case
+    from core.model import load_model
+
+    return predict_case(load_model(tiny_model), demo_case)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Work folder (corrections, audit log) in tmp and fresh Streamlit caches for every test."""
+    import streamlit as st
+
+    monkeypatch.delenv(config.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv(config.WORK_DIR_ENV, str(tmp_path / "work"))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    return tmp_path / "work"
+
+
+def app(model: Path | None = None, selection: dict | None = DEMO_SELECTION, **state: object) -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=120)
+    at.switch_page(PAGE)
+    if selection is not None:
+        at.session_state[ui.KEY_CASE] = selection
+    if model is not None:
+        at.session_state[ui.KEY_MODEL_DIR] = str(model)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def downloads(at: AppTest) -> dict[str, str]:
+    """Label -> key of the page's download buttons."""
+    return {el.proto.label: el.proto.id for el in at.get("download_button")}
+
+
+def volume_frame(at: AppTest):
+    return next(d.value for d in at.dataframe if "Structure" in d.value.columns)
+
+
+def bars(at: AppTest) -> list[dict]:
+    return [t for el in at.get("plotly_chart") for t in json.loads(el.proto.spec)["data"] if t.get("type") == "bar"]
+
+
+def with_prediction(prediction, case) -> dict:
+    return {ui.KEY_PREDICTION: prediction, ui.KEY_PREDICTION_CASE: case.content_key}
+
+
+def test_empty_state_without_a_case() -> None:
+    at = app(selection=None)
+    assert "No case selected" in texts(at.info)
+    assert config.DISCLAIMER in texts(at.warning)
+    assert not at.get("download_button")
+
+
+def test_without_a_segmentation_offers_to_run_or_show_the_ground_truth(tiny_model: Path, demo_case) -> None:
+    at = app(tiny_model)
+    assert "No segmentation of this case yet" in texts(at.info)
+    assert [b.label for b in at.button] == ["Segment whole volume"]
+    assert not at.get("download_button") and not at.dataframe
+    at.toggle(key="report_use_gt").set_value(True).run()
+    assert not at.exception, at.exception
+    df = volume_frame(at)
+    expected = [r["volume_ml"] for r in volume_table(demo_case.seg.data, demo_case.spacing_mm)]
+    assert list(df["Ground truth (mL)"]) == expected and "Difference (mL)" not in df.columns
+    assert len(downloads(at)) == 3 and len(bars(at)) == 1
+
+
+def test_a_prediction_is_reported_with_table_chart_and_downloads(tiny_model: Path, demo_case, prediction,
+                                                                 _isolated: Path) -> None:
+    at = app(tiny_model, **with_prediction(prediction, demo_case))
+    assert config.DISCLAIMER in texts(at.warning)
+    assert "Prediction of model tiny" in texts(at.markdown) and prediction.model_sha256 in texts(at.markdown)
+    assert not at.success  # not corrected
+    df = volume_frame(at)
+    rows = volume_table(prediction.labels, demo_case.spacing_mm, demo_case.seg.data)
+    assert list(df["Prediction (mL)"]) == [r["volume_ml"] for r in rows]
+    assert list(df["Ground truth (mL)"]) == [r["gt_volume_ml"] for r in rows]
+    assert list(df["Difference (mL)"]) == [r["difference_ml"] for r in rows]
+    assert [b["name"] for b in bars(at)] == ["Prediction", "Ground truth"]
+    assert set(downloads(at)) == {"PDF summary", "Volume table (CSV)", "Segmentation (NIfTI)"}
+    scores = next(d.value for d in at.dataframe if "Region" in d.value.columns)
+    assert list(scores["Region"]) == ["WT", "TC", "ET"]
+    # the PDF the download builds (same function, same inputs as the page)
+    source = segstate.choose_report_source(demo_case.content_key, demo_case.shape, prediction=prediction,
+                                           prediction_key=demo_case.content_key, ground_truth=demo_case.seg.data)
+    pdf = segstate.report_pdf_bytes(demo_case, source, ui.cached_scores(demo_case, source.labels))
+    text = " ".join("\n".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf)).pages).split())
+    assert "TCIA-example" in text and " ".join(config.DISCLAIMER.split()) in text
+    assert prediction.model_sha256 in text and "Corrected by hand no" in text
+    assert not read_events(_isolated / "audit.log.jsonl")  # nothing exported yet
+
+
+def test_a_prediction_of_another_case_is_not_reported(tiny_model: Path, prediction) -> None:
+    at = app(tiny_model, **{ui.KEY_PREDICTION: prediction, ui.KEY_PREDICTION_CASE: "0" * 32})
+    assert "No segmentation of this case yet" in texts(at.info)
+    assert not at.get("download_button")
+
+
+def test_corrected_labels_in_the_session_are_reported(tiny_model: Path, demo_case, prediction) -> None:
+    corrected = np.asarray(demo_case.seg.data).copy()  # "corrected" to the reference, for a known answer
+    at = app(tiny_model, **with_prediction(prediction, demo_case),
+             **{ui.KEY_CORRECTED: corrected, ui.KEY_CORRECTED_CASE: demo_case.content_key})
+    assert "Corrected by hand" in texts(at.success) and "corrected by hand" in texts(at.markdown)
+    df = volume_frame(at)
+    assert list(df["Corrected (mL)"]) == list(df["Ground truth (mL)"])
+    assert set(df["Difference (mL)"]) == {0.0}
+    scores = next(d.value for d in at.dataframe if "Region" in d.value.columns)
+    assert list(scores["Dice"]) == [1.0, 1.0, 1.0]
+    assert [b["name"] for b in bars(at)] == ["Corrected", "Ground truth"]
+
+
+def test_corrections_saved_on_disk_are_found(tiny_model: Path, demo_case, prediction, _isolated: Path) -> None:
+    store = EditStore()
+    store.start(demo_case.content_key, prediction.labels, prediction.model_sha256)
+    mask = np.zeros(demo_case.shape[:2], dtype=bool)
+    mask[100:110, 100:110] = True
+    labels = store.apply(demo_case.content_key, 60, mask, 0)  # erase
+    labels = store.apply(demo_case.content_key, 61, mask, 2, inside_tumour_only=False)
+    at = app(tiny_model)  # a new session: nothing in session state, the saved corrections are used
+    assert "Corrected by hand" in texts(at.success)
+    expected = [r["volume_ml"] for r in volume_table(labels, demo_case.spacing_mm)]
+    assert list(volume_frame(at)["Corrected (mL)"]) == expected
+    assert prediction.model_sha256 in texts(at.markdown)
+    assert len(downloads(at)) == 3
+
+
+def test_segment_from_the_report_page(tiny_model: Path, demo_case, _isolated: Path) -> None:
+    at = app(tiny_model)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert at.session_state[ui.KEY_PREDICTION_CASE] == demo_case.content_key
+    assert "Prediction (mL)" in volume_frame(at).columns and len(downloads(at)) == 3
+    events = read_events(_isolated / "audit.log.jsonl", action="segment")
+    assert len(events) == 1 and events[0]["extra"]["page"] == "report"

@@ -1,0 +1,237 @@
+"""AppTest runs of the Segmentation page (pages/3_Segmentation.py): the empty state, whole-volume and
+single-slice segmentation with a tiny untrained model on the demo case, scores against the ground truth, the
+audit log, and corrections made through the edit store (AppTest cannot draw on the canvas).
+
+The page runs through Home (``switch_page``) so page links resolve as in the app.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import config, ui
+from core.audit import read_events
+from core.cases import load_case_folder
+from core.edits import EditStore, apply_stroke
+from core.metrics import score_case
+from core.report import volume_table
+
+HOME = str(config.PROJECT_ROOT / "Home.py")
+PAGE = "pages/3_Segmentation.py"
+DEMO_SELECTION = {"kind": "folder", "folder": str(config.DEMO_DATA_DIR), "case_id": "TCIA-example"}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained 4-channel U-Net on 32 x 32 inputs, saved like a trained model."""
+    from core.model import build_unet, save_for_inference
+    from core.preprocess import PreprocessSpec
+
+    folder = tmp_path_factory.mktemp("models") / "tiny"
+    spec = PreprocessSpec(channels=("flair", "t1ce", "t1", "t2"), input_size=32, normalisation="zscore_brain",
+                          crop="brain_bbox")
+    save_for_inference(build_unet(32, 4, 4, 2), folder, spec)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Work folder (corrections, audit log) in tmp and fresh Streamlit caches for every test."""
+    import streamlit as st
+
+    monkeypatch.delenv(config.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv(config.WORK_DIR_ENV, str(tmp_path / "work"))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    return tmp_path / "work"
+
+
+def app(model: Path | None = None, selection: dict | None = DEMO_SELECTION, **state: object) -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=120)
+    at.switch_page(PAGE)
+    if selection is not None:
+        at.session_state[ui.KEY_CASE] = selection
+    if model is not None:
+        at.session_state[ui.KEY_MODEL_DIR] = str(model)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def charts(at: AppTest) -> list[dict]:
+    """The plotly figures of the page as JSON dicts."""
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def heatmap_count(at: AppTest) -> int:
+    return sum(1 for fig in charts(at) for t in fig.get("data", []) if t.get("type") == "heatmap")
+
+
+def button(at: AppTest, label: str):
+    matches = [b for b in at.button if b.label == label]
+    assert matches, f"no button {label!r} among {[b.label for b in at.button]}"
+    return matches[0]
+
+
+def volumes(at: AppTest) -> dict[str, float]:
+    """Structure -> volume (mL) of the page's volume table."""
+    df = next(d.value for d in at.dataframe if "Structure" in d.value.columns and "Volume (mL)" in d.value.columns)
+    return dict(zip(df["Structure"], df["Volume (mL)"], strict=True))
+
+
+def test_empty_state_without_a_case() -> None:
+    at = app(selection=None)
+    assert "No case selected" in texts(at.info)
+    assert config.DISCLAIMER in texts(at.warning)
+    assert not at.get("plotly_chart")
+
+
+def test_before_segmenting_nothing_is_predicted(tiny_model: Path) -> None:
+    at = app(tiny_model)
+    assert "No segmentation of this case yet" in texts(at.info)
+    assert heatmap_count(at) == 0 and not at.metric
+    assert ui.KEY_PREDICTION not in at.session_state
+    assert not button(at, "Segment whole volume").disabled
+
+
+def test_missing_model_disables_segmentation(tmp_path: Path) -> None:
+    at = app(tmp_path / "no_model")
+    assert button(at, "Segment whole volume").disabled and button(at, "Segment this slice").disabled
+    assert "does not exist" in texts(at.warning)
+
+
+def test_segment_whole_volume_scores_audits_and_caches(tiny_model: Path, _isolated: Path) -> None:
+    at = app(tiny_model)
+    button(at, "Segment whole volume").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    pred = at.session_state[ui.KEY_PREDICTION]
+    case_key = at.session_state[ui.KEY_PREDICTION_CASE]
+    assert pred.labels.shape == (240, 240, 155) and len(case_key) == 32
+    assert heatmap_count(at) == 3  # NCR, ED, ET probability maps (no uncertainty without TTA)
+    metrics = {m.label: m.value for m in at.metric}
+    assert set(metrics) == {f"{r} {m}" for r in ("WT", "TC", "ET") for m in ("Dice", "HD95")}
+    case = load_case_folder(config.DEMO_DATA_DIR / "TCIA-example")
+    expected = score_case(pred.labels, case.seg.data, case.spacing_mm)  # on the full grid
+    for region in ("WT", "TC", "ET"):
+        assert metrics[f"{region} Dice"] == f"{expected.regions[region].dice:.3f}"
+        assert metrics[f"{region} HD95"] == f"{expected.regions[region].hd95_mm:.1f} mm"
+    events = read_events(_isolated / "audit.log.jsonl", action="segment")
+    assert len(events) == 1 and events[0]["case_id"] == "TCIA-example"
+    assert events[0]["model_sha256"] == pred.model_sha256 and events[0]["extra"]["tta"] is False
+    assert events[0]["extra"]["from_cache"] is False and "flair" in events[0]["input_hashes"]
+    # the error overlay of the slice with its legend
+    assert any("False negative" in str(m.value) for m in at.markdown)
+    # a second request is served from the cache: the same object, an audit line saying so
+    button(at, "Segment whole volume").click().run()
+    assert at.session_state[ui.KEY_PREDICTION] is pred
+    events = read_events(_isolated / "audit.log.jsonl", action="segment")
+    assert len(events) == 2 and events[1]["extra"]["from_cache"] is True
+
+
+def test_tta_adds_the_uncertainty_map(tiny_model: Path) -> None:
+    at = app(tiny_model, **{ui.KEY_TTA: True})
+    button(at, "Segment whole volume").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state[ui.KEY_PREDICTION].tta is True
+    assert heatmap_count(at) == 4
+    assert "Uncertainty" in texts(at.caption)
+
+
+def test_segment_this_slice_only(tiny_model: Path, _isolated: Path) -> None:
+    at = app(tiny_model, **{ui.KEY_CURSOR: {"x": 120, "y": 120, "z": 80}})
+    assert at.slider(key="seg_z").value == 80
+    button(at, "Segment this slice").click().run()
+    assert not at.exception, at.exception
+    assert heatmap_count(at) == 3
+    assert ui.KEY_PREDICTION not in at.session_state
+    assert at.session_state["slice_prediction"]["z"] == 80
+    events = read_events(_isolated / "audit.log.jsonl", action="segment")
+    assert len(events) == 1 and events[0]["extra"]["scope"] == "slice" and events[0]["extra"]["z"] == 80
+    # another slice: the single-slice result does not apply there
+    at.slider(key="seg_z").set_value(81).run()
+    assert heatmap_count(at) == 0 and at.session_state[ui.KEY_CURSOR]["z"] == 81
+
+
+def test_jump_to_most_tumour_moves_the_shared_cursor(tiny_model: Path) -> None:
+    at = app(tiny_model, **{ui.KEY_CURSOR: {"x": 10, "y": 10, "z": 5}})
+    button(at, "Most tumour").click().run()
+    gt = np.asarray(load_case_folder(config.DEMO_DATA_DIR / "TCIA-example").seg.data)
+    expected_z = int(np.argmax(np.count_nonzero(gt, axis=(0, 1))))
+    assert at.session_state[ui.KEY_CURSOR]["z"] == expected_z
+    assert at.slider(key="seg_z").value == expected_z
+
+
+def test_corrections_show_update_volumes_and_survive_reload(tiny_model: Path, _isolated: Path) -> None:
+    at = app(tiny_model)
+    button(at, "Segment whole volume").click().run()
+    pred = at.session_state[ui.KEY_PREDICTION]
+    case_key = at.session_state[ui.KEY_PREDICTION_CASE]
+    spacing = (1.0, 1.0, 1.0)
+    as_dict = lambda labels: {r["structure"]: r["volume_ml"] for r in volume_table(labels, spacing)}  # noqa: E731
+    assert volumes(at) == as_dict(pred.labels) and ui.KEY_CORRECTED not in at.session_state
+    assert not [b for b in at.button if b.label == "Undo" and not b.disabled]
+    # a stroke through the core API (as the canvas's "Apply stroke" does): 60 x 60 voxels on slice 70 painted with
+    # the label least present there, so that at least 2400 voxels (2.4 mL) change whatever the untrained model says
+    store = EditStore()
+    assert store.root == _isolated / "corrections"
+    store.start(case_key, pred.labels, pred.model_sha256)
+    mask = np.zeros((240, 240), dtype=bool)
+    mask[90:150, 90:150] = True
+    region = pred.labels[90:150, 90:150, 70]
+    label = min((1, 2, 4), key=lambda v: int(np.count_nonzero(region == v)))
+    store.apply(case_key, 70, mask, label, inside_tumour_only=False)
+    expected = apply_stroke(pred.labels, 70, mask, label, inside_tumour_only=False)
+    name = {1: "NCR", 2: "ED", 4: "ET"}[label]
+    at.run()
+    assert not at.exception, at.exception
+    assert "Corrected by hand: 1 stroke(s)" in texts(at.success)
+    after = volumes(at)
+    assert after == as_dict(expected)
+    assert after[name] >= as_dict(pred.labels)[name] + 2.4
+    assert at.session_state[ui.KEY_CORRECTED_CASE] == case_key
+    np.testing.assert_array_equal(at.session_state[ui.KEY_CORRECTED], expected)
+    # a fresh session (page reload) finds the saved corrections without segmenting again
+    fresh = app(tiny_model)
+    assert "Corrected by hand" in texts(fresh.success) and volumes(fresh) == as_dict(expected)
+    # undo from the page: back to the model's labels, audited
+    button(fresh, "Undo").click().run()
+    assert not fresh.exception, fresh.exception
+    assert volumes(fresh) == as_dict(pred.labels) and ui.KEY_CORRECTED not in fresh.session_state
+    events = read_events(_isolated / "audit.log.jsonl", action="correct")
+    assert [e["extra"]["action"] for e in events] == ["undo"]
+
+
+def test_pages_open_without_importing_tensorflow(tmp_path: Path) -> None:
+    """Segmentation and report pages render a selected case without TensorFlow (it loads on demand only)."""
+    script = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        "from core import config, ui\n"
+        "for page in ('pages/3_Segmentation.py', 'pages/4_Volume_report.py'):\n"
+        f"    at = AppTest.from_file({HOME!r}, default_timeout=120)\n"
+        "    at.switch_page(page)\n"
+        f"    at.session_state[ui.KEY_CASE] = {DEMO_SELECTION!r}\n"
+        "    at.run()\n"
+        "    assert not at.exception, at.exception\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    env = {**os.environ, config.WORK_DIR_ENV: str(tmp_path / "work")}
+    out = subprocess.run([sys.executable, "-c", script], cwd=config.PROJECT_ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False False"
