@@ -180,6 +180,21 @@ def check_labels(labels: np.ndarray) -> None:
 
 # ------------------------------------------------------------------------------------------- assembly -------
 
+def check_same_grid(vol: Volume, ref: Volume, name: str, ref_name: str) -> None:
+    """Raise CaseError unless ``vol`` was stored with ``ref``'s shape and affine (within 1e-3 mm).
+
+    Args:
+        name, ref_name: how the two images are called in the message (e.g. "T1CE", "the ground truth").
+    """
+    if vol.original_shape != ref.original_shape:
+        raise CaseError(f"expected {name} to have the shape of {ref_name} {ref.original_shape}, "
+                        f"got {vol.original_shape}")
+    diff = float(np.abs(vol.original_affine - ref.original_affine).max())
+    if diff > AFFINE_TOLERANCE_MM:
+        raise CaseError(f"expected {name} to share the affine of {ref_name} "
+                        f"(within {AFFINE_TOLERANCE_MM} mm), got a difference of {diff:.3g}")
+
+
 def assemble_case(case_id: str, images: Mapping[str, Volume], seg: Volume | None = None, *,
                   required: Iterable[str] = (), source: str = "", notes: str = "",
                   files: Mapping[str, str] | None = None, convention_hint: str | None = None) -> Case:
@@ -206,14 +221,7 @@ def assemble_case(case_id: str, images: Mapping[str, Volume], seg: Volume | None
     if seg is not None:
         others.append((SEG_KEY, seg))
     for key, vol in others:
-        name = MODALITY_TITLES.get(key, "segmentation")
-        if vol.original_shape != ref.original_shape:
-            raise CaseError(f"expected {name} to have the shape of {MODALITY_TITLES[ref_key]} {ref.original_shape}, "
-                            f"got {vol.original_shape}")
-        diff = float(np.abs(vol.original_affine - ref.original_affine).max())
-        if diff > AFFINE_TOLERANCE_MM:
-            raise CaseError(f"expected {name} to share the affine of {MODALITY_TITLES[ref_key]} "
-                            f"(within {AFFINE_TOLERANCE_MM} mm), got a difference of {diff:.3g}")
+        check_same_grid(vol, ref, MODALITY_TITLES.get(key, "segmentation"), MODALITY_TITLES[ref_key])
     convention = "2021"
     if seg is not None:
         seg, convention = normalise_labels(seg, hint=convention_hint)
@@ -343,6 +351,22 @@ def load_case_folder(folder: str | os.PathLike[str], required: Iterable[str] = (
     if len(refs) > 1:
         raise DataFolderError(f"expected one case in {Path(folder).name!r}, found {len(refs)}")
     return load_case(refs[0], required)
+
+
+def case_folder_of(paths: list[Path]) -> Path | None:
+    """The case folder when ``paths`` is one folder, None when it is NIfTI files.
+
+    Raises:
+        DataFolderError: a path is missing, or folders are mixed with files or with other folders.
+    """
+    for p in paths:
+        if not p.exists():
+            raise DataFolderError(f"expected an existing case folder or NIfTI file, got {str(p)!r} which does not exist")
+    folders = [p for p in paths if p.is_dir()]
+    if folders and len(paths) > 1:
+        raise DataFolderError(f"expected one case folder or NIfTI files, got {len(folders)} folder(s) among "
+                              f"{len(paths)} paths")
+    return folders[0] if folders else None
 
 
 def load_case_files(paths: Iterable[str | os.PathLike[str]], required: Iterable[str] = ()) -> Case:

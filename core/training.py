@@ -173,7 +173,8 @@ def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
 
 
 def _bias_field(x: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-    """Apply a random second-order polynomial multiplicative field b(u, v) = exp(p(u, v)) per channel.
+    """Apply a random second-order polynomial multiplicative field b(u, v) = exp(p(u, v)) per channel (its
+    constant term is a slice-wide gain, as a bias field varying along the through-plane axis gives).
 
     Intensities I = mu + sigma * z scaled by b give z' = z * b + (mu / sigma) * (b - 1); mu / sigma of brain
     MRI is drawn from U(1, 4).
@@ -181,10 +182,10 @@ def _bias_field(x: np.ndarray, rng: np.random.Generator, strength: float) -> np.
     size = x.shape[0]
     u, v = np.meshgrid(np.linspace(-1, 1, size, dtype=np.float32), np.linspace(-1, 1, size, dtype=np.float32),
                        indexing="ij")
-    basis = np.stack([u, v, u * u, v * v, u * v])
+    basis = np.stack([np.ones_like(u), u, v, u * u, v * v, u * v])  # the constant term: through-plane bias
     out = np.empty_like(x)
     for c in range(x.shape[-1]):
-        coef = rng.normal(0.0, strength / 2, size=5).astype(np.float32)
+        coef = rng.normal(0.0, strength / 2, size=basis.shape[0]).astype(np.float32)
         b = np.exp(np.clip(np.tensordot(coef, basis, axes=1), -2 * strength, 2 * strength))
         ratio = float(rng.uniform(1.0, 4.0))
         out[..., c] = x[..., c] * b + ratio * (b - 1.0)

@@ -250,3 +250,43 @@ def cached_scores(case: Case, labels: Any) -> Any:
 
     return _scores_cached(case_cache_key(case), labels_digest(labels), labels, case.seg.data,
                           tuple(case.spacing_mm))
+
+
+# ---- audit and whole-volume segmentation shared by the segmentation and report pages -------------------------
+def audit_event(case: Case, event: str, model_sha: str, /, **extra: Any) -> None:
+    """Append an audit event ``event`` (segment, correct, export_pdf, ...) for ``case``; ``extra`` may hold any
+    keys (``action`` included). A failure to write it is shown, never fatal."""
+    from core import audit
+
+    try:
+        audit.append_event(event, case.case_id, case.input_hashes(), model_sha, extra=extra)
+    except (BratsViewerError, OSError) as err:
+        st.warning(f"The audit log could not be written: {err}")
+
+
+def segment_volume(case: Case, tta: bool, page: str) -> Any:
+    """Segment the whole case with a live progress bar (or take it from the cache), keep it in the session
+    and audit it. Returns the Prediction, or None (with the error shown) when there is no model or it fails."""
+    loaded = get_model()
+    if loaded is None:
+        return None
+    bar = st.progress(0.0, text="Preparing the case for the model...")
+    computed: list[float] = []
+
+    def _progress(frac: float, message: str) -> None:
+        computed.append(frac)
+        bar.progress(float(min(max(frac, 0.0), 1.0)), text=message)
+
+    try:
+        prediction = cached_prediction(case, loaded, tta, _progress)
+    except BratsViewerError as err:
+        st.error(str(err))
+        return None
+    finally:
+        bar.empty()
+    store_prediction(case, prediction)
+    audit_event(case, "segment", prediction.model_sha256, scope="volume", tta=bool(prediction.tta),
+                elapsed_s=round(float(prediction.elapsed_s), 3), from_cache=not computed, page=page)
+    if computed:
+        st.toast(f"Segmented in {prediction.elapsed_s:.1f} s", icon=":material/check_circle:")
+    return prediction

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import audit, figures, figures_seg, segstate, ui, viewer
+from core import figures, figures_seg, segstate, ui, viewer
 from core.config import MODALITY_TITLES, REGION_LONG_NAMES
 from core.edits import EditStore, default_inside_tumour_only, mask_from_canvas
 from core.errors import BratsViewerError
@@ -42,10 +42,7 @@ st.session_state[ui.KEY_TTA] = bool(st.session_state.get(ui.KEY_TTA, False))  # 
 
 
 def _audit(event: str, model_sha: str, **extra: Any) -> None:
-    try:
-        audit.append_event(event, case.case_id, case.input_hashes(), model_sha, extra=extra)
-    except (BratsViewerError, OSError) as err:
-        st.warning(f"The audit log could not be written: {err}")
+    ui.audit_event(case, event, model_sha, **extra)
 
 
 # ---- the shared cursor (z drives this page) --------------------------------------------------------------------
@@ -91,27 +88,7 @@ st.caption(model_line)
 z = int(cursor["z"])
 
 if do_volume:
-    loaded = ui.get_model()
-    if loaded is not None:
-        bar = st.progress(0.0, text="Preparing the case for the model...")
-        computed: list[float] = []
-
-        def _progress(frac: float, message: str) -> None:
-            computed.append(frac)
-            bar.progress(float(min(max(frac, 0.0), 1.0)), text=message)
-
-        try:
-            prediction = ui.cached_prediction(case, loaded, tta, _progress)
-        except BratsViewerError as err:
-            bar.empty()
-            st.error(str(err))
-        else:
-            bar.empty()
-            ui.store_prediction(case, prediction)
-            _audit("segment", prediction.model_sha256, scope="volume", tta=bool(prediction.tta),
-                   elapsed_s=round(float(prediction.elapsed_s), 3), from_cache=not computed)
-            st.toast(f"Segmented in {prediction.elapsed_s:.1f} s" if computed else "Segmentation from cache",
-                     icon=":material/check_circle:")
+    ui.segment_volume(case, tta, page="segmentation")
 
 if do_slice:
     loaded = ui.get_model()

@@ -16,9 +16,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import audit, figures_seg, segstate, ui
+from core import figures_seg, segstate, ui
 from core.edits import EditStore
-from core.errors import BratsViewerError
 from core.report import report_file_name, table_csv, volume_table
 
 ui.page_header("Volume report", icon=":material/summarize:")
@@ -29,10 +28,7 @@ gt = case.seg.data if case.seg is not None else None
 
 
 def _audit(event: str, model_sha: str, **extra: Any) -> None:
-    try:
-        audit.append_event(event, case.case_id, case.input_hashes(), model_sha, extra=extra)
-    except (BratsViewerError, OSError) as err:
-        st.warning(f"The audit log could not be written: {err}")
+    ui.audit_event(case, event, model_sha, **extra)
 
 
 # ---- which segmentation ----------------------------------------------------------------------------------------
@@ -64,26 +60,9 @@ if source is None or source.kind == segstate.SOURCE_GROUND_TRUTH:
     tta = bool(st.session_state.get(ui.KEY_TTA, False))
     if c1.button("Segment whole volume", type="primary", icon=":material/view_in_ar:", width="stretch",
                  help="Test-time augmentation " + ("on" if tta else "off") + " (set on the Segmentation page)"):
-        loaded = ui.get_model()
-        if loaded is not None:
-            bar = st.progress(0.0, text="Preparing the case for the model...")
-            computed: list[float] = []
-
-            def _progress(frac: float, message: str) -> None:
-                computed.append(frac)
-                bar.progress(float(min(max(frac, 0.0), 1.0)), text=message)
-
-            try:
-                pred = ui.cached_prediction(case, loaded, tta, _progress)
-            except BratsViewerError as err:
-                bar.empty()
-                st.error(str(err))
-            else:
-                ui.store_prediction(case, pred)
-                _audit("segment", pred.model_sha256, scope="volume", tta=bool(pred.tta),
-                       elapsed_s=round(float(pred.elapsed_s), 3), from_cache=not computed, page="report")
-                st.session_state["report_use_gt"] = False
-                st.rerun()
+        if ui.segment_volume(case, tta, page="report") is not None:
+            st.session_state["report_use_gt"] = False
+            st.rerun()
     if gt is not None:
         c2.toggle("Show the ground truth", key="report_use_gt")
     if source is None:

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from core.cases import AFFINE_TOLERANCE_MM, SEG_KEY, normalise_labels, parse_brats_name
-from core.errors import BratsViewerError, CaseError, DataFolderError
+from core.cases import SEG_KEY, check_same_grid, normalise_labels, parse_brats_name
+from core.errors import BratsViewerError, DataFolderError
 from core.io import Volume, load_volume
 from core.metrics import REGION_ORDER, score_case
 
@@ -75,13 +75,7 @@ def _load_labels(path: Path) -> Volume:
 
 def check_same_geometry(pred: Volume, gt: Volume) -> None:
     """Raise CaseError unless both files were stored with the same shape and affine (within 1e-3 mm)."""
-    if pred.original_shape != gt.original_shape:
-        raise CaseError(f"expected the prediction {pred.source_name} to have the shape of the ground truth "
-                        f"{gt.original_shape}, got {pred.original_shape}")
-    diff = float(np.abs(pred.original_affine - gt.original_affine).max())
-    if diff > AFFINE_TOLERANCE_MM:
-        raise CaseError(f"expected the prediction {pred.source_name} to share the ground truth's affine "
-                        f"(within {AFFINE_TOLERANCE_MM} mm), got a difference of {diff:.3g}")
+    check_same_grid(pred, gt, f"the prediction {pred.source_name}", "the ground truth")
 
 
 def load_pair(pred_path: Path, gt_path: Path) -> tuple[Volume, Volume]:

@@ -23,6 +23,7 @@ import numpy as np
 from core.cases import (
     SEG_KEY,
     assemble_case,
+    case_folder_of,
     discover_cases,
     guess_modality,
     labels_for_disk,
@@ -66,15 +67,9 @@ def describe_paths(paths: list[Path]) -> dict[str, Any]:
         DataFolderError: a path is missing, a folder holds no case or several, or folders and files are mixed.
         BratsViewerError: a file is not an acceptable image (message names it) or the case is inconsistent.
     """
-    for p in paths:
-        if not p.exists():
-            raise DataFolderError(f"expected an existing case folder or NIfTI file, got {str(p)!r} which does not exist")
-    folders = [p for p in paths if p.is_dir()]
-    if folders and len(paths) > 1:
-        raise DataFolderError(f"expected one case folder or NIfTI files, got {len(folders)} folder(s) among "
-                              f"{len(paths)} paths")
-    if folders:
-        return _describe_folder(folders[0])
+    folder = case_folder_of(paths)
+    if folder is not None:
+        return _describe_folder(folder)
     return _describe_files(paths, case_id=None, source="files")
 
 

@@ -20,15 +20,22 @@ from pathlib import Path
 import numpy as np
 
 from core.audit import append_event
-from core.cases import Case, load_case_files, load_case_folder, naming_convention, normalise_labels
-from core.errors import CaseError, DataFolderError
+from core.cases import (
+    Case,
+    case_folder_of,
+    check_same_grid,
+    load_case_files,
+    load_case_folder,
+    naming_convention,
+    normalise_labels,
+)
+from core.errors import CaseError
 from core.io import atomic_write_bytes, load_volume
 from core.metrics import score_case
 from core.report import ReportInputs, build_pdf, volume_table
 
 DEFAULT_MODEL_NAME = "unknown (external segmentation)"
 DEFAULT_MODEL_SHA = "n/a"
-GRID_TOLERANCE_MM = 1e-3
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -58,14 +65,8 @@ def load_report_case(paths: list[Path]) -> Case:
         DataFolderError: a missing path, or folders mixed with files.
         BratsViewerError: bad files or an inconsistent case.
     """
-    for p in paths:
-        if not p.exists():
-            raise DataFolderError(f"expected an existing case folder or NIfTI file, got {str(p)!r} which does not exist")
-    folders = [p for p in paths if p.is_dir()]
-    if folders and len(paths) > 1:
-        raise DataFolderError(f"expected one case folder or NIfTI files, got {len(folders)} folder(s) among "
-                              f"{len(paths)} paths")
-    return load_case_folder(folders[0]) if folders else load_case_files(paths)
+    folder = case_folder_of(paths)
+    return load_case_folder(folder) if folder is not None else load_case_files(paths)
 
 
 def load_seg_for_case(path: Path, case: Case) -> tuple[np.ndarray, str]:
@@ -77,13 +78,10 @@ def load_seg_for_case(path: Path, case: Case) -> tuple[np.ndarray, str]:
     """
     vol = load_volume(path)
     ref = case.reference
-    if vol.original_shape != ref.original_shape:
-        raise CaseError(f"{path.name}: expected a segmentation of the case's shape {ref.original_shape}, "
-                        f"got {vol.original_shape}")
-    diff = float(np.abs(vol.original_affine - ref.original_affine).max())
-    if diff > GRID_TOLERANCE_MM:
-        raise CaseError(f"{path.name}: expected a segmentation with the case's affine (within {GRID_TOLERANCE_MM} mm), "
-                        f"got a difference of {diff:.3g}")
+    try:
+        check_same_grid(vol, ref, "the segmentation", "the case's images")
+    except CaseError as err:
+        raise CaseError(f"{path.name}: {err}") from err
     try:
         seg, _ = normalise_labels(vol, hint=naming_convention(path.name))
     except CaseError as err:
