@@ -34,8 +34,34 @@ def page_header(title: str, icon: str = ":material/neurology:") -> None:
     sidebar()
 
 
+def _sync_case_with_url() -> None:
+    """Keep a folder case's id in the URL (``?case=ID&src=demo|data``) so a browser reload reopens it.
+
+    On a fresh session the URL's case is accepted only if it is a discovered case of the demo or of the data
+    folder in use: the URL can never name a path.
+    """
+    sel = st.session_state.get(KEY_CASE)
+    params = st.query_params
+    if sel is None and params.get("case"):
+        folder = config.DEMO_DATA_DIR if params.get("src") == "demo" else data_dir()
+        case_id = str(params.get("case"))
+        try:
+            if any(r.case_id == case_id for r in discover_cases(folder)):
+                st.session_state[KEY_CASE] = {"kind": "folder", "folder": str(folder), "case_id": case_id}
+        except BratsViewerError:
+            pass
+        return
+    if sel and sel.get("kind") == "folder":
+        src = "demo" if Path(sel["folder"]) == config.DEMO_DATA_DIR else "data"
+        if params.get("case") != sel["case_id"] or params.get("src") != src:
+            params.from_dict({"case": sel["case_id"], "src": src})
+    elif params.get("case"):
+        params.clear()
+
+
 def sidebar() -> None:
     """The data folder, active model and selected case, on every page."""
+    _sync_case_with_url()
     with st.sidebar:
         st.caption("Research software - not for diagnosis")
         st.markdown(f"**Data folder**  \n`{data_dir()}`")

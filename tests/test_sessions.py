@@ -82,3 +82,26 @@ def test_a_prediction_of_another_case_is_not_shown(tmp_path: Path) -> None:
     assert not at.exception
     pred_box = [c for c in at.checkbox if c.label == "Prediction"]
     assert pred_box and pred_box[0].disabled
+
+
+def test_reload_reopens_the_case_named_in_the_url() -> None:
+    """A fresh session (a browser reload) with ?case=...&src=demo reopens that case; an unknown id is ignored."""
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.switch_page("pages/1_Case_browser.py")
+    at.query_params["case"] = "TCIA-example"
+    at.query_params["src"] = "demo"
+    at.run()
+    assert not at.exception
+    assert at.session_state[ui.KEY_CASE] == DEMO
+    bad = AppTest.from_file(HOME, default_timeout=60)
+    bad.query_params["case"] = "../../etc/passwd"
+    bad.query_params["src"] = "demo"
+    bad.run()
+    assert not bad.exception and ui.KEY_CASE not in bad.session_state
+
+
+def test_selecting_a_case_puts_it_in_the_url() -> None:
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.session_state[ui.KEY_CASE] = dict(DEMO)
+    at.run()
+    assert at.query_params["case"] == "TCIA-example" and at.query_params["src"] == "demo"
