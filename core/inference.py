@@ -29,7 +29,8 @@ class Prediction:
 
     Attributes:
         labels: (X, Y, Z) uint8 labels 0/1/2/4.
-        probabilities: (X, Y, Z, 4) float16 class probabilities (background, NCR, ED, ET).
+        probabilities: (X, Y, Z, 4) float16 class probabilities (background, NCR, ED, ET); a view, not
+            C-contiguous.
         uncertainty: (X, Y, Z) float16 normalised predictive entropy in [0, 1] (TTA only), else None.
         model_name, model_sha256: the model that made it.
         tta: whether flip test-time augmentation was used.
@@ -92,9 +93,11 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
     started = time.perf_counter()
     prep = prepared if prepared is not None else prepare_case(case, loaded.spec)
     nx, ny, nz = prep.grid_shape
-    probs = np.zeros((nx, ny, nz, 4), dtype=np.float16)
-    probs[..., 0] = 1.0
-    unc = np.zeros((nx, ny, nz), dtype=np.float16) if tta else None
+    # Filled slice by slice on (Z, X, Y, ...) buffers (contiguous writes), returned as (X, Y, Z, ...) views.
+    probs_z = np.zeros((nz, nx, ny, 4), dtype=np.float16)
+    probs_z[..., 0] = 1.0
+    classes_z = np.zeros((nz, nx, ny), dtype=np.uint8)
+    unc_z = np.zeros((nz, nx, ny), dtype=np.float16) if tta else None
     zs = np.flatnonzero(prep.brain_z)
     n_batches = max(1, int(np.ceil(len(zs) / batch_size)))
     for b in range(n_batches):
@@ -103,14 +106,17 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
             break
         p, e = run_network(loaded, prep.slices[sel], tta)
         for k, z in enumerate(sel):
-            probs[:, :, z] = probabilities_to_grid(p[k], prep.box, (nx, ny))
-            if unc is not None and e is not None:
-                unc[:, :, z] = _entropy_to_grid(e[k], prep.box, (nx, ny))
+            probs_z[z] = probabilities_to_grid(p[k], prep.box, (nx, ny))
+            classes_z[z] = np.argmax(probs_z[z], axis=-1)  # the argmax of the stored (float16) probabilities
+            if unc_z is not None and e is not None:
+                unc_z[z] = _entropy_to_grid(e[k], prep.box, (nx, ny))
         if progress is not None:
             progress((b + 1) / n_batches, f"segmented {min((b + 1) * batch_size, len(zs))} of {len(zs)} slices")
     if progress is not None and zs.size == 0:
         progress(1.0, "no slice holds brain: all background")
-    labels = classes_to_labels(np.argmax(probs, axis=-1))
+    labels = np.ascontiguousarray(np.moveaxis(classes_to_labels(classes_z), 0, 2))
+    probs = np.moveaxis(probs_z, 0, 2)
+    unc = np.moveaxis(unc_z, 0, 2) if unc_z is not None else None
     for arr in (labels, probs, unc):
         if arr is not None:
             arr.setflags(write=False)
