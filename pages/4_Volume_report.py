@@ -11,13 +11,15 @@ keys like the segmentation page does. TensorFlow is imported only when that butt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from core import figures_seg, segstate, ui
+from core import audit, figures_seg, segstate, ui
 from core.edits import EditStore
+from core.errors import BratsViewerError
 from core.report import report_file_name, table_csv, volume_table
 
 ui.page_header("Volume report", icon=":material/summarize:")
@@ -88,7 +90,7 @@ st.caption(f"Voxel size {spacing} mm from the image header ({case.reference.voxe
 source_name = {"corrected": "Corrected", "prediction": "Prediction", "ground_truth": "Ground truth"}[source.kind]
 SHORT_NAMES = {"NCR": "NCR/NET (label 1)", "ED": "ED (label 2)", "ET": "ET (label 4)", "TC": "TC (labels 1+4)",
                "WT": "WT (labels 1+2+4)"}
-t_col, c_col = st.columns([1.25, 1], gap="large")
+t_col, c_col = st.columns([1.7, 1], gap="large")
 with t_col:
     table = pd.DataFrame({
         "Structure": [SHORT_NAMES.get(r["structure"], r["structure"]) for r in rows],
@@ -125,25 +127,33 @@ kind_extra = {"source": source.kind, "corrected": source.corrected,
               "labels_digest": segstate.labels_digest(source.labels)}
 
 
-def _pdf() -> bytes:
-    return segstate.report_pdf_bytes(case, source, scores, notes)
+def _audited(event: str, build: Callable[[], bytes]) -> Callable[[], bytes]:
+    """Build a download's bytes when it is requested and record the export then. The buttons do not rerun
+    the page (``on_click="ignore"``): a rerun racing the download can drop the deferred file."""
+
+    def data() -> bytes:
+        payload = build()
+        try:
+            audit.append_event(event, case.case_id, case.input_hashes(), source.model_sha256, extra=kind_extra)
+        except (BratsViewerError, OSError):
+            pass  # runs outside the script: nothing to show; the download itself must not fail
+        return payload
+
+    return data
 
 
-def _nifti() -> bytes:
-    return segstate.nifti_download_bytes(case, source.labels)
-
-
+csv_bytes = table_csv(rows, case.case_id)
 d1, d2, d3 = st.columns(3)
-d1.download_button("PDF summary", data=_pdf, file_name=report_file_name(case.case_id, "report.pdf"),
-                   mime="application/pdf", icon=":material/picture_as_pdf:", width="stretch", key="report_dl_pdf",
-                   on_click=_audit, args=("export_pdf", source.model_sha256), kwargs=kind_extra)
-d2.download_button("Volume table (CSV)", data=table_csv(rows, case.case_id),
+d1.download_button("PDF summary", data=_audited("export_pdf", lambda: segstate.report_pdf_bytes(case, source, scores, notes)),
+                   file_name=report_file_name(case.case_id, "report.pdf"), mime="application/pdf",
+                   icon=":material/picture_as_pdf:", width="stretch", key="report_dl_pdf", on_click="ignore")
+d2.download_button("Volume table (CSV)", data=_audited("export_csv", lambda: csv_bytes),
                    file_name=report_file_name(case.case_id, "volumes.csv"), mime="text/csv",
-                   icon=":material/table:", width="stretch", key="report_dl_csv",
-                   on_click=_audit, args=("export_csv", source.model_sha256), kwargs=kind_extra)
-d3.download_button("Segmentation (NIfTI)", data=_nifti, file_name=report_file_name(case.case_id, "seg.nii.gz"),
-                   mime="application/gzip", icon=":material/download:", width="stretch", key="report_dl_nifti",
-                   on_click=_audit, args=("export_nifti", source.model_sha256), kwargs=kind_extra)
+                   icon=":material/table:", width="stretch", key="report_dl_csv", on_click="ignore")
+d3.download_button("Segmentation (NIfTI)",
+                   data=_audited("export_nifti", lambda: segstate.nifti_download_bytes(case, source.labels)),
+                   file_name=report_file_name(case.case_id, "seg.nii.gz"), mime="application/gzip",
+                   icon=":material/download:", width="stretch", key="report_dl_nifti", on_click="ignore")
 st.caption("The PDF and the NIfTI file are built when you press their button. The NIfTI file is written in the "
            f"input's own orientation and label convention (BraTS {case.label_convention}: enhancing tumour = "
            f"{3 if case.label_convention == '2023' else 4}).")
