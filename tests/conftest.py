@@ -136,3 +136,48 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip(SKIP_SHARED)
     return path
+
+
+# ---- page tests (AppTest) ------------------------------------------------------------------------------------
+HOME = str(config.PROJECT_ROOT / "Home.py")
+DEMO_SELECTION: dict[str, str] = {"kind": "folder", "folder": str(config.DEMO_DATA_DIR), "case_id": "TCIA-example"}
+
+
+@pytest.fixture
+def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Pages see the demo data folder, a work folder (corrections, audit log) in tmp and fresh Streamlit caches.
+
+    Returns:
+        The work folder.
+    """
+    import streamlit as st
+
+    monkeypatch.delenv(config.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv(config.WORK_DIR_ENV, str(tmp_path / "work"))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    return tmp_path / "work"
+
+
+def run_page(page: str | None = None, selection: dict | None = None, model: Path | None = None,
+             timeout: float = 120, **state: object):
+    """Run ``page`` through Home.py (so page links resolve as in the app) with seeded session state."""
+    from streamlit.testing.v1 import AppTest
+
+    from core import ui
+
+    at = AppTest.from_file(HOME, default_timeout=timeout)
+    if page:
+        at.switch_page(page)
+    if selection is not None:
+        at.session_state[ui.KEY_CASE] = selection
+    if model is not None:
+        at.session_state[ui.KEY_MODEL_DIR] = str(model)
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def texts(elements) -> str:
+    """The values of AppTest elements (markdown, errors, ...) joined by new lines."""
+    return "\n".join(str(e.value) for e in elements)

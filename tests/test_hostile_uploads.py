@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHAPE, make_case_dir, random_image
+from conftest import HOME, SHAPE, make_case_dir, random_image
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 from test_io import _PIXDIM, _QFORM_CODE, _SROW_X, _SROW_Y, _nifti1_bytes
 
-from core import config, ui
+from core import ui
 
-HOME = str(config.PROJECT_ROOT / "Home.py")
 GZ = "application/gzip"
 
 
@@ -80,14 +79,8 @@ def bad_files() -> dict[str, tuple[bytes, str]]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import streamlit as st
-
-    monkeypatch.delenv(config.DATA_DIR_ENV, raising=False)
-    monkeypatch.setenv(config.WORK_DIR_ENV, str(tmp_path / "work"))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-
+def _isolated(app_env: Path) -> Path:
+    return app_env
 
 def test_every_bad_file_gets_its_own_message_and_the_session_stays_usable(tmp_path: Path) -> None:
     files = bad_files()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DEMO_SELECTION, HOME, run_page, texts
 from streamlit.testing.v1 import AppTest
 
 from core import config, ui
@@ -24,9 +25,7 @@ from core.edits import EditStore, apply_stroke
 from core.metrics import score_case
 from core.report import volume_table
 
-HOME = str(config.PROJECT_ROOT / "Home.py")
 PAGE = "pages/3_Segmentation.py"
-DEMO_SELECTION = {"kind": "folder", "folder": str(config.DEMO_DATA_DIR), "case_id": "TCIA-example"}
 
 
 @pytest.fixture(scope="module")
@@ -43,33 +42,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Work folder (corrections, audit log) in tmp and fresh Streamlit caches for every test."""
-    import streamlit as st
-
-    monkeypatch.delenv(config.DATA_DIR_ENV, raising=False)
-    monkeypatch.setenv(config.WORK_DIR_ENV, str(tmp_path / "work"))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    return tmp_path / "work"
-
+def _isolated(app_env: Path) -> Path:
+    return app_env
 
 def app(model: Path | None = None, selection: dict | None = DEMO_SELECTION, **state: object) -> AppTest:
-    at = AppTest.from_file(HOME, default_timeout=120)
-    at.switch_page(PAGE)
-    if selection is not None:
-        at.session_state[ui.KEY_CASE] = selection
-    if model is not None:
-        at.session_state[ui.KEY_MODEL_DIR] = str(model)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
+    at = run_page(PAGE, selection, model, **state)
     assert not at.exception, at.exception
     return at
-
-
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
 
 
 def charts(at: AppTest) -> list[dict]:

@@ -11,43 +11,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_case_dir
+from conftest import DEMO_SELECTION, HOME, make_case_dir, run_page, texts
 from streamlit.testing.v1 import AppTest
 
 from core import config, ui
 
 ROOT = config.PROJECT_ROOT
-HOME = str(ROOT / "Home.py")
 BROWSER = "pages/1_Case_browser.py"
 VIEWER = "pages/2_Slice_viewer.py"
-DEMO_SELECTION = {"kind": "folder", "folder": str(config.DEMO_DATA_DIR), "case_id": "TCIA-example"}
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Demo data folder, a work folder in tmp, and fresh Streamlit caches for every test."""
-    import streamlit as st
-
-    monkeypatch.delenv(config.DATA_DIR_ENV, raising=False)
-    monkeypatch.setenv(config.WORK_DIR_ENV, str(tmp_path / "work"))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-
+def _isolated(app_env: Path) -> Path:
+    return app_env
 
 def app(page: str | None = None, selection: dict | None = None, **state: object) -> AppTest:
-    at = AppTest.from_file(HOME, default_timeout=60)
-    if page:
-        at.switch_page(page)
-    if selection is not None:
-        at.session_state[ui.KEY_CASE] = selection
-    for key, value in state.items():
-        at.session_state[key] = value
-    return at.run()
-
-
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
+    return run_page(page, selection, timeout=60, **state)
 
 
 # --------------------------------------------------------------------------------------------------- Home

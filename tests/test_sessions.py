@@ -10,25 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_case_dir
+from conftest import DEMO_SELECTION, HOME, make_case_dir
 from streamlit.testing.v1 import AppTest
 
-from core import config, ui
+from core import ui
 from core.cases import load_case_folder
 
-HOME = str(config.PROJECT_ROOT / "Home.py")
-DEMO = {"kind": "folder", "folder": str(config.DEMO_DATA_DIR), "case_id": "TCIA-example"}
+DEMO = DEMO_SELECTION
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import streamlit as st
-
-    monkeypatch.delenv(config.DATA_DIR_ENV, raising=False)
-    monkeypatch.setenv(config.WORK_DIR_ENV, str(tmp_path / "work"))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-
+def _isolated(app_env: Path) -> Path:
+    return app_env
 
 def _sidebar_text(at: AppTest) -> str:
     return "\n".join(str(m.value) for m in at.sidebar.markdown)
