@@ -333,6 +333,13 @@ def stop_training(grace_s: float = 8.0, term_s: float = 4.0) -> dict[str, Any]:
             if not _wait_gone(job, term_s):
                 _signal_group(proc, signal.SIGKILL)
                 _wait_gone(job, 5.0)
+    popen = _PROCS.get(int(job["pid"]))
+    if popen is not None:  # our own child: collect its exit code (it may still be a zombie a moment longer)
+        try:
+            popen.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            pass
+        _reap(int(job["pid"]))
     out = job.get("out_dir")
     if out and read_progress(out).get("status") in LIVE_PROGRESS:
         write_progress(Path(out), status="stopped", error="stopped by the user")
