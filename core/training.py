@@ -397,8 +397,11 @@ def make_callbacks(cfg: TrainConfig, out: Path, n_batches: int, chief: bool) -> 
         Progress(),
     ]
     if chief:
+        # On resume, the best validation loss so far (from the CSV log) is the bar a new best must beat.
+        best_so_far = [r["val_loss"] for r in read_history(out) if "val_loss" in r] if cfg.resume else []
         cbs += [
-            keras.callbacks.ModelCheckpoint(str(ckpt / "best.keras"), monitor="val_loss", save_best_only=True),
+            keras.callbacks.ModelCheckpoint(str(ckpt / "best.keras"), monitor="val_loss", save_best_only=True,
+                                            initial_value_threshold=min(best_so_far) if best_so_far else None),
             keras.callbacks.CSVLogger(str(out / HISTORY_FILE), append=cfg.resume),
         ]
     return cbs

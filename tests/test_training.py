@@ -220,3 +220,21 @@ def test_two_workers_train_with_multi_worker_mirrored_strategy(data_dir: Path, t
     assert progress["strategy"] == "MultiWorkerMirroredStrategy" and progress["replicas"] == 2
     assert (out / "model.keras").is_file() and (out / "model_card.json").is_file()
     assert [int(r["epoch"]) for r in read_history(out)] == [0, 1]
+
+
+def test_resumed_checkpoint_must_beat_the_best_validation_loss_so_far(tmp_path: Path) -> None:
+    from core.model import keras_module
+
+    keras = keras_module()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "history.csv").write_text("epoch,loss,val_loss\n0,1.0,0.7\n1,0.8,0.4\n2,0.7,0.5\n")
+    for resume, expected in ((True, 0.4), (False, None)):
+        cfg = training.TrainConfig(data_dir=str(tmp_path), out_dir=str(out), resume=resume)
+        ckpts = [c for c in training.make_callbacks(cfg, out, 2, True)
+                 if isinstance(c, keras.callbacks.ModelCheckpoint)]
+        assert len(ckpts) == 1
+        if expected is None:
+            assert ckpts[0].best in (None, float("inf"))  # no bar: the first epoch sets it
+        else:
+            assert ckpts[0].best == pytest.approx(expected)
