@@ -181,3 +181,16 @@ def run_page(page: str | None = None, selection: dict | None = None, model: Path
 def texts(elements) -> str:
     """The values of AppTest elements (markdown, errors, ...) joined by new lines."""
     return "\n".join(str(e.value) for e in elements)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained 4-channel U-Net on 32 x 32 inputs, saved like a trained model (built once per run)."""
+    from core.model import build_unet, save_for_inference
+    from core.preprocess import PreprocessSpec
+
+    folder = tmp_path_factory.mktemp("models") / "tiny"
+    spec = PreprocessSpec(channels=("flair", "t1ce", "t1", "t2"), input_size=32, normalisation="zscore_brain",
+                          crop="brain_bbox")
+    save_for_inference(build_unet(32, 4, 4, 2), folder, spec)
+    return folder

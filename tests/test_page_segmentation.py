@@ -28,19 +28,6 @@ from core.report import volume_table
 PAGE = "pages/3_Segmentation.py"
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained 4-channel U-Net on 32 x 32 inputs, saved like a trained model."""
-    from core.model import build_unet, save_for_inference
-    from core.preprocess import PreprocessSpec
-
-    folder = tmp_path_factory.mktemp("models") / "tiny"
-    spec = PreprocessSpec(channels=("flair", "t1ce", "t1", "t2"), input_size=32, normalisation="zscore_brain",
-                          crop="brain_bbox")
-    save_for_inference(build_unet(32, 4, 4, 2), folder, spec)
-    return folder
-
-
 @pytest.fixture(autouse=True)
 def _isolated(app_env: Path) -> Path:
     return app_env
