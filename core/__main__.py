@@ -18,11 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Brain-tumour MRI segmentation (research use only).")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"core.cli.{name}")
-        except ModuleNotFoundError:
-            continue
-        module.add_parser(sub)
+        importlib.import_module(f"core.cli.{name}").add_parser(sub)
     return parser
 
 
