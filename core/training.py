@@ -24,7 +24,7 @@ import numpy as np
 from core.cases import CaseRef, discover_cases, load_case
 from core.errors import DataFolderError
 from core.io import atomic_write_bytes
-from core.preprocess import PreprocessSpec, prepare_case, prepare_labels
+from core.preprocess import ORIGINAL_SPEC, PreprocessSpec, prepare_case, prepare_labels
 
 PROGRESS_FILE = "progress.json"
 HISTORY_FILE = "history.csv"
@@ -36,10 +36,10 @@ class TrainConfig:
 
     data_dir: str
     out_dir: str
-    channels: tuple[str, ...] = ("flair", "t1ce")
-    input_size: int = 128
-    normalisation: str = "slice_max"
-    crop: str = "none"
+    channels: tuple[str, ...] = ORIGINAL_SPEC.channels  # preprocessing defaults: the original design's spec
+    input_size: int = ORIGINAL_SPEC.input_size
+    normalisation: str = ORIGINAL_SPEC.normalisation
+    crop: str = ORIGINAL_SPEC.crop
     base_filters: int = 32
     depth: int = 4
     dropout: float = 0.2

@@ -43,6 +43,7 @@ def prediction(tiny_model: Path, demo_case):
 def _isolated(app_env: Path) -> Path:
     return app_env
 
+
 def app(model: Path | None = None, selection: dict | None = DEMO_SELECTION, **state: object) -> AppTest:
     at = run_page(PAGE, selection, model, **state)
     assert not at.exception, at.exception

@@ -32,6 +32,7 @@ PAGE = "pages/3_Segmentation.py"
 def _isolated(app_env: Path) -> Path:
     return app_env
 
+
 def app(model: Path | None = None, selection: dict | None = DEMO_SELECTION, **state: object) -> AppTest:
     at = run_page(PAGE, selection, model, **state)
     assert not at.exception, at.exception
