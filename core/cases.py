@@ -24,7 +24,17 @@ _MOD_ALIASES: dict[str, str] = {
     "t2": "t2", "t2w": "t2", "seg": "seg",
 }
 SEG_KEY = "seg"
+MASK_KEY = "mask"
 AFFINE_TOLERANCE_MM = 1e-3
+# The BraTS 2013 layout as DeepMedic ships it: one folder per patient, z-scored FLAIR and T1c, a brain mask and
+# ``OTMultiClass`` labels in the 2013 scheme (0, 1 necrosis, 2 edema, 3 non-enhancing core, 4 enhancing).
+LAYOUT_BRATS = "brats"
+LAYOUT_2013 = "brats2013"
+_LAYOUT_2013_FILES: dict[str, str] = {
+    "flair": "Flair_subtrMeanDivStd", "t1ce": "T1c_subtrMeanDivStd", "t1": "T1_subtrMeanDivStd",
+    "t2": "T2_subtrMeanDivStd", SEG_KEY: "OTMultiClass", MASK_KEY: "brainmask",
+}
+MIN_DISCOVERED_MODALITIES = 2
 
 
 def parse_brats_name(file_name: str) -> tuple[str, str] | None:
@@ -137,7 +147,8 @@ def normalise_labels(seg: Volume, convention: str | None = None, hint: str | Non
 
     BraTS 2023 files use 3 for ET: a label map holding 3 and no 4 is read as 2023 and 3 becomes 4.
     A map holding neither 3 nor 4 cannot tell; ``hint`` (e.g. "2023" from the file naming) decides then,
-    so that it is written back in its own convention.
+    so that it is written back in its own convention. ``convention="2013"`` (BraTS 2013 files: 3 is
+    non-enhancing core) maps 3 to NCR/NET (1), as today's convention counts both in label 1.
 
     Raises:
         CaseError: non-integer labels or labels outside {0, 1, 2, 3, 4}, or both 3 and 4 present.
@@ -151,6 +162,9 @@ def normalise_labels(seg: Volume, convention: str | None = None, hint: str | Non
     values = set(int(v) for v in np.unique(arr))
     if not values <= {0, 1, 2, 3, 4}:
         raise CaseError(f"expected segmentation labels within {{0, 1, 2, 4}} (or 3 for ET in BraTS 2023), got {sorted(values)}")
+    if convention == "2013":
+        out = arr.astype(np.uint8)
+        return seg.with_data(np.where(out == 3, 1, out).astype(np.uint8)), convention
     if 3 in values and 4 in values:
         raise CaseError("expected ET labelled 4 (BraTS 2021) or 3 (BraTS 2023), got both 3 and 4")
     if convention is None:
@@ -164,7 +178,8 @@ def normalise_labels(seg: Volume, convention: str | None = None, hint: str | Non
 
 
 def labels_for_disk(labels: np.ndarray, convention: str = "2021") -> np.ndarray:
-    """Internal labels (0, 1, 2, 4) as written for a convention ("2023" writes ET as 3)."""
+    """Internal labels (0, 1, 2, 4) as written for a convention ("2023" writes ET as 3; "2013" files are written
+    in today's convention, 1 holding both necrosis and non-enhancing core)."""
     out = np.asarray(labels).astype(np.uint8)
     if convention == "2023":
         out = np.where(out == LABEL_ET, LABEL_ET_2023, out).astype(np.uint8)
@@ -197,7 +212,8 @@ def check_same_grid(vol: Volume, ref: Volume, name: str, ref_name: str) -> None:
 
 def assemble_case(case_id: str, images: Mapping[str, Volume], seg: Volume | None = None, *,
                   required: Iterable[str] = (), source: str = "", notes: str = "",
-                  files: Mapping[str, str] | None = None, convention_hint: str | None = None) -> Case:
+                  files: Mapping[str, str] | None = None, convention_hint: str | None = None,
+                  convention: str | None = None) -> Case:
     """Check that volumes form one case and build it.
 
     ``convention_hint`` ("2021" or "2023", e.g. from the file naming) decides the label convention of a
@@ -222,21 +238,23 @@ def assemble_case(case_id: str, images: Mapping[str, Volume], seg: Volume | None
         others.append((SEG_KEY, seg))
     for key, vol in others:
         check_same_grid(vol, ref, MODALITY_TITLES.get(key, "segmentation"), MODALITY_TITLES[ref_key])
-    convention = "2021"
+    used = "2021"
     if seg is not None:
-        seg, convention = normalise_labels(seg, hint=convention_hint)
-    return Case(case_id, dict(images), seg, convention, source, notes, dict(files or {}))
+        seg, used = normalise_labels(seg, convention, hint=convention_hint)
+    return Case(case_id, dict(images), seg, used, source, notes, dict(files or {}))
 
 
 # ------------------------------------------------------------------------------------------ discovery -------
 
 @dataclass(frozen=True)
 class CaseRef:
-    """A case found on disk, not yet loaded. ``files`` maps modality key (and "seg") to a path."""
+    """A case found on disk, not yet loaded. ``files`` maps modality key (and "seg", and "mask" in the 2013
+    layout) to a path; ``layout`` is "brats" (BraTS file naming) or "brats2013" (the DeepMedic 2013 folders)."""
 
     case_id: str
     folder: Path
     files: Mapping[str, Path]
+    layout: str = LAYOUT_BRATS
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -265,9 +283,12 @@ def _within(root: Path, path: Path) -> bool:
 
 
 def discover_cases(root: str | os.PathLike[str], max_depth: int = 6) -> list[CaseRef]:
-    """Find BraTS cases under ``root`` (2019/2020/2021 and 2023 naming, .nii and .nii.gz, nested folders).
+    """Find BraTS cases under ``root`` (2018/2019/2020/2021 and 2023 naming, .nii and .nii.gz, nested folders,
+    and the BraTS 2013 folders of DeepMedic: ``Flair_subtrMeanDivStd`` + ``T1c_subtrMeanDivStd`` + ``brainmask``).
 
-    Files are grouped by folder and case id; links that lead outside ``root`` are ignored. Reads no file.
+    Files are grouped by folder and case id; a case needs at least two modalities (a lone BraTS-like name,
+    e.g. a raw converter's ``..._t1.nii.gz``, is not a case). Links that lead outside ``root`` are ignored.
+    Reads no file.
 
     Raises:
         DataFolderError: ``root`` is not a folder.
@@ -277,11 +298,16 @@ def discover_cases(root: str | os.PathLike[str], max_depth: int = 6) -> list[Cas
         raise DataFolderError(f"expected a data folder, got {str(base)!r} which is not a folder")
     real_root = base.resolve()
     groups: dict[tuple[Path, str], dict[str, Path]] = {}
+    refs_2013: list[CaseRef] = []
     for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
         depth = len(Path(dirpath).relative_to(base).parts)
         if depth >= max_depth:
             dirnames[:] = []
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        layout_2013 = _layout_2013_files(Path(dirpath), filenames, real_root)
+        if layout_2013:
+            refs_2013.append(CaseRef(Path(dirpath).name, Path(dirpath), layout_2013, LAYOUT_2013))
+            continue
         for fname in filenames:
             if fname.startswith("."):  # hidden files, e.g. macOS "._<name>" resource forks next to each image
                 continue
@@ -294,8 +320,17 @@ def discover_cases(root: str | os.PathLike[str], max_depth: int = 6) -> list[Cas
             case_id, key = parsed
             groups.setdefault((Path(dirpath), case_id), {})[key] = path
     refs = [CaseRef(cid, folder, files) for (folder, cid), files in groups.items()
-            if any(k in files for k in MODALITIES)]
+            if sum(k in files for k in MODALITIES) >= MIN_DISCOVERED_MODALITIES] + refs_2013
     return sorted(refs, key=lambda r: (r.case_id, str(r.folder)))
+
+
+def _layout_2013_files(folder: Path, filenames: list[str], real_root: Path) -> dict[str, Path]:
+    """Files of a BraTS 2013 (DeepMedic) case folder by key, or {} when the folder is not one (it needs
+    FLAIR, T1c and the brain mask)."""
+    stems = {re.sub(_NIFTI_EXT, "", f, flags=re.IGNORECASE): f for f in filenames if re.search(_NIFTI_EXT, f)}
+    found = {key: folder / stems[stem] for key, stem in _LAYOUT_2013_FILES.items() if stem in stems}
+    found = {k: p for k, p in found.items() if _within(real_root, p)}
+    return found if {"flair", "t1ce", MASK_KEY} <= set(found) else {}
 
 
 def safe_case_ref(root: str | os.PathLike[str], case_id: str) -> CaseRef:
@@ -320,9 +355,25 @@ def load_case(ref: CaseRef, required: Iterable[str] = (), notes: str = "") -> Ca
     for key in ref.modalities:
         images[key] = _load_named(ref.files[key])
     seg = _load_named(ref.files[SEG_KEY]) if ref.has_seg else None
+    if ref.layout == LAYOUT_2013:
+        return _assemble_2013(ref, images, seg, required, notes)
     return assemble_case(ref.case_id, images, seg, required=required, source=str(ref.folder), notes=notes,
                          files={k: str(p) for k, p in ref.files.items()},
                          convention_hint=naming_convention(ref.files[SEG_KEY].name) if ref.has_seg else None)
+
+
+def _assemble_2013(ref: CaseRef, images: dict[str, Volume], seg: Volume | None, required: Iterable[str],
+                   notes: str) -> Case:
+    """A BraTS 2013 (DeepMedic) case: voxels outside ``brainmask`` set to 0 (its z-scored images hold a constant
+    negative background), labels mapped from the 2013 scheme (3, non-enhancing core, becomes 1)."""
+    mask_vol = _load_named(ref.files[MASK_KEY])
+    check_same_grid(mask_vol, next(iter(images.values())), "the brain mask", "the images")
+    brain = np.asarray(mask_vol.data) > 0.5
+    masked = {k: v.with_data(np.where(brain, np.asarray(v.data, dtype=np.float32), 0.0).astype(np.float32))
+              for k, v in images.items()}
+    note = notes or "BraTS 2013 labels (non-enhancing core counted as NCR/NET); z-scored FLAIR and T1c only."
+    return assemble_case(ref.case_id, masked, seg, required=required, source=str(ref.folder), notes=note,
+                         files={k: str(p) for k, p in ref.files.items()}, convention="2013")
 
 
 def naming_convention(file_name: str) -> str | None:

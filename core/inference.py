@@ -18,7 +18,9 @@ import numpy as np
 
 from core.cases import Case
 from core.model import LoadedModel
+from core.postprocess import PostprocessSpec, apply
 from core.preprocess import Prepared, classes_to_labels, prepare_case, probabilities_to_grid
+from core.quality import QualityFlag, QualityModel, flag, intensity_quantiles, measure
 
 ProgressFn = Callable[[float, str], None]
 _LOCKS: dict[int, threading.Lock] = {}
@@ -39,6 +41,9 @@ class Prediction:
         model_name, model_sha256: the model that made it.
         tta: whether flip test-time augmentation was used.
         elapsed_s: wall time of the prediction in seconds.
+        quality: the quality flag (``core.quality``): "ok" or "review" with reasons.
+        missing: the model's modalities the case lacked (zero-filled).
+        postprocess: readable name of the post-processing applied to the labels.
     """
 
     labels: np.ndarray
@@ -48,6 +53,9 @@ class Prediction:
     model_sha256: str
     tta: bool
     elapsed_s: float
+    quality: QualityFlag | None = None
+    missing: tuple[str, ...] = ()
+    postprocess: str = "argmax"
 
 
 def _lock_for(loaded: LoadedModel) -> threading.Lock:
@@ -125,7 +133,7 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
         sel = zs[b * batch_size : (b + 1) * batch_size]
         if sel.size == 0:
             break
-        p, e = run_network(loaded, prep.slices[sel], tta)
+        p, e = run_network(loaded, prep.network_input(sel), tta)
         for k, z in enumerate(sel):
             grid = probabilities_to_grid(p[k], prep.box, (nx, ny))
             grid[grid < _F16_TINY] = 0.0  # float16 subnormals convert ~40x slower and carry no information here
@@ -139,13 +147,30 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
             progress((b + 1) / n_batches, f"segmented {min((b + 1) * batch_size, len(zs))} of {len(zs)} slices")
     if progress is not None and zs.size == 0:
         progress(1.0, "no slice holds brain: all background")
-    labels = np.ascontiguousarray(np.moveaxis(classes_to_labels(classes_z), 0, 2))
     probs = np.moveaxis(probs_z, 0, 2)
+    post: PostprocessSpec = loaded.postprocess or PostprocessSpec()
+    if post == PostprocessSpec():  # plain argmax: already taken slice by slice
+        labels = np.ascontiguousarray(np.moveaxis(classes_to_labels(classes_z), 0, 2))
+    else:
+        labels = apply(probs, case.spacing_mm, post)
     unc = np.moveaxis(unc_z, 0, 2) if unc_z is not None else None
+    quality = assess(loaded, case, prep, labels, probs)
     for arr in (labels, probs, unc):
         if arr is not None:
             arr.setflags(write=False)
-    return Prediction(labels, probs, unc, loaded.name, loaded.sha256, tta, time.perf_counter() - started)
+    return Prediction(labels, probs, unc, loaded.name, loaded.sha256, tta, time.perf_counter() - started,
+                      quality, prep.missing, post.label)
+
+
+def assess(loaded: LoadedModel, case: Case, prep: Prepared, labels: np.ndarray, probs: np.ndarray) -> QualityFlag:
+    """The quality flag of a prediction (``core.quality``) with the model's saved thresholds and reference."""
+    qmodel: QualityModel = loaded.quality or QualityModel(trained_for_missing=loaded.spec.modality_dropout > 0)
+    brain = np.zeros(case.shape, dtype=bool)
+    for vol in case.images.values():
+        brain |= np.asarray(vol.data) != 0
+    m = measure(labels, probs, brain, case.spacing_mm, intensity_quantiles(prep.slices),
+                qmodel.reference_quantiles, loaded.spec.channels, qmodel.thresholds.island_ml)
+    return flag(m, qmodel, prep.missing)
 
 
 def _entropy_to_grid(ent: np.ndarray, box: tuple[int, int, int, int], grid_xy: tuple[int, int]) -> np.ndarray:
@@ -171,7 +196,7 @@ def predict_slice(loaded: LoadedModel, prepared: Prepared, z: int, tta: bool = F
         probs = np.zeros((nx, ny, 4), dtype=np.float32)
         probs[..., 0] = 1.0
         return np.zeros((nx, ny), dtype=np.uint8), probs, (np.zeros((nx, ny), np.float32) if tta else None)
-    p, e = run_network(loaded, prepared.slices[z : z + 1], tta)
+    p, e = run_network(loaded, prepared.network_input(np.array([z])), tta)
     probs = probabilities_to_grid(p[0], prepared.box, (nx, ny))
     unc = _entropy_to_grid(e[0], prepared.box, (nx, ny)) if e is not None else None
     return classes_to_labels(np.argmax(probs, axis=-1)), probs, unc

@@ -147,7 +147,8 @@ def compile_model(model: Any, loss: str = "ce", learning_rate: float = 1e-3) -> 
 
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
-    """A model ready for prediction: the Keras model, its preprocessing spec, name, weight hash and card."""
+    """A model ready for prediction: the Keras model, its preprocessing spec, name, weight hash, card, and the
+    post-processing and quality-flag settings saved beside it (defaults when absent)."""
 
     model: Any
     spec: PreprocessSpec
@@ -155,6 +156,8 @@ class LoadedModel:
     sha256: str
     path: str
     card: dict = field(default_factory=dict)
+    postprocess: Any = None  # core.postprocess.PostprocessSpec
+    quality: Any = None  # core.quality.QualityModel
 
     @property
     def short_sha(self) -> str:
@@ -221,8 +224,12 @@ def load_model(path: str | Path, spec: PreprocessSpec | None = None) -> LoadedMo
             card = json.loads(card_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             card = {}
+    from core.postprocess import PostprocessSpec
+    from core.quality import QualityModel
+
     name = folder.name if weights.name in (WEIGHTS_NAME, "model.h5") else weights.stem
-    return LoadedModel(model, spec, name, file_sha256(weights), str(weights), card)
+    return LoadedModel(model, spec, name, file_sha256(weights), str(weights), card, PostprocessSpec.load(folder),
+                       QualityModel.load(folder, trained_for_missing=spec.modality_dropout > 0))
 
 
 def check_model_fits(model: Any, spec: PreprocessSpec) -> None:
@@ -232,10 +239,11 @@ def check_model_fits(model: Any, spec: PreprocessSpec) -> None:
         out_shape = tuple(model.outputs[0].shape)
     except (AttributeError, IndexError) as err:
         raise ModelError("expected a functional Keras model with one input and one output") from err
-    want_in = (spec.input_size, spec.input_size, len(spec.channels))
+    want_in = (spec.input_size, spec.input_size, spec.n_inputs)
     if len(in_shape) != 4 or tuple(in_shape[1:]) != want_in:
         raise ModelError(f"expected a model input of (batch, {want_in[0]}, {want_in[1]}, {want_in[2]}) for "
-                         f"channels {list(spec.channels)}, got {in_shape}")
+                         f"channels {list(spec.channels)} with {spec.context} context slice(s) each side, "
+                         f"got {in_shape}")
     if len(out_shape) != 4 or out_shape[-1] != N_CLASSES:
         raise ModelError(f"expected a model output of (batch, H, W, {N_CLASSES}) classes, got {out_shape}")
 

@@ -59,10 +59,16 @@ class TrainConfig:
     max_minutes: float = 0.0
     resume: bool = False
     steps_per_epoch: int = 0
+    cache_dir: str = ""  # slice cache folder (default: <out_dir>/cache); several runs may share one
+    context: int = 0  # neighbouring slices on each side as extra channels (2.5-D)
+    modality_dropout: float = 0.0  # per-sample probability of zero-filling some modalities
+    strong_augment: bool = False  # gamma, contrast, noise, blur and low-resolution augmentation
+    postprocess: str = ""  # post-processing saved with the model (core.postprocess.parse_variant), "" for none
 
     def spec(self) -> PreprocessSpec:
         return PreprocessSpec(channels=tuple(self.channels), input_size=self.input_size,
-                              normalisation=self.normalisation, crop=self.crop)
+                              normalisation=self.normalisation, crop=self.crop, context=self.context,
+                              modality_dropout=self.modality_dropout)
 
 
 # ---------------------------------------------------------------------------------------------- split ---
@@ -102,12 +108,16 @@ def split_cases(case_ids: list[str], fractions: tuple[float, float, float] = (0.
 # ------------------------------------------------------------------------------------------ slice cache ---
 
 def cache_case(ref: CaseRef, spec: PreprocessSpec, cache_dir: Path) -> tuple[Path, Path]:
-    """Preprocess one case once and store (Z, S, S, C) float16 inputs and (Z, S, S) uint8 classes as .npy."""
-    key = f"{ref.case_id}-{hashlib.sha256(spec.to_json().encode()).hexdigest()[:10]}"
+    """Preprocess one case once and store (Z, S, S, C) float16 inputs (one slice per modality; context slices
+    are stacked per batch) and (Z, S, S) uint8 classes as .npy. The key ignores what only training uses."""
+    from dataclasses import replace
+
+    slice_spec = replace(spec, context=0, modality_dropout=0.0)
+    key = f"{ref.case_id}-{hashlib.sha256(slice_spec.to_json().encode()).hexdigest()[:10]}"
     x_path, y_path = cache_dir / f"{key}_x.npy", cache_dir / f"{key}_y.npy"
     if x_path.is_file() and y_path.is_file():
         return x_path, y_path
-    case = load_case(ref, required=spec.channels)
+    case = load_case(ref)
     if case.seg is None:
         raise DataFolderError(f"expected a segmentation for training case {ref.case_id}, found none")
     prep = prepare_case(case, spec)
@@ -126,6 +136,8 @@ class SliceIndex:
     def __init__(self, files: list[tuple[Path, Path]], tumour_repeat: int = 1, brain_only: bool = True) -> None:
         self.xs = [np.load(x, mmap_mode="r", allow_pickle=False) for x, _ in files]
         self.ys = [np.load(y, mmap_mode="r", allow_pickle=False) for _, y in files]
+        # Which modalities each case holds (a zero-filled channel is a missing modality).
+        self.present = [tuple(bool(np.any(x[..., c])) for c in range(x.shape[-1])) for x in self.xs]
         pairs: list[tuple[int, int]] = []
         for ci, (x, y) in enumerate(zip(self.xs, self.ys, strict=True)):
             for z in range(x.shape[0]):
@@ -140,14 +152,17 @@ class SliceIndex:
         return len(self.pairs)
 
 
-def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
-                 bias_field: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Random flips, rotation (+-10 degrees), scaling (0.9-1.1) and per-channel intensity jitter; with
-    ``bias_field`` > 0, also (half the time) a smooth multiplicative field per channel of up to about
-    +-``bias_field``, as raw scanner intensities carry (applied in z-score space, see ``_bias_field``).
+def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, bias_field: float = 0.0,
+                 strong: bool = False, group: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Random flips, rotation (+-10 degrees), scaling (0.9-1.1) and per-modality intensity jitter; with
+    ``bias_field`` > 0, also (half the time) a smooth multiplicative field per modality of up to about
+    +-``bias_field``, as raw scanner intensities carry (applied in z-score space, see ``_bias_field``); with
+    ``strong``, also gamma, contrast, Gaussian noise, blur and low-resolution simulation (``_strong_intensity``).
 
     Args:
         x: (S, S, C) float32 input; y: (S, S) uint8 classes. Returns new arrays of the same shapes.
+        group: consecutive channels that are one modality (the 2.5-D context slices, 2k + 1): they share
+            every intensity change.
     """
     if rng.random() < 0.5:
         x, y = x[::-1], y[::-1]
@@ -162,18 +177,21 @@ def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
     xa = xa.reshape(size, size, -1)
     ya = cv2.warpAffine(np.ascontiguousarray(y), m, (size, size), flags=cv2.INTER_NEAREST,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    gain = rng.uniform(0.9, 1.1, size=xa.shape[-1]).astype(np.float32)
-    shift = rng.uniform(-0.1, 0.1, size=xa.shape[-1]).astype(np.float32)
+    n_mod = xa.shape[-1] // group
+    gain = np.repeat(rng.uniform(0.9, 1.1, size=n_mod), group).astype(np.float32)
+    shift = np.repeat(rng.uniform(-0.1, 0.1, size=n_mod), group).astype(np.float32)
     brain = np.any(xa != 0, axis=-1, keepdims=True)
     xa = xa * gain + shift
     if bias_field > 0 and rng.random() < 0.5:
-        xa = _bias_field(xa, rng, bias_field)
+        xa = _bias_field(xa, rng, bias_field, group)
+    if strong:
+        xa = _strong_intensity(xa, rng, group)
     xa = np.where(brain, xa, 0.0).astype(np.float32)
     return xa, ya
 
 
-def _bias_field(x: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-    """Apply a random second-order polynomial multiplicative field b(u, v) = exp(p(u, v)) per channel (its
+def _bias_field(x: np.ndarray, rng: np.random.Generator, strength: float, group: int = 1) -> np.ndarray:
+    """Apply a random second-order polynomial multiplicative field b(u, v) = exp(p(u, v)) per modality (its
     constant term is a slice-wide gain, as a bias field varying along the through-plane axis gives).
 
     Intensities I = mu + sigma * z scaled by b give z' = z * b + (mu / sigma) * (b - 1); mu / sigma of brain
@@ -184,17 +202,82 @@ def _bias_field(x: np.ndarray, rng: np.random.Generator, strength: float) -> np.
                        indexing="ij")
     basis = np.stack([np.ones_like(u), u, v, u * u, v * v, u * v])  # the constant term: through-plane bias
     out = np.empty_like(x)
-    for c in range(x.shape[-1]):
+    for m in range(x.shape[-1] // group):
         coef = rng.normal(0.0, strength / 2, size=basis.shape[0]).astype(np.float32)
         b = np.exp(np.clip(np.tensordot(coef, basis, axes=1), -2 * strength, 2 * strength))
         ratio = float(rng.uniform(1.0, 4.0))
-        out[..., c] = x[..., c] * b + ratio * (b - 1.0)
+        sl = slice(m * group, (m + 1) * group)
+        out[..., sl] = x[..., sl] * b[..., None] + ratio * (b[..., None] - 1.0)
+    return out
+
+
+def _strong_intensity(x: np.ndarray, rng: np.random.Generator, group: int = 1) -> np.ndarray:
+    """Intensity changes that another scanner or pipeline brings, each with its own probability:
+    gamma in [0.7, 1.5] on the brain's range (p 0.3, per modality), contrast x[0.75, 1.25] about the mean
+    (p 0.3, per modality), Gaussian blur sigma [0.5, 1.0] px (p 0.2), low resolution (down by 1.5-2x and up
+    again, p 0.2), Gaussian noise sigma [0, 0.1] (p 0.3). Works in z-score space on (S, S, C)."""
+    x = x.copy()
+    size = x.shape[0]
+    for m in range(x.shape[-1] // group):
+        sl = slice(m * group, (m + 1) * group)
+        ch = x[..., sl]
+        if not np.any(ch):
+            continue  # a missing modality stays zero
+        if rng.random() < 0.3:
+            lo, hi = float(ch.min()), float(ch.max())
+            if hi - lo > 1e-6:
+                gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.5))))
+                x[..., sl] = lo + (hi - lo) * ((ch - lo) / (hi - lo)) ** gamma
+        if rng.random() < 0.3:
+            mean = float(x[..., sl].mean())
+            x[..., sl] = (x[..., sl] - mean) * float(rng.uniform(0.75, 1.25)) + mean
+    if rng.random() < 0.2:
+        x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.5, 1.0))).reshape(x.shape)
+    if rng.random() < 0.2:
+        small = max(8, int(round(size / rng.uniform(1.5, 2.0))))
+        low = cv2.resize(x, (small, small), interpolation=cv2.INTER_LINEAR)  # INTER_AREA takes <= 4 channels
+        x = cv2.resize(low, (size, size), interpolation=cv2.INTER_LINEAR).reshape(x.shape)
+    if rng.random() < 0.3:
+        x = x + rng.normal(0.0, float(rng.uniform(0.0, 0.1)), size=x.shape).astype(np.float32)
+    return x.astype(np.float32)
+
+
+def drop_modalities(x: np.ndarray, channels: tuple[str, ...], present: tuple[bool, ...], rng: np.random.Generator,
+                    group: int = 1) -> np.ndarray:
+    """Zero-fill a random subset of the present modalities, keeping at least two, FLAIR or T1CE among them
+    (what inference accepts, ``core.preprocess.check_modalities``). Returns ``x`` unchanged when no such
+    subset exists.
+
+    Args:
+        x: (S, S, C * group) input, modality-major; channels: the modality of each group; present: whether the
+            case holds each modality.
+    """
+    from itertools import combinations
+
+    from core.preprocess import ANCHOR_MODALITIES, MIN_PRESENT_MODALITIES
+
+    have = [i for i, p in enumerate(present) if p]
+    keeps = [k for n in range(MIN_PRESENT_MODALITIES, len(have)) for k in combinations(have, n)
+             if any(channels[i] in ANCHOR_MODALITIES for i in k)]
+    if not keeps:
+        return x
+    keep = keeps[int(rng.integers(len(keeps)))]
+    out = x.copy()
+    for i in have:
+        if i not in keep:
+            out[..., i * group:(i + 1) * group] = 0.0
     return out
 
 
 def make_sequence(index: SliceIndex, batch_size: int, augment: bool, seed: int, shuffle: bool,
-                  n_classes: int = 4, steps: int = 0, bias_field: float = 0.0) -> Any:
-    """A ``keras.utils.PyDataset`` yielding (x, one-hot y) batches from a SliceIndex."""
+                  n_classes: int = 4, steps: int = 0, bias_field: float = 0.0, context: int = 0,
+                  channels: tuple[str, ...] = (), modality_dropout: float = 0.0, strong: bool = False) -> Any:
+    """A ``keras.utils.PyDataset`` yielding (x, one-hot y) batches from a SliceIndex: x (N, S, S, C * (2k+1))
+    with ``context`` = k slices each side (modality-major), augmented when ``augment``, modalities dropped
+    with probability ``modality_dropout`` per sample (needs ``channels``)."""
+    from core.preprocess import context_stack
+
+    group = 2 * context + 1
     from core.model import keras_module
 
     keras = keras_module()
@@ -220,10 +303,12 @@ def make_sequence(index: SliceIndex, batch_size: int, augment: bool, seed: int, 
             xb, yb = [], []
             for j in sel:
                 ci, z = index.pairs[int(j)]
-                x = np.asarray(index.xs[ci][z], dtype=np.float32)
+                x = context_stack(index.xs[ci], np.array([z]), context)[0]
                 y = np.asarray(index.ys[ci][z])
                 if augment:
-                    x, y = augment_pair(x, y, rng, bias_field)
+                    x, y = augment_pair(x, y, rng, bias_field, strong, group)
+                if modality_dropout > 0 and rng.random() < modality_dropout:
+                    x = drop_modalities(x, channels, index.present[ci], rng, group)
                 xb.append(x)
                 yb.append(y)
             x_arr = np.stack(xb)
@@ -440,7 +525,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             atomic_write_bytes(out / "split.json", json.dumps(split, indent=2).encode())
             atomic_write_bytes(out / "config.json", json.dumps(asdict(cfg), indent=2).encode())
             spec.save(out)
-        cache_dir = out / "cache"
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
         files = {cid: cache_case(by_id[cid], spec, cache_dir) for cid in split["train"] + split["val"]}
         train_index = SliceIndex([files[c] for c in split["train"]], cfg.tumour_repeat)
         val_index = SliceIndex([files[c] for c in split["val"]], 0) if split["val"] else None
@@ -452,8 +537,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             write_progress(out, strategy=name, replicas=int(strategy.num_replicas_in_sync))
         global_batch = cfg.batch_size * strategy.num_replicas_in_sync
         train_seq = make_sequence(train_index, global_batch, cfg.augment, cfg.seed, True, steps=cfg.steps_per_epoch,
-                                  bias_field=cfg.bias_field)
-        val_seq = make_sequence(val_index, global_batch, False, cfg.seed, False) if val_index else None
+                                  bias_field=cfg.bias_field, context=cfg.context, channels=tuple(cfg.channels),
+                                  modality_dropout=cfg.modality_dropout, strong=cfg.strong_augment)
+        val_seq = (make_sequence(val_index, global_batch, False, cfg.seed, False, context=cfg.context)
+                   if val_index else None)
         initial_epoch = 0
         last = out / "checkpoints" / "last.keras"
         with strategy.scope():
@@ -462,7 +549,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 state = json.loads((out / "checkpoints" / "state.json").read_text(encoding="utf-8"))
                 initial_epoch = int(state.get("epoch", 0))
             else:
-                model = build_unet(cfg.input_size, len(cfg.channels), cfg.base_filters, cfg.depth, cfg.dropout,
+                model = build_unet(cfg.input_size, spec.n_inputs, cfg.base_filters, cfg.depth, cfg.dropout,
                                    seed=cfg.seed)
                 compile_model(model, cfg.loss, cfg.learning_rate)
         callbacks = make_callbacks(cfg, out, len(train_seq), chief)
@@ -478,6 +565,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if best.is_file():
             model = keras.models.load_model(best, custom_objects=get_custom_objects(), safe_mode=True)
         save_for_inference(model, out, spec)
+        save_inference_settings(cfg, spec, out, [files[c][0] for c in split["train"]])
         history = read_history(out)
         card = build_card(cfg, split, spec, out, history, fit_s, time.time() - started, by_id)
         write_progress(out, status="finished", finished=time.time())
@@ -487,6 +575,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             status = "stopped" if isinstance(err, KeyboardInterrupt) else "failed"
             write_progress(out, status=status, error=str(err).splitlines()[0] if str(err) else type(err).__name__)
         raise
+
+
+def save_inference_settings(cfg: TrainConfig, spec: PreprocessSpec, out: Path, train_x: list[Path]) -> None:
+    """Write ``quality.json`` (the flag's thresholds and the training cases' intensity quantiles) and, when the
+    config names one, ``postprocess.json`` beside the weights."""
+    from core.postprocess import parse_variant
+    from core.quality import QualityModel, QualityThresholds, intensity_quantiles, reference_from
+
+    per_case = [intensity_quantiles(np.load(x, mmap_mode="r", allow_pickle=False)) for x in train_x]
+    QualityModel(QualityThresholds(), reference_from(per_case, spec.channels), spec.modality_dropout > 0).save(out)
+    if cfg.postprocess:
+        parse_variant(cfg.postprocess).save(out)
 
 
 def read_history(out_dir: str | Path) -> list[dict[str, float]]:
@@ -515,7 +615,7 @@ def evaluate_cases(model_dir: Path, refs: list[CaseRef]) -> list[dict[str, Any]]
     loaded = load_model(model_dir)
     rows = []
     for ref in refs:
-        case = load_case(ref, required=loaded.spec.channels)
+        case = load_case(ref)
         if case.seg is None:
             continue
         pred = predict_case(loaded, case)

@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output model folder, e.g. models/NAME")
     p.add_argument("--channels", type=_channels, default=("flair", "t1ce"), help="e.g. flair,t1ce (design default)")
     p.add_argument("--input-size", type=int, default=128)
-    p.add_argument("--normalisation", choices=("slice_max", "zscore_brain"), default="slice_max")
+    p.add_argument("--normalisation", choices=("slice_max", "zscore_brain", "robust_brain"), default="slice_max")
     p.add_argument("--crop", choices=("none", "brain_bbox"), default="none")
     p.add_argument("--base-filters", type=int, default=32)
     p.add_argument("--depth", type=int, default=4)
@@ -58,6 +58,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this wall time (0: no limit)")
     p.add_argument("--steps-per-epoch", type=int, default=0, help="cap batches per epoch (0: all)")
+    p.add_argument("--context", type=int, default=0, help="neighbouring slices each side as channels (2.5-D)")
+    p.add_argument("--modality-dropout", type=float, default=0.0,
+                   help="per-sample probability of zero-filling some modalities (trains for missing sequences)")
+    p.add_argument("--strong-augment", action="store_true",
+                   help="gamma, contrast, noise, blur and low-resolution intensity augmentation")
+    p.add_argument("--postprocess", default="",
+                   help="post-processing saved with the model, e.g. decoding=regions,min_island_ml=2,keep_within_mm=10")
+    p.add_argument("--cache-dir", default="", help="slice cache folder shared by runs (default: OUT/cache)")
     p.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
     p.set_defaults(run=run)
 
@@ -74,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
         loss=args.loss, split=args.split, val_cases=args.val_cases, test_cases=args.test_cases,
         exclude_cases=args.exclude_cases, seed=args.seed, augment=not args.no_augment,
         tumour_repeat=args.tumour_repeat, bias_field=args.bias_field, early_stopping_patience=args.patience, max_minutes=args.max_minutes,
-        resume=args.resume, steps_per_epoch=args.steps_per_epoch,
+        resume=args.resume, steps_per_epoch=args.steps_per_epoch, cache_dir=args.cache_dir,
+        context=args.context, modality_dropout=args.modality_dropout, strong_augment=args.strong_augment,
+        postprocess=args.postprocess,
     )
     card = train(cfg)
     if card:

@@ -1,0 +1,196 @@
+"""Cross-validation over every labelled shared case: per-case BraTS WT/TC/ET Dice and HD95, means, markdown.
+
+Usage:
+    python benchmarks/accuracy.py [--configs base full] [--stages train predict score] [--data ../shared/data]
+
+Folds: the seven complete cases and the five partial (FLAIR + T1c only) cases are split into three folds by
+patient (``FOLDS``). For each configuration and fold, a model is trained on the other folds' cases with
+``python -m core train`` (a separate process; a fold whose model folder is complete is not retrained), then
+it segments its own fold's cases and the TCIA example (raw intensities, pseudo-label; in no training set).
+Probabilities are stored (uint8, compressed) under ``work/cv/<config>/preds`` so that post-processing and the
+quality flag are chosen and scored on the same predictions without running a network again
+(``benchmarks/cv_analysis.py``). The score stage prints one markdown table per configuration and writes
+``work/cv/<config>/scores.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+REGIONS = ("WT", "TC", "ET")
+TCIA = "TCIA-example"
+# Three folds by patient. Brats18_2013_21_1 is 2013 patient 4, which is not in the partial set.
+FOLDS: tuple[tuple[str, ...], ...] = (
+    ("BraTS2021_00000", "BraTS2021_00005", "Brats18_2013_21_1", "brats_2013_pat0001_1", "brats_2013_pat0002_1"),
+    ("BraTS2021_00002", "BraTS2021_00006", "brats_2013_pat0003_1", "brats_2013_pat0005_1"),
+    ("BraTS2021_00003", "BraTS2021_00014", "brats_2013_pat0006_1"),
+)
+# The same number of gradient steps for every configuration (20 x 50 batches of 16), a wall-time cap as a guard.
+_EPOCHS = ["--epochs", "20", "--steps-per-epoch", "50", "--max-minutes", "12"]
+_COMMON = ["--crop", "brain_bbox", "--base-filters", "16", "--depth", "4", "--batch-size", "16",
+           "--loss", "ce_dice", "--split", "1,0,0", "--seed", "42"]
+CONFIGS: dict[str, dict] = {
+    # The recipe of the model shipped before this benchmark: 4 modalities, complete cases only.
+    "base": {"data": "brats/train", "args": ["--channels", "flair,t1ce,t1,t2", "--normalisation", "zscore_brain",
+                                             "--bias-field", "0.3", *_EPOCHS, *_COMMON]},
+    # 2.5-D context, modality dropout, partial cases in training, robust normalisation, stronger augmentation.
+    "full": {"data": "brats", "args": ["--channels", "flair,t1ce,t1,t2", "--normalisation", "robust_brain",
+                                       "--context", "1", "--modality-dropout", "0.3", "--bias-field", "0.3",
+                                       "--strong-augment", *_EPOCHS, *_COMMON]},
+    # As "full" without the 2.5-D context (one axial slice per input), to ablate the context.
+    "full_noctx": {"data": "brats", "args": ["--channels", "flair,t1ce,t1,t2", "--normalisation", "robust_brain",
+                                             "--context", "0", "--modality-dropout", "0.3", "--bias-field", "0.3",
+                                             "--strong-augment", *_EPOCHS, *_COMMON]},
+}
+
+
+def cv_dir(config: str) -> Path:
+    return ROOT / "work" / "cv" / config
+
+
+def all_cv_cases() -> list[str]:
+    return [c for fold in FOLDS for c in fold]
+
+
+def train_stage(config: str, data_root: Path) -> None:
+    spec = CONFIGS[config]
+    for k, fold in enumerate(FOLDS):
+        out = cv_dir(config) / f"fold{k}"
+        if (out / "model_card.json").is_file():
+            print(f"[{config}] fold {k}: trained already ({out})", flush=True)
+            continue
+        excluded = [*fold, TCIA]
+        cmd = [sys.executable, "-m", "core", "train", "--data", str(data_root / spec["data"]), "--out", str(out),
+               "--exclude-cases", ",".join(excluded), "--cache-dir", str(cv_dir(config) / "cache"), *spec["args"]]
+        print(f"[{config}] fold {k}: {' '.join(cmd[1:])}", flush=True)
+        started = time.time()
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        print(f"[{config}] fold {k}: trained in {time.time() - started:.0f} s", flush=True)
+
+
+def _refs(data_root: Path) -> dict:
+    from core.cases import discover_cases
+
+    return {r.case_id: r for r in discover_cases(data_root / "brats") if r.has_seg}
+
+
+def predict_stage(config: str, data_root: Path) -> None:
+    """Store each fold model's probabilities on its fold's cases and on TCIA (uint8 = round(255 p))."""
+    from core.cases import load_case
+    from core.inference import predict_case
+    from core.model import load_model
+
+    refs = _refs(data_root)
+    preds = cv_dir(config) / "preds"
+    preds.mkdir(parents=True, exist_ok=True)
+    for k, fold in enumerate(FOLDS):
+        loaded = None
+        for case_id in (*fold, TCIA):
+            path = preds / f"{case_id}__fold{k}.npz"
+            if path.is_file():
+                continue
+            if loaded is None:
+                loaded = load_model(cv_dir(config) / f"fold{k}")
+            case = load_case(refs[case_id])
+            started = time.perf_counter()
+            pred = predict_case(loaded, case)
+            q = np.rint(np.asarray(pred.probabilities, dtype=np.float32) * 255).astype(np.uint8)
+            np.savez_compressed(path, probs=q, seconds=time.perf_counter() - started)
+            print(f"[{config}] fold {k}: predicted {case_id} in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def load_prediction(config: str, case_id: str, fold: int) -> np.ndarray:
+    """(X, Y, Z, 4) float32 probabilities stored by the predict stage."""
+    with np.load(cv_dir(config) / "preds" / f"{case_id}__fold{fold}.npz") as f:
+        return f["probs"].astype(np.float32) / 255.0
+
+
+def fold_of(case_id: str) -> int:
+    for k, fold in enumerate(FOLDS):
+        if case_id in fold:
+            return k
+    raise KeyError(case_id)
+
+
+def evaluations(data_root: Path) -> list[tuple[str, int]]:
+    """(case id, fold model) pairs scored: each CV case by its own fold's model, TCIA by every fold model."""
+    return [(c, fold_of(c)) for c in all_cv_cases()] + [(TCIA, k) for k in range(len(FOLDS))]
+
+
+def score_rows(config: str, data_root: Path, postprocess: str = "none") -> list[dict]:
+    """Per-(case, fold) scores of the stored predictions after a post-processing variant."""
+    from core.cases import load_case
+    from core.metrics import score_case
+    from core.postprocess import decode
+
+    refs = _refs(data_root)
+    rows = []
+    gts: dict[str, tuple[np.ndarray, tuple[float, float, float], str]] = {}
+    for case_id, k in evaluations(data_root):
+        if case_id not in gts:
+            case = load_case(refs[case_id])
+            gts[case_id] = (np.asarray(case.seg.data), case.spacing_mm, ",".join(case.modalities))
+        gt, spacing, mods = gts[case_id]
+        labels = decode(load_prediction(config, case_id, k), spacing, postprocess)
+        s = score_case(labels, gt, spacing)
+        rows.append({"case_id": case_id, "fold": k, "modalities": mods,
+                     **{f"dice_{r}": round(s.regions[r].dice, 4) for r in REGIONS},
+                     **{f"hd95_{r}_mm": round(s.regions[r].hd95_mm, 2) for r in REGIONS}})
+    return rows
+
+
+def markdown_table(rows: list[dict], title: str) -> str:
+    lines = [f"**{title}**", "", "| case | fold | inputs | Dice WT | Dice TC | Dice ET | HD95 WT | HD95 TC | HD95 ET |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['case_id']} | {r['fold']} | {r['modalities']} | "
+                     + " | ".join(f"{r[f'dice_{g}']:.3f}" for g in REGIONS) + " | "
+                     + " | ".join(f"{r[f'hd95_{g}_mm']:.1f}" for g in REGIONS) + " |")
+    for name, sel in (("complete cases (7)", lambda r: r["case_id"].lower().startswith("brats") and "pat" not in r["case_id"]),
+                      ("partial FLAIR+T1c cases (5)", lambda r: "pat" in r["case_id"]),
+                      ("TCIA (raw intensities, pseudo-label; 3 fold models)", lambda r: r["case_id"] == TCIA)):
+        sub = [r for r in rows if sel(r)]
+        if sub:
+            lines.append(f"| **mean, {name}** | | | "
+                         + " | ".join(f"**{np.mean([r[f'dice_{g}'] for r in sub]):.3f}**" for g in REGIONS) + " | "
+                         + " | ".join(f"{np.mean([r[f'hd95_{g}_mm'] for r in sub]):.1f}" for g in REGIONS) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=["base", "full"], choices=sorted(CONFIGS))
+    parser.add_argument("--stages", nargs="+", default=["train", "predict", "score"],
+                        choices=("train", "predict", "score"))
+    parser.add_argument("--postprocess", default="none", help="post-processing variant for the score stage")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    args = parser.parse_args()
+    if not (args.data / "brats").is_dir():
+        print(f"error: expected the shared data folder with brats/ in {args.data}", file=sys.stderr)
+        return 2
+    for config in args.configs:
+        if "train" in args.stages:
+            train_stage(config, args.data)
+        if "predict" in args.stages:
+            predict_stage(config, args.data)
+        if "score" in args.stages:
+            rows = score_rows(config, args.data, args.postprocess)
+            (cv_dir(config) / f"scores_{args.postprocess}.json").write_text(json.dumps(rows, indent=2))
+            print(markdown_table(rows, f"{config}, post-processing {args.postprocess}"), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""From class probabilities to an anatomically plausible label map.
+
+Steps, each optional and chosen on the cross-validation table (``benchmarks/cv_analysis.py``); the chosen
+settings are saved beside a model as ``postprocess.json`` and read by inference:
+
+1. Decoding: per-voxel argmax over (background, NCR, ED, ET), or BraTS region decoding (WT where
+   P(NCR)+P(ED)+P(ET) > 0.5, TC inside it where P(NCR)+P(ET) > 0.5, ET inside TC where P(ET) > 0.5). Either
+   way the labels obey the BraTS hierarchy ET in TC in WT.
+2. Islands: whole-tumour connected components (26-connected) other than the largest are removed when they are
+   smaller than ``min_island_ml`` and farther than ``keep_within_mm`` from the largest.
+3. Tiny enhancing tumour: when the whole ET is smaller than ``min_et_ml``, it is relabelled NCR/NET (BraTS
+   scores an ET predicted where the reference has none as Dice 0).
+
+Arrays are on the case's RAS grid, (X, Y, Z); probabilities (X, Y, Z, 4); spacing in mm.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.config import CLASS_TO_LABEL, LABEL_ET, LABEL_NCR
+from core.errors import ModelError
+
+POSTPROCESS_FILE = "postprocess.json"
+DECODINGS = ("argmax", "regions")
+
+
+@dataclass(frozen=True)
+class PostprocessSpec:
+    """Post-processing settings (see the module docstring). The defaults change nothing but the decoding."""
+
+    decoding: str = "argmax"
+    min_island_ml: float = 0.0
+    keep_within_mm: float = 0.0
+    min_et_ml: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.decoding not in DECODINGS:
+            raise ModelError(f"expected decoding in {DECODINGS}, got {self.decoding!r}")
+        if min(self.min_island_ml, self.keep_within_mm, self.min_et_ml) < 0:
+            raise ModelError("expected non-negative post-processing thresholds, got a negative one")
+
+    @property
+    def label(self) -> str:
+        """A short readable name, e.g. "regions, islands < 2 mL beyond 10 mm, ET < 0.5 mL -> NCR"."""
+        parts = [self.decoding]
+        if self.min_island_ml > 0:
+            parts.append(f"islands < {self.min_island_ml:g} mL beyond {self.keep_within_mm:g} mm removed")
+        if self.min_et_ml > 0:
+            parts.append(f"ET < {self.min_et_ml:g} mL -> NCR")
+        return ", ".join(parts)
+
+    def save(self, folder: str | Path) -> Path:
+        from core.io import atomic_write_bytes
+
+        return atomic_write_bytes(Path(folder) / POSTPROCESS_FILE, json.dumps(asdict(self), indent=2).encode())
+
+    @classmethod
+    def load(cls, folder: str | Path) -> PostprocessSpec:
+        """The folder's ``postprocess.json``, or the plain argmax when there is none.
+
+        Raises:
+            ModelError: the file exists but cannot be read as settings.
+        """
+        path = Path(folder) / POSTPROCESS_FILE
+        if not path.is_file():
+            return cls()
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        except (OSError, json.JSONDecodeError, TypeError) as err:
+            raise ModelError(f"expected readable post-processing settings in {POSTPROCESS_FILE}, got {err}") from err
+
+
+def decode_labels(probs: np.ndarray, decoding: str = "argmax") -> np.ndarray:
+    """(X, Y, Z, 4) probabilities -> (X, Y, Z) uint8 labels 0/1/2/4."""
+    p = np.asarray(probs, dtype=np.float32)
+    if decoding == "argmax":
+        return np.asarray(CLASS_TO_LABEL, dtype=np.uint8)[np.argmax(p, axis=-1)]
+    wt = p[..., 1] + p[..., 2] + p[..., 3] > 0.5
+    tc = wt & (p[..., 1] + p[..., 3] > 0.5)
+    et = tc & (p[..., 3] > 0.5)
+    out = np.zeros(p.shape[:3], dtype=np.uint8)
+    out[wt] = 2
+    out[tc] = LABEL_NCR
+    out[et] = LABEL_ET
+    return out
+
+
+def remove_islands(labels: np.ndarray, spacing_mm: tuple[float, float, float], min_island_ml: float,
+                   keep_within_mm: float) -> np.ndarray:
+    """Remove whole-tumour components other than the largest that are smaller than ``min_island_ml`` and whose
+    nearest voxel is farther than ``keep_within_mm`` from the largest component. Returns a new array."""
+    from scipy import ndimage
+
+    out = np.array(labels, dtype=np.uint8, copy=True)
+    if min_island_ml <= 0:
+        return out
+    comps, n = ndimage.label(out > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    if n <= 1:
+        return out
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    sizes = np.bincount(comps.ravel())[1:]
+    main = int(np.argmax(sizes)) + 1
+    small = [i + 1 for i, s in enumerate(sizes) if i + 1 != main and s * voxel_ml < min_island_ml]
+    if not small:
+        return out
+    if keep_within_mm > 0:
+        dist = ndimage.distance_transform_edt(comps != main, sampling=spacing_mm)
+        mins = ndimage.minimum(dist, comps, small)
+        small = [c for c, d in zip(small, np.atleast_1d(mins), strict=True) if d > keep_within_mm]
+    if small:
+        out[np.isin(comps, small)] = 0
+    return out
+
+
+def apply(probs: np.ndarray, spacing_mm: tuple[float, float, float], spec: PostprocessSpec) -> np.ndarray:
+    """Decode probabilities and apply the spec's island and ET rules: (X, Y, Z) uint8 labels 0/1/2/4."""
+    labels = decode_labels(probs, spec.decoding)
+    labels = remove_islands(labels, spacing_mm, spec.min_island_ml, spec.keep_within_mm)
+    if spec.min_et_ml > 0:
+        et = labels == LABEL_ET
+        n_et = int(np.count_nonzero(et))
+        if 0 < n_et * float(np.prod(spacing_mm)) / 1000.0 < spec.min_et_ml:
+            labels[et] = LABEL_NCR
+    return labels
+
+
+def decode(probs: np.ndarray, spacing_mm: tuple[float, float, float], variant: str | PostprocessSpec) -> np.ndarray:
+    """``apply`` with a spec, or with a variant written as text: "none" (argmax), or comma-separated
+    ``key=value`` settings of ``PostprocessSpec`` (e.g. "decoding=regions,min_island_ml=2,keep_within_mm=10")."""
+    if isinstance(variant, PostprocessSpec):
+        return apply(probs, spacing_mm, variant)
+    return apply(probs, spacing_mm, parse_variant(variant))
+
+
+def parse_variant(text: str) -> PostprocessSpec:
+    """A ``PostprocessSpec`` from "none" or "key=value,key=value".
+
+    Raises:
+        ModelError: an unknown key or a bad value.
+    """
+    if text.strip() in ("", "none"):
+        return PostprocessSpec()
+    fields: dict[str, object] = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        key = key.strip()
+        if key not in PostprocessSpec.__dataclass_fields__:
+            raise ModelError(f"expected post-processing keys among {list(PostprocessSpec.__dataclass_fields__)}, "
+                             f"got {key!r}")
+        try:
+            fields[key] = value.strip() if key == "decoding" else float(value)
+        except ValueError as err:
+            raise ModelError(f"expected a number for {key}, got {value!r}") from err
+    return PostprocessSpec(**fields)  # type: ignore[arg-type]

@@ -1,0 +1,239 @@
+"""A quality flag on every prediction: ``ok`` or ``review``, with the reasons a reader can check.
+
+Measures (all from the case and the prediction, no reference label):
+- input out of the training distribution: voxel size far from the training data's 1 mm, a brain volume outside
+  the range of adult brains in BraTS space, and normalised brain intensities whose quantiles differ from those
+  of the model's training cases (``intensity_shift``, in z-score units);
+- missing modalities (zero-filled) when the model was not trained for them;
+- implausible output: a whole tumour mirrored across the brain's midline (bilateral symmetric "tumour"), many
+  separate tumour islands, a whole-tumour volume out of range;
+- high uncertainty: the mean normalised entropy of the class probabilities over the predicted tumour.
+
+The thresholds were chosen on the cross-validation table (``benchmarks/cv_analysis.py``) and are saved beside a
+model as ``quality.json`` together with the training cases' intensity quantiles. Arrays are (X, Y, Z) on the
+case's RAS grid (X runs left to right), probabilities (X, Y, Z, 4), spacing in mm.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.config import MODALITY_TITLES
+from core.errors import ModelError
+
+QUALITY_FILE = "quality.json"
+QUANTILES: tuple[float, ...] = (1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0)
+OK, REVIEW = "ok", "review"
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """Where a measure turns a prediction to ``review`` (chosen on the cross-validation table)."""
+
+    spacing_tolerance: float = 0.25  # relative difference of any voxel side from 1 mm
+    brain_ml_range: tuple[float, float] = (900.0, 2100.0)
+    max_intensity_shift: float = 0.6  # largest quantile difference from the training cases, z-score units
+    max_symmetry: float = 0.3  # fraction of whole tumour whose mirror across the midline is tumour too
+    max_islands: int = 4  # whole-tumour components of at least ``island_ml``
+    island_ml: float = 0.5
+    wt_ml_range: tuple[float, float] = (0.5, 300.0)
+    max_mean_entropy: float = 0.35  # normalised entropy averaged over predicted tumour voxels
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QualityThresholds:
+        known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class QualityModel:
+    """What the flag compares a case with: thresholds and the training cases' intensity quantiles.
+
+    Attributes:
+        thresholds: the flag's thresholds.
+        reference_quantiles: modality key -> normalised brain-intensity quantiles at ``QUANTILES`` averaged
+            over the training cases; empty when unknown (the intensity measure is then skipped).
+        trained_for_missing: whether the model was trained with modality dropout.
+    """
+
+    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+    reference_quantiles: dict[str, list[float]] = field(default_factory=dict)
+    trained_for_missing: bool = False
+
+    def save(self, folder: str | Path) -> Path:
+        from core.io import atomic_write_bytes
+
+        body = {"thresholds": asdict(self.thresholds), "reference_quantiles": self.reference_quantiles,
+                "quantiles": list(QUANTILES), "trained_for_missing": self.trained_for_missing}
+        return atomic_write_bytes(Path(folder) / QUALITY_FILE, json.dumps(body, indent=2).encode())
+
+    @classmethod
+    def load(cls, folder: str | Path, trained_for_missing: bool = False) -> QualityModel:
+        """The folder's ``quality.json``, or default thresholds without an intensity reference.
+
+        Raises:
+            ModelError: the file exists but cannot be read.
+        """
+        path = Path(folder) / QUALITY_FILE
+        if not path.is_file():
+            return cls(trained_for_missing=trained_for_missing)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            return cls(QualityThresholds.from_dict(d.get("thresholds", {})),
+                       {k: [float(x) for x in v] for k, v in d.get("reference_quantiles", {}).items()},
+                       bool(d.get("trained_for_missing", trained_for_missing)))
+        except (OSError, json.JSONDecodeError, TypeError, ValueError) as err:
+            raise ModelError(f"expected a readable {QUALITY_FILE} beside the model, got {err}") from err
+
+
+@dataclass(frozen=True)
+class QualityFlag:
+    """``status`` "ok" or "review"; ``reasons`` one sentence per measure past its threshold; ``measures`` the
+    values (JSON-able); ``missing`` the modalities the case lacked."""
+
+    status: str
+    reasons: tuple[str, ...]
+    measures: dict[str, float]
+    missing: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "reasons": list(self.reasons), "measures": self.measures,
+                "missing_modalities": list(self.missing)}
+
+
+# ------------------------------------------------------------------------------------------- measures ---
+
+def intensity_quantiles(slices: np.ndarray) -> list[list[float] | None]:
+    """Per channel of a (Z, S, S, C) normalised stack, the brain (any channel non-zero) intensity quantiles at
+    ``QUANTILES``; None for an all-zero (missing) channel. Subsamples to at most ~200k voxels."""
+    brain = np.any(slices != 0, axis=-1)
+    vals = np.asarray(slices[brain], dtype=np.float32)
+    if vals.shape[0] > 200_000:
+        vals = vals[:: vals.shape[0] // 200_000]
+    out: list[list[float] | None] = []
+    for c in range(slices.shape[-1]):
+        v = vals[:, c] if vals.size else np.zeros(0, np.float32)
+        out.append([float(x) for x in np.percentile(v, QUANTILES)] if v.size and np.any(v) else None)
+    return out
+
+
+def reference_from(per_case: list[list[list[float] | None]], channels: tuple[str, ...]) -> dict[str, list[float]]:
+    """Average the per-case quantiles (``intensity_quantiles``) of training cases, per modality."""
+    ref: dict[str, list[float]] = {}
+    for c, key in enumerate(channels):
+        rows = [q[c] for q in per_case if q[c] is not None]
+        if rows:
+            ref[key] = [round(float(x), 4) for x in np.mean(rows, axis=0)]
+    return ref
+
+
+def intensity_shift(case_q: list[list[float] | None], reference: dict[str, list[float]],
+                    channels: tuple[str, ...]) -> tuple[float, str]:
+    """Largest absolute quantile difference (z-score units) of any present modality from the reference, and
+    that modality's key ("" when nothing to compare)."""
+    worst, worst_key = 0.0, ""
+    for c, key in enumerate(channels):
+        if case_q[c] is None or key not in reference:
+            continue
+        d = float(np.max(np.abs(np.asarray(case_q[c]) - np.asarray(reference[key]))))
+        if d > worst:
+            worst, worst_key = d, key
+    return worst, worst_key
+
+
+def symmetry_fraction(wt: np.ndarray, brain: np.ndarray) -> float:
+    """Fraction of whole-tumour voxels whose mirror image across the brain's mid-sagittal plane (the middle of
+    the brain's X extent) is tumour too; 0 for an empty tumour."""
+    n = int(np.count_nonzero(wt))
+    if n == 0:
+        return 0.0
+    xs = np.flatnonzero(brain.any(axis=(1, 2)))
+    if xs.size == 0:
+        return 0.0
+    c2 = int(xs[0] + xs[-1])  # mirror x -> c2 - x
+    x_idx = np.flatnonzero(wt.any(axis=(1, 2)))
+    hits = 0
+    for x in x_idx:
+        xm = c2 - x
+        if 0 <= xm < wt.shape[0]:
+            hits += int(np.count_nonzero(wt[x] & wt[xm]))
+    return hits / n
+
+
+def count_islands(wt: np.ndarray, spacing_mm: tuple[float, float, float], min_ml: float) -> int:
+    """Whole-tumour components (26-connected) of at least ``min_ml``."""
+    from scipy import ndimage
+
+    comps, n = ndimage.label(wt, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return 0
+    sizes = np.bincount(comps.ravel())[1:] * float(np.prod(spacing_mm)) / 1000.0
+    return int(np.count_nonzero(sizes >= min_ml))
+
+
+def mean_entropy(probs: np.ndarray, mask: np.ndarray) -> float:
+    """Mean normalised entropy (0..1) of (X, Y, Z, K) probabilities over ``mask``; 0 for an empty mask."""
+    if not np.any(mask):
+        return 0.0
+    p = np.asarray(probs[mask], dtype=np.float32)
+    ent = -np.sum(p * np.log(np.clip(p, 1e-7, 1.0)), axis=-1) / np.log(p.shape[-1])
+    return float(np.mean(ent))
+
+
+def measure(labels: np.ndarray, probs: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float, float],
+            case_quantiles: list[list[float] | None], reference: dict[str, list[float]],
+            channels: tuple[str, ...], island_ml: float = 0.5) -> dict[str, float]:
+    """Every measure of the flag as a JSON-able dict (volumes in mL)."""
+    wt = labels > 0
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    shift, shift_key = intensity_shift(case_quantiles, reference, channels)
+    return {
+        "max_spacing_deviation": round(float(max(abs(s - 1.0) for s in spacing_mm)), 4),
+        "brain_ml": round(float(np.count_nonzero(brain)) * voxel_ml, 1),
+        "intensity_shift": round(shift, 3),
+        "intensity_shift_modality": shift_key,  # type: ignore[dict-item]
+        "wt_ml": round(float(np.count_nonzero(wt)) * voxel_ml, 2),
+        "symmetry": round(symmetry_fraction(wt, brain), 3),
+        "islands": count_islands(wt, spacing_mm, island_ml),
+        "mean_entropy": round(mean_entropy(probs, wt), 3),
+    }
+
+
+def flag(measures: dict[str, float], model: QualityModel, missing: tuple[str, ...] = ()) -> QualityFlag:
+    """Turn measures into ``ok``/``review`` with one reason per threshold crossed."""
+    t = model.thresholds
+    m = measures
+    reasons: list[str] = []
+    if m["max_spacing_deviation"] > t.spacing_tolerance:
+        reasons.append(f"input: voxel size differs from the training data's 1 mm by up to "
+                       f"{m['max_spacing_deviation']:.2f} mm; the model expects BraTS-preprocessed 1 mm images")
+    lo, hi = t.brain_ml_range
+    if not lo <= m["brain_ml"] <= hi:
+        reasons.append(f"input: brain volume {m['brain_ml']:.0f} mL is outside {lo:.0f}-{hi:.0f} mL (not a "
+                       "skull-stripped whole brain in BraTS space?)")
+    if m["intensity_shift"] > t.max_intensity_shift:
+        key = str(m.get("intensity_shift_modality", ""))
+        reasons.append(f"input: {MODALITY_TITLES.get(key, key)} intensities differ from the training cases "
+                       f"(quantile shift {m['intensity_shift']:.2f} > {t.max_intensity_shift:.2f} z); raw or "
+                       "differently processed images are segmented less reliably")
+    if missing and not model.trained_for_missing:
+        reasons.append(f"input: {', '.join(MODALITY_TITLES[k] for k in missing)} missing and zero-filled; this "
+                       "model was not trained for missing modalities")
+    if m["symmetry"] > t.max_symmetry:
+        reasons.append(f"output: {m['symmetry']:.0%} of the tumour is mirrored across the midline (bilateral, "
+                       "symmetric 'tumour' is usually normal anatomy painted as tumour)")
+    if m["islands"] > t.max_islands:
+        reasons.append(f"output: {int(m['islands'])} separate tumour regions of {t.island_ml:g} mL or more "
+                       f"(more than {t.max_islands})")
+    wlo, whi = t.wt_ml_range
+    if not wlo <= m["wt_ml"] <= whi:
+        reasons.append(f"output: whole-tumour volume {m['wt_ml']:.1f} mL is outside {wlo:g}-{whi:g} mL")
+    if m["mean_entropy"] > t.max_mean_entropy:
+        reasons.append(f"output: high uncertainty over the tumour (mean normalised entropy {m['mean_entropy']:.2f}"
+                       f" > {t.max_mean_entropy:.2f})")
+    return QualityFlag(REVIEW if reasons else OK, tuple(reasons), dict(measures), tuple(missing))
