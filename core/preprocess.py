@@ -169,11 +169,12 @@ def check_modalities(available: tuple[str, ...] | list[str], channels: tuple[str
     titles = ", ".join(MODALITY_TITLES[c] for c in present) or "none"
     if len(channels) <= MIN_PRESENT_MODALITIES:
         raise CaseError(f"expected the model's modalities {[MODALITY_TITLES[c] for c in channels]}, "
-                        f"got only {titles}")
+                        f"missing {[MODALITY_TITLES[c] for c in missing]}")
     anchor = [c for c in ANCHOR_MODALITIES if c in channels]
     if len(present) < MIN_PRESENT_MODALITIES or (anchor and not any(c in present for c in anchor)):
         raise CaseError(f"expected FLAIR or T1CE plus at least one other of "
-                        f"{[MODALITY_TITLES[c] for c in channels]}, got only {titles}")
+                        f"{[MODALITY_TITLES[c] for c in channels]}, got only {titles} "
+                        f"(missing {[MODALITY_TITLES[c] for c in missing]})")
     return missing
 
 

@@ -187,6 +187,7 @@ def test_header_summary_reports_a_bad_file_without_raising(tmp_path: Path) -> No
     folder = tmp_path / "BraTS2021_00001"
     folder.mkdir()
     (folder / "BraTS2021_00001_flair.nii.gz").write_bytes(b"\x1f\x8bnot really gzip")
+    (folder / "BraTS2021_00001_t1.nii.gz").write_bytes(b"\x1f\x8bnot really gzip either")
     summary = discover_cases(tmp_path)[0].header_summary()
     assert summary["shape"] == "?" and "gzip" in str(summary["error"])
 

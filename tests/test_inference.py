@@ -60,9 +60,23 @@ def test_predict_case_labels_probabilities_and_empty_slices(tiny_loaded: LoadedM
 
 def test_predict_case_without_a_needed_modality(tiny_loaded: LoadedModel) -> None:
     case = synthetic_case()
-    partial = assemble_case("p", {k: v for k, v in case.images.items() if k != "t1ce"})
+    too_little = assemble_case("p", {k: v for k, v in case.images.items() if k not in ("flair", "t1ce")})
+    with pytest.raises(CaseError, match="FLAIR or T1CE"):
+        predict_case(tiny_loaded, too_little)
+    only_one = assemble_case("p", {"flair": case.images["flair"]})
     with pytest.raises(CaseError, match="missing"):
-        predict_case(tiny_loaded, partial)
+        predict_case(tiny_loaded, only_one)
+
+
+def test_predict_case_with_missing_modalities_says_which(tiny_loaded: LoadedModel) -> None:
+    case = synthetic_case()
+    partial = assemble_case("p", {k: v for k, v in case.images.items() if k in ("flair", "t1ce")})
+    pred = predict_case(tiny_loaded, partial)
+    assert pred.missing == tuple(c for c in tiny_loaded.spec.channels if c not in ("flair", "t1ce"))
+    assert pred.quality is not None and pred.quality.missing == pred.missing
+    if not tiny_loaded.spec.modality_dropout:  # a model not trained for it is flagged
+        assert pred.quality.status == "review"
+        assert any("not trained for missing" in r for r in pred.quality.reasons)
 
 
 def test_tta_uncertainty_in_unit_range(tiny_loaded: LoadedModel) -> None:

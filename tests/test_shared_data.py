@@ -16,16 +16,48 @@ from core.io import load_volume
 pytestmark = pytest.mark.shared
 
 _ROOT = shared_data_dir()
-_REFS: list[CaseRef] = discover_cases(_ROOT / "brats") if _ROOT and (_ROOT / "brats").is_dir() else []
+_ALL: list[CaseRef] = discover_cases(_ROOT / "brats") if _ROOT and (_ROOT / "brats").is_dir() else []
+_REFS = [r for r in _ALL if "partial" not in r.folder.parts]
+_PARTIAL = [r for r in _ALL if "partial" in r.folder.parts]
+_PARTIAL_PARAMS = [pytest.param(r, id=r.case_id) for r in _PARTIAL] or [
+    pytest.param(None, id="no-shared-data", marks=pytest.mark.skip(reason=SKIP_SHARED))]
 _CASE_PARAMS = [pytest.param(r, id=r.case_id) for r in _REFS] or [
     pytest.param(None, id="no-shared-data", marks=pytest.mark.skip(reason=SKIP_SHARED))]
 
 
 def test_shared_data_present(shared_data: Path) -> None:
-    """Ten cases as the README lists: six training, three validation (one BraTS 2023), one TCIA example."""
-    ids = {r.case_id for r in discover_cases(shared_data / "brats")}
-    assert {"BraTS2021_00000", "BraTS19_TCIA10_311_1", "BraTS-GLI-00001-000", "TCIA-example"} <= ids
-    assert len(ids) == 10
+    """As the data README lists: 7 complete labelled cases (one with BraTS 2018 naming), 5 partial (FLAIR + T1c,
+    BraTS 2013 layout), 3 unlabelled validation cases (one BraTS 2023), 1 TCIA example with a pseudo-label."""
+    refs = discover_cases(shared_data / "brats")
+    ids = {r.case_id for r in refs}
+    assert {"BraTS2021_00000", "Brats18_2013_21_1", "BraTS19_TCIA10_311_1", "BraTS-GLI-00001-000",
+            "TCIA-example", "brats_2013_pat0001_1"} <= ids
+    assert len(ids) == len(refs) == 16
+    complete = [r for r in refs if r.has_seg and r.modalities == ("flair", "t1", "t1ce", "t2")]
+    assert len(complete) == 8  # 7 expert-labelled + TCIA's pseudo-label
+    partial = [r for r in refs if r.layout == "brats2013"]
+    assert len(partial) == 5 and all(r.modalities == ("flair", "t1ce") and r.has_seg for r in partial)
+    assert sum(not r.has_seg for r in refs) == 3
+
+
+def test_raw_study_is_not_mistaken_for_cases(shared_data: Path) -> None:
+    """The raw converter names (``..._t1.nii.gz``, ``..._t2.nii.gz``) hold one modality each: no case."""
+    assert discover_cases(shared_data / "raw") == []
+
+
+@pytest.mark.parametrize("ref", _PARTIAL_PARAMS)
+def test_partial_case_loads(shared_data: Path, ref: CaseRef) -> None:
+    """BraTS 2013 labels (3 = non-enhancing core) become NCR/NET; background outside the brain mask is 0."""
+    case = load_case(ref)
+    assert case.modalities == ("flair", "t1ce") and case.label_convention == "2013"
+    stored = np.asarray(nib.load(ref.files["seg"]).dataobj)
+    labels = np.asarray(case.seg.data)
+    assert set(np.unique(labels).tolist()) <= VALID_LABELS
+    np.testing.assert_array_equal(labels == 1, np.isin(stored, (1, 3))[::-1, ::-1, :])
+    np.testing.assert_array_equal(labels == 4, (stored == 4)[::-1, ::-1, :])
+    brain = np.asarray(nib.load(ref.files["mask"]).dataobj)[::-1, ::-1, :] > 0.5
+    flair = np.asarray(case.images["flair"].data)
+    assert not np.any(flair[~brain]) and np.count_nonzero(flair[brain]) > 0.99 * brain.sum()
 
 
 @pytest.mark.parametrize("ref", _CASE_PARAMS)
