@@ -276,6 +276,8 @@ class ReportInputs:
         seg_sha256: SHA-256 of the segmentation file when it came from a file.
         created_utc: time stamp of the report (default: now).
         notes: free text (e.g. "TTA on"; the case's notes are added).
+        quality: the model's quality flag as ``core.quality.QualityFlag.to_dict()`` (status, reasons,
+            measures, missing_modalities), or None when the segmentation did not come from the model.
     """
 
     case: Case
@@ -289,6 +291,7 @@ class ReportInputs:
     created_utc: datetime | None = None
     notes: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
+    quality: Mapping[str, Any] | None = None
 
 
 def _flat_scores(scores: Any) -> dict[str, float]:
@@ -372,6 +375,21 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _quality_section(pdf: Any, quality: Mapping[str, Any], corrected: bool) -> None:
+    """The model's quality flag: OK in green or REVIEW in red, with its reasons."""
+    review = quality.get("status") == "review"
+    _section(pdf, "Quality check of the model's prediction" + (" (before the corrections)" if corrected else ""))
+    pdf.set_font("Helvetica", "B", 10)
+    pdf.set_text_color(*((170, 0, 0) if review else (0, 120, 40)))
+    pdf.multi_cell(0, 5, latin1("REVIEW - check this segmentation before using its volumes" if review else
+                                "OK - no warning sign found (this is not a guarantee of accuracy)"),
+                   new_x="LMARGIN", new_y="NEXT")
+    pdf.set_text_color(0, 0, 0)
+    pdf.set_font("Helvetica", "", 8.5)
+    for reason in quality.get("reasons", []):
+        pdf.multi_cell(0, 4.2, latin1(f"- {reason}"), new_x="LMARGIN", new_y="NEXT")
+
+
 def build_pdf(inputs: ReportInputs) -> bytes:
     """The PDF report of one case as bytes (writes nothing).
 
@@ -424,9 +442,14 @@ def build_pdf(inputs: ReportInputs) -> bytes:
     _kv(pdf, "Corrected by hand", "yes - manual corrections applied after the model" if inputs.corrected else "no")
     _kv(pdf, "Voxel size (mm)", " x ".join(f"{s:g}" for s in case.spacing_mm)
         + f"   (voxel volume {ref.voxel_volume_ml * 1000:g} mm^3)")
+    missing = [MODALITY_TITLES.get(k, k) for k in (inputs.quality or {}).get("missing_modalities", [])]
+    _kv(pdf, "Input sequences", ", ".join(MODALITY_TITLES[k] for k in case.modalities)
+        + (f"   (missing: {', '.join(missing)} - segmented without them)" if missing else ""))
     notes = "; ".join(n for n in (case.notes, inputs.notes) if n)
     if notes:
         _kv(pdf, "Notes", notes)
+    if inputs.quality is not None:
+        _quality_section(pdf, inputs.quality, inputs.corrected)
 
     _section(pdf, "Volumes")
     has_gt = inputs.gt_labels is not None

@@ -204,9 +204,11 @@ def most_tumour_z(labels: np.ndarray | None) -> int | None:
 
 # ---------------------------------------------------------------------------------------------- report ---
 
-def report_pdf_bytes(case: Case, source: ReportSource, scores: Any = None, notes: str = "") -> bytes:
+def report_pdf_bytes(case: Case, source: ReportSource, scores: Any = None, notes: str = "",
+                     quality: dict | None = None) -> bytes:
     """The PDF report of ``case`` for the labels of ``source`` (with the case's ground truth and ``scores``
-    beside them when the source is not the ground truth itself)."""
+    beside them when the source is not the ground truth itself, and the model's quality flag ``quality``,
+    a ``QualityFlag.to_dict()``, when the source is the model's)."""
     from core.report import ReportInputs, build_pdf
 
     is_gt = source.kind == SOURCE_GROUND_TRUTH
@@ -216,7 +218,7 @@ def report_pdf_bytes(case: Case, source: ReportSource, scores: Any = None, notes
         model_name=source.model_name or ("Reference segmentation file (no model)" if is_gt else "unknown model"),
         model_sha256=source.model_sha256 or "n/a", corrected=source.corrected, gt_labels=gt,
         scores=None if is_gt else scores, seg_sha256=case.seg.sha256 if is_gt and case.seg is not None else "",
-        notes=notes)
+        notes=notes, quality=None if is_gt else quality)
     return build_pdf(inputs)
 
 

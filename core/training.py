@@ -178,6 +178,8 @@ def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, bias_fi
     ya = cv2.warpAffine(np.ascontiguousarray(y), m, (size, size), flags=cv2.INTER_NEAREST,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     n_mod = xa.shape[-1] // group
+    # a missing (all-zero) modality stays zero whatever the intensity changes do
+    present = np.repeat([bool(np.any(xa[..., m * group:(m + 1) * group])) for m in range(n_mod)], group)
     gain = np.repeat(rng.uniform(0.9, 1.1, size=n_mod), group).astype(np.float32)
     shift = np.repeat(rng.uniform(-0.1, 0.1, size=n_mod), group).astype(np.float32)
     brain = np.any(xa != 0, axis=-1, keepdims=True)
@@ -186,7 +188,7 @@ def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, bias_fi
         xa = _bias_field(xa, rng, bias_field, group)
     if strong:
         xa = _strong_intensity(xa, rng, group)
-    xa = np.where(brain, xa, 0.0).astype(np.float32)
+    xa = np.where(brain & present, xa, 0.0).astype(np.float32)
     return xa, ya
 
 

@@ -278,6 +278,27 @@ def cached_scores(case: Case, labels: Any) -> Any:
                           tuple(case.spacing_mm))
 
 
+# ---- the quality flag, shown next to every whole-volume result ------------------------------------------------
+def show_quality(prediction: Any) -> None:
+    """The prediction's quality flag: a green "ok" line or an orange "review" box with its reasons, and which
+    modalities were missing."""
+    from core.config import MODALITY_TITLES
+
+    q = getattr(prediction, "quality", None)
+    missing = tuple(getattr(prediction, "missing", ()) or ())
+    if missing:
+        st.info(f"Segmented without {', '.join(MODALITY_TITLES[k] for k in missing)}: this case lacks "
+                f"{'it' if len(missing) == 1 else 'them'} (zero-filled for the model).", icon=":material/info:")
+    if q is None:
+        return
+    if q.status == "review":
+        st.warning("**Quality check: review.** Check this segmentation before using its volumes:\n"
+                   + "\n".join(f"- {r}" for r in q.reasons), icon=":material/warning:")
+    else:
+        st.success("**Quality check: ok.** No warning sign found (input like the training data, plausible "
+                   "output, low uncertainty); this is not a guarantee of accuracy.", icon=":material/verified:")
+
+
 # ---- audit and whole-volume segmentation shared by the segmentation and report pages -------------------------
 def audit_event(case: Case, event: str, model_sha: str, /, **extra: Any) -> None:
     """Append an audit event ``event`` (segment, correct, export_pdf, ...) for ``case``; ``extra`` may hold any

@@ -130,6 +130,7 @@ if pred is not None:
     if bool(pred.tta) != bool(tta):
         status += " The TTA setting has changed since: segment again to apply it."
     st.caption(status)
+    ui.show_quality(pred)
 if saved is not None and saved.corrected:
     st.success(f"Corrected by hand: {saved.strokes} stroke(s) applied"
                + (f" to the prediction of model `{saved.model_sha256[:12]}`" if saved.model_sha256 else "")

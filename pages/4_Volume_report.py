@@ -79,6 +79,10 @@ else:
         st.success("Corrected by hand on the Segmentation page: the report says so.", icon=":material/brush:")
 if case.notes:
     st.caption(f"Case note: {case.notes}")
+quality = None
+if source.kind != segstate.SOURCE_GROUND_TRUTH and getattr(prediction, "quality", None) is not None:
+    quality = prediction.quality.to_dict()
+    ui.show_quality(prediction)
 
 # ---- volumes ---------------------------------------------------------------------------------------------------
 with_gt = gt is not None and source.kind != segstate.SOURCE_GROUND_TRUTH
@@ -144,7 +148,7 @@ def _audited(event: str, build: Callable[[], bytes]) -> Callable[[], bytes]:
 
 csv_bytes = table_csv(rows, case.case_id)
 d1, d2, d3 = st.columns(3)
-d1.download_button("PDF summary", data=_audited("export_pdf", lambda: segstate.report_pdf_bytes(case, source, scores, notes)),
+d1.download_button("PDF summary", data=_audited("export_pdf", lambda: segstate.report_pdf_bytes(case, source, scores, notes, quality)),
                    file_name=report_file_name(case.case_id, "report.pdf"), mime="application/pdf",
                    icon=":material/picture_as_pdf:", width="stretch", key="report_dl_pdf", on_click="ignore")
 d2.download_button("Volume table (CSV)", data=_audited("export_csv", lambda: csv_bytes),

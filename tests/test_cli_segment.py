@@ -51,6 +51,8 @@ def test_segment_one_lps_case(tmp_path: Path, model_dir: Path, capsys: pytest.Ca
     assert set(summary["volumes_ml"]) == {"NCR", "ED", "ET", "WT", "TC"}
     assert set(summary["time_s"]) >= {"load", "predict", "write", "model_load"}
     assert "not for clinical diagnosis" in summary["disclaimer"]
+    assert summary["quality"]["status"] in ("ok", "review") and isinstance(summary["quality"]["reasons"], list)
+    assert summary["missing_modalities"] == [] and summary["postprocess"] == "argmax"
 
     src = nib.load(str(case / "BraTS2021_00042_flair.nii.gz"))
     seg_path = out / "BraTS2021_00042_seg.nii.gz"
@@ -94,8 +96,9 @@ def test_segment_a_folder_of_cases(tmp_path: Path, model_dir: Path, capsys: pyte
     summaries = _lines(capsys.readouterr().out)
     assert sorted(s["case_id"] for s in summaries) == ["BraTS-GLI-00002-000", "BraTS2021_00001"]
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["BraTS-GLI-00002-000_prob.nii.gz", "BraTS-GLI-00002-000_seg.nii.gz",
-                     "BraTS2021_00001_prob.nii.gz", "BraTS2021_00001_seg.nii.gz"]
+    assert names == ["BraTS-GLI-00002-000_prob.nii.gz", "BraTS-GLI-00002-000_quality.json",
+                     "BraTS-GLI-00002-000_seg.nii.gz", "BraTS2021_00001_prob.nii.gz", "BraTS2021_00001_quality.json",
+                     "BraTS2021_00001_seg.nii.gz"]
     assert all("uncertainty" not in s["outputs"] for s in summaries)
 
 
@@ -103,13 +106,13 @@ def test_folder_mode_reports_a_bad_case_and_segments_the_rest(tmp_path: Path, mo
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     make_case_dir(data, "BraTS2021_00001", shape=SHAPE, seed=1)
-    make_case_dir(data, "BraTS2021_00002", shape=SHAPE, seed=2, modalities=("flair", "t1", "t1ce"))
+    make_case_dir(data, "BraTS2021_00002", shape=SHAPE, seed=2, modalities=("t1", "t2"))
     code = main(["segment", str(data), "--out", str(tmp_path / "out"), "--model", str(model_dir)])
     captured = capsys.readouterr()
     assert code == 1
     assert [s["case_id"] for s in _lines(captured.out)] == ["BraTS2021_00001"]
     errors = captured.err.strip().splitlines()
-    assert len(errors) == 1 and errors[0].startswith("error: BraTS2021_00002:") and "T2" in errors[0]
+    assert len(errors) == 1 and errors[0].startswith("error: BraTS2021_00002:") and "FLAIR or T1CE" in errors[0]
 
 
 def _one_error_line(err: str) -> str:
@@ -119,15 +122,31 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-def test_missing_modality_exits_2(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    case = make_case_dir(tmp_path, "BraTS2021_00003", shape=SHAPE, modalities=("flair", "t1", "t2"))
+def test_too_few_modalities_exits_2(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = make_case_dir(tmp_path, "BraTS2021_00003", shape=SHAPE, modalities=("t1", "t2"))
     out = tmp_path / "out"
     code = main(["segment", str(case), "--out", str(out), "--model", str(model_dir)])
     captured = capsys.readouterr()
     assert code == 2 and captured.out == ""
     line = _one_error_line(captured.err)
-    assert "T1CE" in line and "missing" in line
+    assert "FLAIR or T1CE" in line and "missing ['FLAIR', 'T1CE']" in line
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_flair_and_t1ce_only_segments_and_says_so(tmp_path: Path, model_dir: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    case = make_case_dir(tmp_path, "BraTS2021_00004", shape=SHAPE, modalities=("flair", "t1ce"))
+    out = tmp_path / "out"
+    assert main(["segment", str(case), "--out", str(out), "--model", str(model_dir)]) == 0
+    (summary,) = _lines(capsys.readouterr().out)
+    assert summary["modalities"] == ["flair", "t1ce"]
+    assert summary["missing_modalities"] == ["t1", "t2"]
+    # the tiny model was not trained with modality dropout: the flag asks for review and says why
+    assert summary["quality"]["status"] == "review"
+    assert any("T1, T2 missing" in r for r in summary["quality"]["reasons"])
+    written = json.loads((out / "BraTS2021_00004_quality.json").read_text())
+    assert written["status"] == "review" and written["missing_modalities"] == ["t1", "t2"]
+    assert set(written["measures"]) >= {"wt_ml", "symmetry", "islands", "mean_entropy", "brain_ml"}
 
 
 def test_missing_model_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,7 +15,9 @@ from core.preprocess import (
     PreprocessSpec,
     brain_box,
     brain_mask,
+    check_modalities,
     classes_to_labels,
+    context_stack,
     labels_to_classes,
     normalise,
     prepare_case,
@@ -243,3 +245,48 @@ def test_spec_load_errors(tmp_path) -> None:
     (tmp_path / "preprocess.json").write_text(json.dumps({"crop": "centre"}))
     with pytest.raises(ModelError, match="crop"):
         PreprocessSpec.load(tmp_path)
+
+
+def test_context_stack_is_modality_major_and_repeats_edges() -> None:
+    # slices (Z=3, 1, 1, C=2): value = 10 * z + c
+    slices = np.array([[[[0, 1]]], [[[10, 11]]], [[[20, 21]]]], dtype=np.float32)
+    out = context_stack(slices, np.array([0, 2]), 1)
+    assert out.shape == (2, 1, 1, 6)
+    # modality 0 at z-1, z, z+1, then modality 1; the edge slice repeats beyond the volume
+    assert out[0, 0, 0].tolist() == [0, 0, 10, 1, 1, 11]
+    assert out[1, 0, 0].tolist() == [10, 20, 20, 11, 21, 21]
+    np.testing.assert_array_equal(context_stack(slices, np.array([1]), 0), slices[1:2])
+
+
+def test_check_modalities_rules() -> None:
+    four = ("flair", "t1ce", "t1", "t2")
+    assert check_modalities(four, four) == ()
+    assert check_modalities(("flair", "t1ce"), four) == ("t1", "t2")
+    assert check_modalities(("t1ce", "t2"), four) == ("flair", "t1")
+    with pytest.raises(CaseError, match="FLAIR or T1CE"):
+        check_modalities(("t1", "t2"), four)
+    with pytest.raises(CaseError, match="got only FLAIR"):
+        check_modalities(("flair",), four)
+    with pytest.raises(CaseError, match="missing"):  # a two-channel model needs both
+        check_modalities(("flair", "t1"), ("flair", "t1ce"))
+
+
+def test_robust_normalisation_ignores_a_few_extreme_voxels() -> None:
+    from core.preprocess import PreprocessSpec
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(100, 10, size=(20, 20, 10, 1)).astype(np.float32)
+    spiked = vol.copy()
+    spiked[0, 0, :5, 0] = 1e5  # 5 of 4000 voxels
+    robust = PreprocessSpec(normalisation="robust_brain")
+    plain = PreprocessSpec(normalisation="zscore_brain")
+    # the robust z-scores of ordinary voxels barely move; plain z-scores collapse towards 0
+    r0, r1 = normalise(vol, robust), normalise(spiked, robust)
+    p1 = normalise(spiked, plain)
+    sel = np.ones(vol.shape, bool)
+    sel[0, 0, :5] = False
+    assert np.abs(r1[sel] - r0[sel]).max() < 0.1
+    assert np.abs(p1[sel]).std() < 0.1
+    # a zero-filled (missing) channel stays zero
+    two = np.concatenate([vol, np.zeros_like(vol)], axis=-1)
+    assert not np.any(normalise(two, robust)[..., 1])

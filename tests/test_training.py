@@ -17,7 +17,15 @@ from conftest import make_case_dir
 
 import core.training as training
 from core.errors import DataFolderError
-from core.training import TrainConfig, augment_pair, read_history, read_progress, split_cases, train
+from core.training import (
+    TrainConfig,
+    augment_pair,
+    drop_modalities,
+    read_history,
+    read_progress,
+    split_cases,
+    train,
+)
 
 PROJECT = Path(__file__).resolve().parent.parent
 CASE_SHAPE = (24, 24, 6)
@@ -96,6 +104,37 @@ def test_augment_pair_keeps_shapes_dtypes_and_labels() -> None:
     np.testing.assert_array_equal(b1, b2)
 
 
+def test_strong_augment_and_context_groups_keep_missing_modalities_at_zero() -> None:
+    gen = np.random.default_rng(1)
+    x = np.zeros((32, 32, 6), dtype=np.float32)  # 2 modalities x 3 context slices, modality-major
+    x[6:26, 6:26, :3] = gen.normal(0, 1, size=(20, 20, 3))
+    y = np.zeros((32, 32), dtype=np.uint8)
+    changed = 0
+    for seed in range(20):
+        xa, _ = augment_pair(x, y, np.random.default_rng(seed), bias_field=0.3, strong=True, group=3)
+        assert xa.shape == x.shape and np.isfinite(xa).all()
+        assert not np.any(xa[..., 3:])  # the missing modality stays zero through every intensity change
+        assert not np.any(xa[:3, :3])  # outside the brain stays zero
+        changed += not np.allclose(xa, augment_pair(x, y, np.random.default_rng(seed), group=3)[0])
+    assert changed > 10  # the strong intensity changes do change most samples
+
+
+def test_drop_modalities_keeps_flair_or_t1ce_and_two_modalities() -> None:
+    channels = ("flair", "t1ce", "t1", "t2")
+    x = np.ones((4, 4, 8), dtype=np.float32)  # 4 modalities x 2 channels each
+    seen = set()
+    for seed in range(60):
+        out = drop_modalities(x, channels, (True, True, True, True), np.random.default_rng(seed), group=2)
+        kept = tuple(bool(out[..., 2 * i:2 * i + 2].any()) for i in range(4))
+        assert all(out[..., 2 * i:2 * i + 2].all() or not out[..., 2 * i:2 * i + 2].any() for i in range(4))
+        assert sum(kept) >= 2 and (kept[0] or kept[1]) and sum(kept) < 4
+        seen.add(kept)
+    assert len(seen) >= 6  # many different subsets
+    # a case with FLAIR + T1CE only has nothing left to drop
+    np.testing.assert_array_equal(drop_modalities(x, channels, (True, True, False, False),
+                                                  np.random.default_rng(0), group=2), x)
+
+
 # ------------------------------------------------------------------------------------------ end to end ---
 
 def test_tiny_training_writes_the_model_folder(data_dir: Path, tmp_path: Path) -> None:
@@ -121,6 +160,33 @@ def test_tiny_training_writes_the_model_folder(data_dir: Path, tmp_path: Path) -
     loaded = load_model(out)
     assert loaded.spec.channels == ("flair", "t1ce") and loaded.spec.input_size == 32
     assert loaded.sha256 == card["weights_sha256"]
+    # the quality flag's reference: the training cases' intensity quantiles per modality
+    assert set(loaded.quality.reference_quantiles) == {"flair", "t1ce"}
+    assert not loaded.quality.trained_for_missing
+
+
+def test_training_with_context_dropout_and_postprocess(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ctx"
+    train(tiny_config(data_dir, out, channels=("flair", "t1ce", "t1", "t2"), context=1, modality_dropout=0.5,
+                      strong_augment=True, normalisation="robust_brain", epochs=1,
+                      postprocess="decoding=regions,min_island_ml=0.1"))
+    from core.inference import predict_case
+    from core.model import load_model
+    from core.postprocess import PostprocessSpec
+
+    loaded = load_model(out)
+    assert loaded.spec.context == 1 and loaded.spec.n_inputs == 12
+    assert tuple(loaded.model.inputs[0].shape[1:]) == (32, 32, 12)
+    assert loaded.postprocess == PostprocessSpec("regions", 0.1)
+    assert loaded.quality.trained_for_missing
+    from core.cases import discover_cases, load_case
+
+    case = load_case(discover_cases(data_dir)[0])
+    partial = type(case)(case.case_id, {k: case.images[k] for k in ("flair", "t1ce")})
+    pred = predict_case(loaded, partial)
+    assert pred.missing == ("t1", "t2") and pred.postprocess.startswith("regions")
+    assert pred.labels.shape == case.shape
+    assert not any("missing" in r for r in pred.quality.reasons)  # trained for it: not a reason to review
 
 
 def test_resume_continues_at_the_next_epoch(data_dir: Path, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from core.cases import (
     naming_convention,
     normalise_labels,
 )
-from core.errors import CaseError
+from core.errors import CaseError, DataFolderError
 from core.io import atomic_write_bytes, load_volume
 from core.metrics import score_case
 from core.report import ReportInputs, build_pdf, volume_table
@@ -52,6 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="model that produced the segmentation")
     parser.add_argument("--model-sha", default=DEFAULT_MODEL_SHA, help="SHA-256 of the model's weights file")
     parser.add_argument("--corrected", action="store_true", help="the segmentation was corrected by hand")
+    parser.add_argument("--quality", type=Path, default=None,
+                        help="the <case>_quality.json that segment wrote (adds the quality flag to the PDF)")
     parser.add_argument("--no-reference", action="store_true",
                         help="ignore the case's own segmentation (no reference volumes or scores)")
     parser.add_argument("--audit-log", type=Path, default=None, help="audit log file (default in the work folder)")
@@ -89,6 +91,21 @@ def load_seg_for_case(path: Path, case: Case) -> tuple[np.ndarray, str]:
     return np.asarray(seg.data, dtype=np.uint8), vol.sha256
 
 
+def load_quality(path: Path) -> dict:
+    """A quality flag written by ``segment`` (``<case>_quality.json``).
+
+    Raises:
+        DataFolderError: unreadable, or not a flag (status "ok" or "review" with a list of reasons).
+    """
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataFolderError(f"expected the quality JSON that segment wrote, got an unreadable {path.name!r}") from err
+    if not isinstance(d, dict) or d.get("status") not in ("ok", "review") or not isinstance(d.get("reasons"), list):
+        raise DataFolderError(f"expected a quality flag (status ok or review, reasons) in {path.name!r}")
+    return d
+
+
 def run(args: argparse.Namespace) -> int:
     case = load_report_case(list(args.case))
     labels, seg_sha = load_seg_for_case(args.seg, case)
@@ -97,9 +114,10 @@ def run(args: argparse.Namespace) -> int:
     if case.seg is not None and not args.no_reference and case.seg.sha256 != seg_sha:
         gt = np.asarray(case.seg.data)
         scores = score_case(labels, gt, case.spacing_mm)
+    quality = load_quality(args.quality) if args.quality is not None else None
     inputs = ReportInputs(case=case, labels=labels, model_name=args.model_name, model_sha256=args.model_sha,
                           corrected=bool(args.corrected), gt_labels=gt, scores=scores, seg_sha256=seg_sha,
-                          extra={"Segmentation file": args.seg.name})
+                          extra={"Segmentation file": args.seg.name}, quality=quality)
     pdf = build_pdf(inputs)
     out = atomic_write_bytes(args.out, pdf)
     rows = volume_table(labels, case.spacing_mm, gt)
@@ -120,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         "model_name": args.model_name,
         "model_sha256": args.model_sha,
         "corrected": bool(args.corrected),
+        "quality": quality["status"] if quality is not None else None,
     }
     print(json.dumps(summary, indent=2))
     return 0

@@ -44,8 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "segment",
         help="segment a case folder (or a folder of cases) and write labels and probabilities as NIfTI",
         description=("Segment every axial slice of a case with a trained U-Net and write <case_id>_seg.nii.gz "
-                     "(labels 0/1/2/4), <case_id>_prob.nii.gz (4 class probabilities) and, with --tta, "
-                     "<case_id>_uncertainty.nii.gz in the input's own geometry. Research use only."),
+                     "(labels 0/1/2/4), <case_id>_prob.nii.gz (4 class probabilities), <case_id>_quality.json (the "
+                     "quality flag: ok or review, with reasons) and, with --tta, <case_id>_uncertainty.nii.gz in "
+                     "the input's own geometry. A case needs FLAIR or T1CE plus one other modality; missing ones "
+                     "are named in the JSON. Research use only."),
     )
     parser.add_argument("case", type=Path, metavar="CASE", help="a case folder, or a folder of case folders")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
@@ -116,7 +118,7 @@ def segment_case(loaded: Any, case: Case, out_dir: Path, tta: bool = False, batc
         The JSON-able summary: case_id, shape, outputs (paths), volumes_ml, time_s, model, tta, disclaimer.
     """
     from core.inference import predict_case
-    from core.io import save_like
+    from core.io import atomic_write_bytes, save_like
     from core.metrics import label_volumes_ml
 
     t0 = time.perf_counter()
@@ -132,6 +134,10 @@ def segment_case(loaded: Any, case: Case, out_dir: Path, tta: bool = False, batc
     if pred.uncertainty is not None:
         outputs["uncertainty"] = str(save_like(case.reference, pred.uncertainty,
                                                out_dir / f"{stem}_uncertainty.nii.gz", np.float32))
+    quality = pred.quality.to_dict() if pred.quality is not None else None
+    if quality is not None:
+        outputs["quality"] = str(atomic_write_bytes(out_dir / f"{stem}_quality.json",
+                                                    json.dumps(quality, indent=2).encode()))
     write_s = time.perf_counter() - t1
     volumes = {k: round(v, 3) for k, v in label_volumes_ml(pred.labels, case.spacing_mm).items()}
     return {
@@ -140,6 +146,10 @@ def segment_case(loaded: Any, case: Case, out_dir: Path, tta: bool = False, batc
         "spacing_mm": [float(s) for s in case.spacing_mm],
         "outputs": outputs,
         "volumes_ml": volumes,
+        "modalities": list(case.modalities),
+        "missing_modalities": list(pred.missing),
+        "postprocess": pred.postprocess,
+        "quality": quality and {"status": quality["status"], "reasons": quality["reasons"]},
         "time_s": {"load": round(load_s, 3), "predict": round(predict_s, 3), "write": round(write_s, 3),
                    "total": round(load_s + predict_s + write_s, 3)},
         "model": {"name": loaded.name, "sha256": loaded.sha256},
@@ -174,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     loaded = load_model(resolve_model_path(args.model))
     model_load_s = time.perf_counter() - t0
-    required = loaded.spec.channels
+    required = ()  # a case may lack some of the model's modalities (core.preprocess.check_modalities)
     if single:
         t1 = time.perf_counter()
         case = load_case_folder(args.case, required=required)
