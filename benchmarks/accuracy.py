@@ -96,6 +96,9 @@ def predict_stage(config: str, data_root: Path) -> None:
     preds = cv_dir(config) / "preds"
     preds.mkdir(parents=True, exist_ok=True)
     for k, fold in enumerate(FOLDS):
+        if not (cv_dir(config) / f"fold{k}" / "model_card.json").is_file():
+            print(f"[{config}] fold {k}: no trained model yet, not predicted", flush=True)
+            continue
         loaded = None
         for case_id in (*fold, TCIA):
             path = preds / f"{case_id}__fold{k}.npz"

@@ -69,6 +69,23 @@ def test_report_from_case_folder(tmp_path: Path, work: Path, capsys: pytest.Capt
     assert events[0]["extra"]["pdf_sha256"] == summary["pdf_sha256"]
 
 
+def test_report_with_the_quality_flag_of_segment(tmp_path: Path, work: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    case_dir = make_case_dir(tmp_path / "data", affine=AFFINE)
+    seg = write_nifti(tmp_path / "pred" / "BraTS2021_00000_seg.nii.gz", _pred(), AFFINE)
+    q = tmp_path / "pred" / "BraTS2021_00000_quality.json"
+    q.write_text(json.dumps({"status": "review", "reasons": ["input: FLAIR intensities differ"],
+                             "measures": {}, "missing_modalities": []}))
+    out_pdf = tmp_path / "r.pdf"
+    code, out, err = _run(capsys, [str(case_dir), "--seg", str(seg), "--out", str(out_pdf), "--quality", str(q)])
+    assert code == 0 and json.loads(out)["quality"] == "review"
+    text = "\n".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(out_pdf.read_bytes())).pages)
+    assert "REVIEW" in text and "FLAIR intensities differ" in text
+    q.write_text('{"status": "maybe"}')
+    code, out, err = _run(capsys, [str(case_dir), "--seg", str(seg), "--out", str(out_pdf), "--quality", str(q)])
+    assert code == 2 and "quality flag" in err
+
+
 def test_report_from_files_defaults(tmp_path: Path, work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     case_dir = make_case_dir(tmp_path / "data", with_seg=False)
     files = sorted(str(p) for p in case_dir.iterdir())

@@ -103,6 +103,13 @@ def test_segment_whole_volume_scores_audits_and_caches(tiny_model: Path, _isolat
     assert events[0]["extra"]["from_cache"] is False and "flair" in events[0]["input_hashes"]
     # the error overlay of the slice with its legend
     assert any("False negative" in str(m.value) for m in at.markdown)
+    # the quality flag next to the result: ok (green) or review (orange) with the prediction's own reasons
+    assert pred.quality is not None
+    if pred.quality.status == "review":
+        shown = texts(at.warning)
+        assert "Quality check: review" in shown and all(r[:30] in shown for r in pred.quality.reasons)
+    else:
+        assert "Quality check: ok" in texts(at.success)
     # a second request is served from the cache: the same object, an audit line saying so
     button(at, "Segment whole volume").click().run()
     assert at.session_state[ui.KEY_PREDICTION] is pred

@@ -200,6 +200,23 @@ def test_pdf_contents(real_case) -> None:
     assert len(reader.pages[1].images) == 0
 
 
+def test_pdf_quality_flag_and_missing_modalities() -> None:
+    case, lab = _synthetic_case()
+    two = assemble_case(case.case_id, {"flair": case.images["flair"], "t1ce": case.images["t1"]})
+    review = {"status": "review", "reasons": ["output: 93% of the tumour is mirrored across the midline"],
+              "measures": {}, "missing_modalities": ["t1", "t2"]}
+    text = _flat(_pdf_text(build_pdf(ReportInputs(case=two, labels=lab, model_name="m", model_sha256="n/a",
+                                                   quality=review)))[1])
+    assert "Quality check of the model's prediction" in text and "REVIEW" in text
+    assert "93% of the tumour is mirrored" in text
+    assert "Input sequences FLAIR, T1CE (missing: T1, T2 - segmented without them)" in text
+    ok = {"status": "ok", "reasons": [], "measures": {}, "missing_modalities": []}
+    text = _flat(_pdf_text(build_pdf(ReportInputs(case=case, labels=lab, model_name="m", model_sha256="n/a",
+                                                  quality=ok, corrected=True)))[1])
+    assert "OK - no warning sign found" in text and "REVIEW" not in text and "(before the corrections)" in text
+    assert "Input sequences FLAIR, T1" in text and "missing:" not in text
+
+
 def test_pdf_minimal_inputs_and_latin1(tmp_path: Path) -> None:
     case, lab = _synthetic_case()
     case = assemble_case("Fall-\u00fc-\u03bb", dict(case.images))  # latin-1 u-umlaut kept, Greek lambda replaced
@@ -207,6 +224,7 @@ def test_pdf_minimal_inputs_and_latin1(tmp_path: Path) -> None:
     reader, text = _pdf_text(pdf)
     assert "Fall-\u00fc-?" in text and "m - external" in text and "Corrected by hand no" in _flat(text)
     assert "Reference" not in text and "Agreement" not in text  # no reference, no scores
+    assert "Quality check" not in text  # no model flag given
     assert len(reader.pages[0].images) == 3
     assert latin1("a\u2264b \u00e9") == "a<=b \u00e9"
     with pytest.raises(CaseError, match="case grid"):
