@@ -10,6 +10,7 @@ import streamlit as st
 
 from core import config, figures, metrics, ui, viewer
 from core.errors import BratsViewerError
+from core.preprocess import check_modalities
 
 ui.page_header("Case browser", icon=":material/folder_open:")
 
@@ -91,7 +92,8 @@ def browse_tab() -> None:
 
 
 def upload_tab() -> None:
-    st.markdown("Upload the four modalities of one study (FLAIR, T1, T1CE, T2; at least one) and, optionally, "
+    st.markdown("Upload the four modalities of one study (FLAIR, T1, T1CE, T2; to segment it, FLAIR or T1CE "
+                "and at least one other) and, optionally, "
                 "a segmentation, as NIfTI files (`.nii` or `.nii.gz`). Each file is checked on its own; the "
                 "modality is guessed from the name and can be corrected.")
     flash = st.session_state.pop(FLASH_KEY, None)
@@ -178,6 +180,15 @@ def selected_case_panel() -> None:
             ("Source", case.source or "-"),
         ]
         st.dataframe(pd.DataFrame(rows, columns=["Property", "Value"]), hide_index=True, width="stretch")
+        missing = [k for k in config.MODALITIES if k not in case.modalities]
+        if missing:
+            try:
+                check_modalities(case.modalities, config.MODALITIES)
+                st.info(f"This case lacks {', '.join(config.MODALITY_TITLES[k] for k in missing)}: the model "
+                        "segments it without them, and the result, the report and the PDF say so.",
+                        icon=":material/info:")
+            except BratsViewerError as err:
+                st.warning(f"This case cannot be segmented: {err}", icon=":material/warning:")
         warnings = sorted({w for v in [*case.images.values(), case.seg] if v is not None for w in v.warnings})
         for w in warnings:
             st.warning(w, icon=":material/warning:")

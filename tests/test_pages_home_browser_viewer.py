@@ -119,6 +119,22 @@ def test_browser_open_button_selects_a_case_of_a_chosen_folder(tmp_path: Path) -
     assert "No ground-truth segmentation" in texts(at.info)
 
 
+def test_browser_says_how_a_case_with_missing_modalities_is_segmented(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_case_dir(data, case_id="BraTS2021_00009", modalities=("flair", "t1ce"))
+    make_case_dir(data, case_id="BraTS2021_00010", modalities=("t1", "t2"))
+    at = app(BROWSER)
+    at.text_input(key="browser_folder_text").set_value(str(data))
+    use_folder(at).click().run()
+    at.selectbox(key="browser_pick").set_value("BraTS2021_00009").run()
+    next(b for b in at.button if b.label == "Open case").click().run()
+    assert not at.exception
+    assert "This case lacks T1, T2: the model segments it without them" in texts(at.info)
+    at.selectbox(key="browser_pick").set_value("BraTS2021_00010").run()
+    next(b for b in at.button if b.label == "Open case").click().run()
+    assert "This case cannot be segmented: expected FLAIR or T1CE" in texts(at.warning)
+
+
 def test_browser_demo_source_is_always_available(tmp_path: Path) -> None:
     at = app(BROWSER, **{ui.KEY_DATA_DIR: str(tmp_path)})
     assert not at.exception
