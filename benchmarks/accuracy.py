@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from core.postprocess import parse_variant  # noqa: E402
+
 REGIONS = ("WT", "TC", "ET")
 TCIA = "TCIA-example"
 # Three folds by patient. Brats18_2013_21_1 is 2013 patient 4, which is not in the partial set.
@@ -86,14 +88,16 @@ def _refs(data_root: Path) -> dict:
     return {r.case_id: r for r in discover_cases(data_root / "brats") if r.has_seg}
 
 
-def predict_stage(config: str, data_root: Path) -> None:
-    """Store each fold model's probabilities on its fold's cases and on TCIA (uint8 = round(255 p))."""
+def predict_stage(config: str, data_root: Path, n4: bool = False) -> None:
+    """Store each fold model's probabilities on its fold's cases and on TCIA (uint8 = round(255 p)); with
+    ``n4``, after N4 bias-field correction (``core.biasfield``), in ``preds_n4``, skipping the z-scored partial
+    cases (N4 needs the raw intensities)."""
     from core.cases import load_case
     from core.inference import predict_case
     from core.model import load_model
 
     refs = _refs(data_root)
-    preds = cv_dir(config) / "preds"
+    preds = cv_dir(config) / ("preds_n4" if n4 else "preds")
     preds.mkdir(parents=True, exist_ok=True)
     for k, fold in enumerate(FOLDS):
         if not (cv_dir(config) / f"fold{k}" / "model_card.json").is_file():
@@ -106,17 +110,23 @@ def predict_stage(config: str, data_root: Path) -> None:
                 continue
             if loaded is None:
                 loaded = load_model(cv_dir(config) / f"fold{k}")
+            if n4 and refs[case_id].layout != "brats":
+                continue
             case = load_case(refs[case_id])
             started = time.perf_counter()
+            if n4:
+                from core.biasfield import n4_case
+
+                case = n4_case(case)
             pred = predict_case(loaded, case)
             q = np.rint(np.asarray(pred.probabilities, dtype=np.float32) * 255).astype(np.uint8)
             np.savez_compressed(path, probs=q, seconds=time.perf_counter() - started)
             print(f"[{config}] fold {k}: predicted {case_id} in {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def load_prediction(config: str, case_id: str, fold: int) -> np.ndarray:
-    """(X, Y, Z, 4) float32 probabilities stored by the predict stage."""
-    with np.load(cv_dir(config) / "preds" / f"{case_id}__fold{fold}.npz") as f:
+def load_prediction(config: str, case_id: str, fold: int, preds: str = "preds") -> np.ndarray:
+    """(X, Y, Z, 4) float32 probabilities stored by the predict stage (``preds`` or ``preds_n4``)."""
+    with np.load(cv_dir(config) / preds / f"{case_id}__fold{fold}.npz") as f:
         return f["probs"].astype(np.float32) / 255.0
 
 
@@ -127,12 +137,14 @@ def fold_of(case_id: str) -> int:
     raise KeyError(case_id)
 
 
-def evaluations(data_root: Path) -> list[tuple[str, int]]:
-    """(case id, fold model) pairs scored: each CV case by its own fold's model, TCIA by every fold model."""
-    return [(c, fold_of(c)) for c in all_cv_cases()] + [(TCIA, k) for k in range(len(FOLDS))]
+def evaluations(data_root: Path, n4: bool = False) -> list[tuple[str, int]]:
+    """(case id, fold model) pairs scored: each CV case by its own fold's model, TCIA by every fold model (with
+    ``n4``, without the partial cases)."""
+    cases = [c for c in all_cv_cases() if not (n4 and "_pat" in c)]
+    return [(c, fold_of(c)) for c in cases] + [(TCIA, k) for k in range(len(FOLDS))]
 
 
-def score_rows(config: str, data_root: Path, postprocess: str = "none") -> list[dict]:
+def score_rows(config: str, data_root: Path, postprocess: str = "none", n4: bool = False) -> list[dict]:
     """Per-(case, fold) scores of the stored predictions after a post-processing variant."""
     from core.cases import load_case
     from core.metrics import score_case
@@ -141,12 +153,12 @@ def score_rows(config: str, data_root: Path, postprocess: str = "none") -> list[
     refs = _refs(data_root)
     rows = []
     gts: dict[str, tuple[np.ndarray, tuple[float, float, float], str]] = {}
-    for case_id, k in evaluations(data_root):
+    for case_id, k in evaluations(data_root, n4):
         if case_id not in gts:
             case = load_case(refs[case_id])
             gts[case_id] = (np.asarray(case.seg.data), case.spacing_mm, ",".join(case.modalities))
         gt, spacing, mods = gts[case_id]
-        labels = decode(load_prediction(config, case_id, k), spacing, postprocess)
+        labels = decode(load_prediction(config, case_id, k, "preds_n4" if n4 else "preds"), spacing, postprocess)
         s = score_case(labels, gt, spacing)
         rows.append({"case_id": case_id, "fold": k, "modalities": mods,
                      **{f"dice_{r}": round(s.regions[r].dice, 4) for r in REGIONS},
@@ -178,6 +190,7 @@ def main() -> int:
     parser.add_argument("--stages", nargs="+", default=["train", "predict", "score"],
                         choices=("train", "predict", "score"))
     parser.add_argument("--postprocess", default="none", help="post-processing variant for the score stage")
+    parser.add_argument("--n4", action="store_true", help="predict and score after N4 bias-field correction")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     args = parser.parse_args()
     if not (args.data / "brats").is_dir():
@@ -187,11 +200,13 @@ def main() -> int:
         if "train" in args.stages:
             train_stage(config, args.data)
         if "predict" in args.stages:
-            predict_stage(config, args.data)
+            predict_stage(config, args.data, args.n4)
         if "score" in args.stages:
-            rows = score_rows(config, args.data, args.postprocess)
-            (cv_dir(config) / f"scores_{args.postprocess}.json").write_text(json.dumps(rows, indent=2))
-            print(markdown_table(rows, f"{config}, post-processing {args.postprocess}"), flush=True)
+            rows = score_rows(config, args.data, args.postprocess, args.n4)
+            tag = f"{args.postprocess}{'_n4' if args.n4 else ''}"
+            (cv_dir(config) / f"scores_{tag}.json").write_text(json.dumps(rows, indent=2))
+            print(markdown_table(rows, f"{config}{' with N4' if args.n4 else ''}, post-processing "
+                                       f"{parse_variant(args.postprocess).label}"), flush=True)
     return 0
 
 

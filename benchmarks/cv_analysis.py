@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import sys
 from pathlib import Path
@@ -143,7 +144,7 @@ def postprocess_grid(config: str, data_root: Path) -> None:
 def quality_report(config: str, data_root: Path, variant: str) -> None:
     from core.model import load_model
     from core.preprocess import prepare_case
-    from core.quality import QualityModel, QualityThresholds, flag, intensity_quantiles, measure
+    from core.quality import QualityModel, QualityThresholds, flag, intensity_quantiles, measure, reference_from
 
     spec = parse_variant(variant)
     items = load_all(config, data_root)
@@ -154,8 +155,13 @@ def quality_report(config: str, data_root: Path, variant: str) -> None:
     for cid, k, probs, gt, spacing, case in items:
         if k not in models:
             loaded = load_model(cv_dir(config) / f"fold{k}")
-            models[k] = (loaded, QualityModel.load(cv_dir(config) / f"fold{k}",
-                                                   trained_for_missing=loaded.spec.modality_dropout > 0))
+            qm0 = QualityModel.load(cv_dir(config) / f"fold{k}", trained_for_missing=loaded.spec.modality_dropout > 0)
+            if not qm0.reference_quantiles:  # a fold trained before quality.json existed: from its slice cache
+                split = json.loads((cv_dir(config) / f"fold{k}" / "split.json").read_text())
+                xs = [next((cv_dir(config) / "cache").glob(f"{c}-*_x.npy")) for c in split["train"]]
+                ref = reference_from([intensity_quantiles(np.load(x, mmap_mode="r")) for x in xs], loaded.spec.channels)
+                qm0 = QualityModel(qm0.thresholds, ref, qm0.trained_for_missing)
+            models[k] = (loaded, qm0)
         loaded, qm = models[k]
         qm = QualityModel(QualityThresholds(), qm.reference_quantiles, qm.trained_for_missing)  # shipped thresholds
         labels = apply(probs, spacing, spec)
