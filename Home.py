@@ -30,7 +30,8 @@ with left:
         "- browse cases and upload your own NIfTI files;\n"
         "- view any modality in three linked planes with ground truth and predicted labels "
         "(necrotic core, edema, enhancing tumour);\n"
-        "- segment a case with a small 2-D U-Net, correct the result, and compute tumour volumes and overlap scores;\n"
+        "- segment a case with a small 2-D U-Net (also when T1 or T2 is missing), see its quality flag (**ok** or "
+        "**review**, with the reasons), correct the result, and compute tumour volumes and overlap scores;\n"
         "- train or fine-tune the model on a folder of labelled cases."
     )
     st.subheader("What this is not")
@@ -62,9 +63,14 @@ with right:
         cols[0].metric("Training cases", n_train)
         cols[1].metric("Validation cases", n_val)
         cols[2].metric("Epochs", card.get("epochs_run", "-"))
-        dice = card.get("validation_mean_dice") or {}
-        if dice:
+        cv = card.get("cross_validation") or {}
+        dice = cv.get("mean_dice") or card.get("validation_mean_dice") or {}
+        if cv.get("mean_dice"):
+            st.markdown(f"**Cross-validation Dice** (mean over {cv.get('cases', '?')} held-out cases, "
+                        f"{cv.get('folds', '?')} folds)")
+        elif dice:
             st.markdown("**Validation Dice** (mean over validation cases)")
+        if dice:
             dcols = st.columns(3)
             for col, region in zip(dcols, ("WT", "TC", "ET"), strict=True):
                 value = dice.get(region)

@@ -59,6 +59,21 @@ def test_home_summarises_the_model_card(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert "Trained on 3 cases only" in texts(at.caption)
 
 
+def test_home_prefers_the_cross_validation_dice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    folder = tmp_path / "cv_model"
+    folder.mkdir()
+    card = {"name": "cv_model", "split": {"train": ["a"] * 12, "val": []}, "epochs_run": 20,
+            "validation_mean_dice": {"WT": None, "TC": None, "ET": None},
+            "cross_validation": {"folds": 3, "cases": 12, "mean_dice": {"WT": 0.85, "TC": 0.7, "ET": 0.65}}}
+    (folder / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    monkeypatch.setenv(config.MODEL_ENV, str(folder))
+    at = app()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["WT"] == "0.850" and metrics["TC"] == "0.700" and metrics["ET"] == "0.650"
+    assert "Cross-validation Dice** (mean over 12 held-out cases, 3 folds)" in texts(at.markdown)
+
+
 def test_home_does_not_import_tensorflow() -> None:
     code = ("import sys\nfrom streamlit.testing.v1 import AppTest\n"
             f"at = AppTest.from_file({HOME!r}, default_timeout=60).run()\n"
