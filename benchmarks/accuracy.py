@@ -184,6 +184,29 @@ def markdown_table(rows: list[dict], title: str) -> str:
     return "\n".join(lines)
 
 
+def write_card(model_dir: Path, rows: list[dict], config: str, postprocess: str) -> None:
+    """Put the cross-validation means into ``model_dir/model_card.json`` under "cross_validation"."""
+    path = model_dir / "model_card.json"
+    card = json.loads(path.read_text(encoding="utf-8"))
+
+    def means(sel: list[dict]) -> dict[str, float]:
+        return {g: round(float(np.mean([r[f"dice_{g}"] for r in sel])), 4) for g in REGIONS}
+
+    cv_rows = [r for r in rows if r["case_id"] != TCIA]
+    card["cross_validation"] = {
+        "folds": len(FOLDS), "cases": len(cv_rows), "configuration": config,
+        "postprocess": parse_variant(postprocess).label,
+        "mean_dice": means(cv_rows),
+        "complete_cases_mean_dice": means([r for r in cv_rows if "_pat" not in r["case_id"]]),
+        "partial_cases_mean_dice": means([r for r in cv_rows if "_pat" in r["case_id"]]),
+        "tcia_mean_dice": means([r for r in rows if r["case_id"] == TCIA]),
+        "max_hd95_WT_mm": max(r["hd95_WT_mm"] for r in cv_rows),
+        "command": f"python benchmarks/accuracy.py --configs {config} --postprocess {postprocess}",
+        "per_case": rows,
+    }
+    path.write_text(json.dumps(card, indent=2), encoding="utf-8")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["base", "full"], choices=sorted(CONFIGS))
@@ -191,6 +214,8 @@ def main() -> int:
                         choices=("train", "predict", "score"))
     parser.add_argument("--postprocess", default="none", help="post-processing variant for the score stage")
     parser.add_argument("--n4", action="store_true", help="predict and score after N4 bias-field correction")
+    parser.add_argument("--card", type=Path, default=None,
+                        help="model folder whose model_card.json gets this configuration's cross-validation figures")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     args = parser.parse_args()
     if not (args.data / "brats").is_dir():
@@ -205,8 +230,12 @@ def main() -> int:
             rows = score_rows(config, args.data, args.postprocess, args.n4)
             tag = f"{args.postprocess}{'_n4' if args.n4 else ''}"
             (cv_dir(config) / f"scores_{tag}.json").write_text(json.dumps(rows, indent=2))
-            print(markdown_table(rows, f"{config}{' with N4' if args.n4 else ''}, post-processing "
-                                       f"{parse_variant(args.postprocess).label}"), flush=True)
+            table = markdown_table(rows, f"{config}{' with N4' if args.n4 else ''}, post-processing "
+                                         f"{parse_variant(args.postprocess).label}")
+            (cv_dir(config) / f"table_{tag}.md").write_text(table + "\n")
+            print(table, flush=True)
+            if args.card is not None:
+                write_card(args.card, rows, config, args.postprocess)
     return 0
 
 
