@@ -1,7 +1,7 @@
 """N4 bias-field correction (SimpleITK) of a case's images, an optional step before segmentation.
 
 Raw scanner images carry a smooth multiplicative intensity field; N4 (Tustison et al., IEEE TMI 2010) estimates
-it on a 4x shrunk copy inside the brain (non-zero voxels) and divides it out at full resolution. Arrays are
+it on a shrunk copy (4x along axes of 64 voxels or more) inside the brain (non-zero voxels) and divides it out at full resolution. Arrays are
 (X, Y, Z) on the case's RAS grid; the geometry of every volume is kept.
 """
 
@@ -22,7 +22,7 @@ def n4_array(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float, float
     """Bias-corrected copy (float32) of a (X, Y, Z) image; voxels outside ``mask`` are returned unchanged.
 
     Raises:
-        CaseError: SimpleITK is not installed, or the mask is empty.
+        CaseError: SimpleITK is not installed, the mask is empty, or ITK fails on the image.
     """
     try:
         import SimpleITK as sitk  # noqa: N813
@@ -39,10 +39,16 @@ def n4_array(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float, float
     img.SetSpacing(tuple(float(s) for s in spacing_mm))
     msk = sitk.GetImageFromArray(np.ascontiguousarray(mask.transpose(2, 1, 0)).astype(np.uint8))
     msk.CopyInformation(img)
+    # shrink each axis by up to 4, keeping at least 16 voxels along it (small images are not shrunk)
+    shrink = [max(1, min(SHRINK, int(n) // 16)) for n in a.shape]
     n4 = sitk.N4BiasFieldCorrectionImageFilter()
     n4.SetMaximumNumberOfIterations(list(ITERATIONS))
-    n4.Execute(sitk.Shrink(img, [SHRINK] * 3), sitk.Shrink(msk, [SHRINK] * 3))
-    log_field = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(img)).transpose(2, 1, 0)
+    try:
+        n4.Execute(sitk.Shrink(img, shrink), sitk.Shrink(msk, shrink))
+        log_field = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(img)).transpose(2, 1, 0)
+    except RuntimeError as err:  # ITK's message is many lines; its gist is the last one
+        gist = [line for line in str(err).splitlines() if line.strip()][-1:] or ["unknown ITK error"]
+        raise CaseError(f"expected N4 bias-field correction to run on a {a.shape} image, got: {gist[0][:160]}") from err
     corrected = shifted / np.exp(log_field)
     return np.where(mask, corrected + lo - 1.0, a).astype(np.float32)
 

@@ -122,6 +122,16 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
+def test_n4_before_segmenting(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = make_case_dir(tmp_path, "BraTS2021_00005", shape=SHAPE, affine=LPS_AFFINE, with_seg=False)
+    out = tmp_path / "out"
+    assert main(["segment", str(case), "--out", str(out), "--model", str(model_dir), "--n4"]) == 0
+    (summary,) = _lines(capsys.readouterr().out)
+    assert summary["n4"] is True and summary["time_s"]["n4"] > 0
+    seg = nib.load(str(out / "BraTS2021_00005_seg.nii.gz"))
+    np.testing.assert_array_equal(seg.affine, nib.load(str(case / "BraTS2021_00005_flair.nii.gz")).affine)
+
+
 def test_too_few_modalities_exits_2(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     case = make_case_dir(tmp_path, "BraTS2021_00003", shape=SHAPE, modalities=("t1", "t2"))
     out = tmp_path / "out"
