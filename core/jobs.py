@@ -134,7 +134,8 @@ _FLAG_NAMES: dict[str, str] = {
     "learning_rate": "--learning-rate", "loss": "--loss", "split": "--split", "val_cases": "--val-cases",
     "test_cases": "--test-cases", "exclude_cases": "--exclude-cases", "seed": "--seed",
     "tumour_repeat": "--tumour-repeat", "early_stopping_patience": "--patience", "max_minutes": "--max-minutes",
-    "steps_per_epoch": "--steps-per-epoch",
+    "steps_per_epoch": "--steps-per-epoch", "context": "--context", "modality_dropout": "--modality-dropout",
+    "bias_field": "--bias-field", "postprocess": "--postprocess",
 }
 
 
@@ -142,12 +143,12 @@ def train_args(cfg: Mapping[str, Any]) -> list[str]:
     """Command-line arguments of ``python -m core train`` from TrainConfig-like fields (without ``--out``).
 
     Tuples/lists become comma-separated values; ``augment=False`` gives ``--no-augment``; ``resume=True``
-    gives ``--resume``; None and empty sequences are left out.
+    gives ``--resume``; ``strong_augment=True`` gives ``--strong-augment``; None and empty sequences are left out.
 
     Raises:
         JobError: an unknown field, or no ``data_dir``.
     """
-    unknown = sorted(set(cfg) - set(_FLAG_NAMES) - {"augment", "resume", "out_dir"})
+    unknown = sorted(set(cfg) - set(_FLAG_NAMES) - {"augment", "resume", "strong_augment", "out_dir"})
     if unknown:
         raise JobError(f"expected TrainConfig fields, got unknown {unknown}")
     if not cfg.get("data_dir"):
@@ -166,6 +167,8 @@ def train_args(cfg: Mapping[str, Any]) -> list[str]:
         args.append("--no-augment")
     if cfg.get("resume"):
         args.append("--resume")
+    if cfg.get("strong_augment"):
+        args.append("--strong-augment")
     return args
 
 

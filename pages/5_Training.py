@@ -20,7 +20,7 @@ KEY_WAS_ALIVE = "training_job_was_alive"
 KEY_CURVES_MODEL = "training_curves_model"
 CURVES: tuple[tuple[str, str], ...] = (("loss", "Loss"), ("dice_coef", "Dice (mean of tumour classes)"),
                                        ("accuracy", "Accuracy"))
-NORMALISATIONS = ("zscore_brain", "slice_max")
+NORMALISATIONS = ("robust_brain", "zscore_brain", "slice_max")
 CROPS = ("brain_bbox", "none")
 
 
@@ -152,7 +152,7 @@ def training_form(job_alive: bool) -> None:
         batch_size = c2.number_input("Batch size", 1, 64, 8)
         input_size = c3.selectbox("Slice size (pixels)", (128, 96, 64, 160, 192), index=0)
         max_minutes = c4.number_input("Time limit (minutes, 0 = none)", 0.0, 24 * 60.0, 0.0, 5.0)
-        channels = st.multiselect("Input channels", list(config.MODALITIES), default=["flair", "t1ce"],
+        channels = st.multiselect("Input channels", list(config.MODALITIES), default=list(config.MODALITIES),
                                   format_func=lambda m: config.MODALITY_TITLES[m])
         c1, c2, c3 = st.columns(3)
         base_filters = c1.select_slider("Network width (base filters)", (4, 8, 16, 32, 64), value=16)
@@ -161,8 +161,19 @@ def training_form(job_alive: bool) -> None:
                         format_func=lambda v: {"ce": "cross-entropy", "ce_dice": "cross-entropy + Dice"}[v])
         c1, c2 = st.columns(2)
         normalisation = c1.selectbox("Normalisation", NORMALISATIONS,
-                                     help="zscore_brain: z-score over brain voxels; slice_max: divide by slice max")
+                                     help="robust_brain: z-score over brain voxels after clipping to the 0.5-99.5th "
+                                          "percentiles; zscore_brain: z-score over brain voxels; slice_max: divide "
+                                          "by slice max")
         crop = c2.selectbox("Crop", CROPS, help="brain_bbox: crop to the brain's bounding box before resizing")
+        c1, c2, c3, c4 = st.columns(4)
+        context = c1.selectbox("Context slices each side", (1, 0, 2),
+                               help="Neighbouring axial slices given as extra channels (2.5-D)")
+        modality_dropout = c2.number_input("Modality dropout", 0.0, 0.9, 0.3, 0.1,
+                                           help="Share of training samples with some sequences zero-filled, so the "
+                                                "model segments cases that lack them")
+        bias_field = c3.number_input("Bias-field augmentation", 0.0, 1.0, 0.3, 0.1)
+        strong_augment = c4.checkbox("Strong intensity augmentation", value=True,
+                                     help="Gamma, contrast, noise, blur and low resolution")
         name = st.text_input("Output name (letters, digits, - and _)", value=f"unet2d_{time.strftime('%Y%m%d_%H%M')}")
         submitted = st.form_submit_button("Start training", type="primary", disabled=job_alive,
                                           icon=":material/play_arrow:")
@@ -178,7 +189,9 @@ def training_form(job_alive: bool) -> None:
         cfg: dict[str, Any] = {"data_dir": str(folder), "channels": tuple(channels), "input_size": int(input_size),
                                "normalisation": normalisation, "crop": crop, "base_filters": int(base_filters),
                                "depth": int(depth), "epochs": int(epochs), "batch_size": int(batch_size),
-                               "loss": loss, "max_minutes": float(max_minutes)}
+                               "loss": loss, "max_minutes": float(max_minutes), "context": int(context),
+                               "modality_dropout": float(modality_dropout), "bias_field": float(bias_field),
+                               "strong_augment": bool(strong_augment)}
         if split_mode == "By fractions":
             f_train = round(1.0 - f_val - f_test, 6)
             if f_train <= 0:

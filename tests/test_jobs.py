@@ -153,6 +153,13 @@ def test_train_args_from_dict() -> None:
                             "split": (0.8, 0.2, 0.0), "val_cases": (), "augment": False, "early_stopping_patience": 4})
     assert args == ["--data", "/d", "--channels", "flair,t1ce", "--epochs", "3", "--split", "0.8,0.2,0.0",
                     "--patience", "4", "--no-augment"]
+    robust = jobs.train_args({"data_dir": "/d", "context": 1, "modality_dropout": 0.3, "strong_augment": True})
+    assert robust == ["--data", "/d", "--context", "1", "--modality-dropout", "0.3", "--strong-augment"]
+    # every flag it writes is one the train command accepts
+    from core.__main__ import build_parser
+
+    parsed = build_parser().parse_args(["train", *robust, "--out", "/o"])
+    assert parsed.context == 1 and parsed.modality_dropout == 0.3 and parsed.strong_augment
     with pytest.raises(jobs.JobError):
         jobs.train_args({"data_dir": "/d", "bogus": 1})
     with pytest.raises(jobs.JobError):
