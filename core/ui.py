@@ -297,6 +297,14 @@ def show_quality(prediction: Any) -> None:
     else:
         st.success("**Quality check: ok.** No warning sign found (input like the training data, plausible "
                    "output, low uncertainty); this is not a guarantee of accuracy.", icon=":material/verified:")
+    with st.expander("Quality measures"):
+        names = {"max_spacing_deviation": "Voxel size: largest difference from 1 mm (mm)",
+                 "brain_ml": "Brain volume (mL)", "intensity_shift": "Intensity shift from the training cases (z)",
+                 "intensity_shift_modality": "... largest for", "wt_ml": "Whole tumour (mL)",
+                 "symmetry": "Tumour mirrored across the midline (fraction)",
+                 "islands": "Separate tumour regions", "mean_entropy": "Mean uncertainty over the tumour (0-1)"}
+        st.table({"Measure": [names.get(k, k) for k in q.measures],
+                  "Value": [str(v) for v in q.measures.values()]})
 
 
 # ---- audit and whole-volume segmentation shared by the segmentation and report pages -------------------------
