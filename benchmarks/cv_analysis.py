@@ -50,7 +50,8 @@ def region_dice(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 def grid() -> list[PostprocessSpec]:
     specs = []
     for decoding, (island, near), et in itertools.product(
-            ("argmax", "regions"), ((0.0, 0.0), (0.5, 10.0), (1.0, 20.0), (2.0, 20.0), (5.0, 30.0), (10.0, 30.0)),
+            ("argmax", "regions"),
+            ((0.0, 0.0), (0.5, 10.0), (1.0, 20.0), (2.0, 20.0), (5.0, 30.0), (10.0, 30.0), (1e6, 0.0)),
             (0.0, 0.1, 0.5)):
         specs.append(PostprocessSpec(decoding, island, near, et))
     return specs
@@ -106,7 +107,10 @@ def _variants(probs: np.ndarray, spacing: tuple, specs: list[PostprocessSpec]) -
 def postprocess_grid(config: str, data_root: Path) -> None:
     items = load_all(config, data_root)
     specs = grid()
+    from core.metrics import hd95_mm
+
     results: dict[PostprocessSpec, list[tuple[str, int, dict[str, float]]]] = {s: [] for s in specs}
+    hd95: dict[PostprocessSpec, list[float]] = {s: [] for s in specs if s.min_et_ml == 0}  # WT, CV cases only
     for i, (cid, k, p, gt, sp, _) in enumerate(items):
         labs = _variants(p, sp, specs)
         if i == 0:  # the shared computation gives what apply() gives
@@ -115,6 +119,8 @@ def postprocess_grid(config: str, data_root: Path) -> None:
                 raise RuntimeError("grid labels differ from core.postprocess.apply")
         for spec in specs:
             results[spec].append((cid, k, region_dice(labs[spec], gt)))
+            if spec in hd95 and cid != TCIA:
+                hd95[spec].append(hd95_mm(labs[spec] > 0, gt > 0, sp))
     base = results[PostprocessSpec()]
 
     def fold_means(rows: list[tuple[str, int, dict[str, float]]]) -> np.ndarray:
@@ -123,8 +129,9 @@ def postprocess_grid(config: str, data_root: Path) -> None:
                          for f in range(len(FOLDS))])
 
     b = fold_means(base)
-    print("| post-processing | mean Dice WT/TC/ET (CV cases) | worst fold change | TCIA WT/TC/ET | admissible |")
-    print("|---|---|---|---|---|")
+    print("| post-processing | mean Dice WT/TC/ET (CV cases) | worst fold change | WT HD95 mean / max (mm) | "
+          "TCIA WT/TC/ET | admissible |")
+    print("|---|---|---|---|---|---|")
     best, best_score = PostprocessSpec(), float(np.mean(b))
     for spec, rows in results.items():
         fm = fold_means(rows)
@@ -132,7 +139,8 @@ def postprocess_grid(config: str, data_root: Path) -> None:
         mean = [np.mean([d[r] for cid, _, d in rows if cid != TCIA]) for r in REGIONS]
         tcia = [np.mean([d[r] for cid, _, d in rows if cid == TCIA]) for r in REGIONS]
         ok = worst >= -0.001
-        print(f"| {spec.label} | " + "/".join(f"{m:.3f}" for m in mean) + f" | {worst:+.3f} | "
+        hd = f"{np.mean(hd95[spec]):.1f} / {np.max(hd95[spec]):.1f}" if spec in hd95 else "-"
+        print(f"| {spec.label} | " + "/".join(f"{m:.3f}" for m in mean) + f" | {worst:+.3f} | {hd} | "
               + "/".join(f"{m:.3f}" for m in tcia) + f" | {'yes' if ok else 'no'} |")
         if ok and float(np.mean(fm)) > best_score + 1e-6:
             best, best_score = spec, float(np.mean(fm))

@@ -48,7 +48,9 @@ class PostprocessSpec:
     def label(self) -> str:
         """A short readable name, e.g. "regions, islands < 2 mL beyond 10 mm, ET < 0.5 mL -> NCR"."""
         parts = [self.decoding]
-        if self.min_island_ml > 0:
+        if self.min_island_ml >= 1e6:
+            parts.append("largest tumour component only")
+        elif self.min_island_ml > 0:
             parts.append(f"islands < {self.min_island_ml:g} mL beyond {self.keep_within_mm:g} mm removed")
         if self.min_et_ml > 0:
             parts.append(f"ET < {self.min_et_ml:g} mL -> NCR")
