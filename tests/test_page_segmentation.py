@@ -117,6 +117,21 @@ def test_segment_whole_volume_scores_audits_and_caches(tiny_model: Path, _isolat
     assert len(events) == 2 and events[1]["extra"]["from_cache"] is True
 
 
+def test_a_flair_t1ce_case_is_segmented_and_labelled_as_such(tiny_model: Path, tmp_path: Path) -> None:
+    from conftest import make_case_dir
+
+    make_case_dir(tmp_path / "data", "BraTS2021_00077", modalities=("flair", "t1ce"), shape=(40, 36, 12))
+    at = app(tiny_model, {"kind": "folder", "folder": str(tmp_path / "data"), "case_id": "BraTS2021_00077"})
+    button(at, "Segment whole volume").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    pred = at.session_state[ui.KEY_PREDICTION]
+    assert pred.missing == ("t1", "t2")
+    assert "Segmented without T1, T2" in texts(at.info)
+    # this untrained model was not trained with modality dropout: the flag says so
+    assert "T1, T2 missing and zero-filled" in texts(at.warning)
+
+
 def test_tta_adds_the_uncertainty_map(tiny_model: Path) -> None:
     at = app(tiny_model, **{ui.KEY_TTA: True})
     button(at, "Segment whole volume").click().run()
