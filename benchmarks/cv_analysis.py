@@ -104,7 +104,7 @@ def _variants(probs: np.ndarray, spacing: tuple, specs: list[PostprocessSpec]) -
     return out
 
 
-def postprocess_grid(config: str, data_root: Path) -> None:
+def postprocess_grid(config: str, data_root: Path) -> PostprocessSpec:
     items = load_all(config, data_root)
     specs = grid()
     from core.metrics import hd95_mm
@@ -147,6 +147,7 @@ def postprocess_grid(config: str, data_root: Path) -> None:
     print(f"\nchosen: {best.label} (mean fold Dice {best_score:.4f} vs argmax {float(np.mean(b)):.4f}); "
           f"as a variant: decoding={best.decoding},min_island_ml={best.min_island_ml:g},"
           f"keep_within_mm={best.keep_within_mm:g},min_et_ml={best.min_et_ml:g}")
+    return best
 
 
 def quality_report(config: str, data_root: Path, variant: str) -> None:
@@ -205,10 +206,14 @@ def main() -> int:
     parser.add_argument("--postprocess-grid", action="store_true")
     parser.add_argument("--quality", action="store_true")
     parser.add_argument("--postprocess", default="none")
+    parser.add_argument("--save-postprocess", type=Path, default=None, metavar="MODEL_DIR",
+                        help="with --postprocess-grid: write the chosen post-processing as MODEL_DIR/postprocess.json")
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared" / "data")
     args = parser.parse_args()
     if args.postprocess_grid:
-        postprocess_grid(args.config, args.data)
+        chosen = postprocess_grid(args.config, args.data)
+        if args.save_postprocess is not None:
+            print(f"wrote {chosen.save(args.save_postprocess)}")
     if args.quality:
         quality_report(args.config, args.data, args.postprocess)
     return 0
