@@ -592,7 +592,8 @@ def save_inference_settings(cfg: TrainConfig, spec: PreprocessSpec, out: Path, t
 
 
 def read_history(out_dir: str | Path) -> list[dict[str, float]]:
-    """Rows of ``history.csv`` as dicts of floats (empty when absent)."""
+    """Rows of ``history.csv`` as dicts of floats (empty when absent); cells that are not numbers (Keras writes
+    "NA" for validation metrics when there is no validation data) are left out of their row."""
     import csv
 
     path = Path(out_dir) / HISTORY_FILE
@@ -601,10 +602,14 @@ def read_history(out_dir: str | Path) -> list[dict[str, float]]:
     rows = []
     with open(path, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
-            try:
-                rows.append({k: float(v) for k, v in row.items() if v not in (None, "")})
-            except ValueError:
-                continue
+            values: dict[str, float] = {}
+            for k, v in row.items():
+                try:
+                    values[k] = float(v)
+                except (TypeError, ValueError):  # "NA" (no validation data), empty or torn cells
+                    continue
+            if "epoch" in values:
+                rows.append(values)
     return rows
 
 

@@ -135,6 +135,14 @@ def test_drop_modalities_keeps_flair_or_t1ce_and_two_modalities() -> None:
                                                   np.random.default_rng(0), group=2), x)
 
 
+def test_read_history_keeps_rows_whose_validation_cells_are_na(tmp_path: Path) -> None:
+    """Without validation cases Keras' CSV log writes "NA" in the val_ columns: the epoch still counts."""
+    (tmp_path / "history.csv").write_text("epoch,loss,val_loss\n0,1.5,NA\n1,1.2,NA\n2,1.1,0.9\nbroken\n")
+    rows = read_history(tmp_path)
+    assert [r["epoch"] for r in rows] == [0.0, 1.0, 2.0]
+    assert rows[0] == {"epoch": 0.0, "loss": 1.5} and rows[2]["val_loss"] == 0.9
+
+
 # ------------------------------------------------------------------------------------------ end to end ---
 
 def test_tiny_training_writes_the_model_folder(data_dir: Path, tmp_path: Path) -> None:
@@ -167,13 +175,14 @@ def test_tiny_training_writes_the_model_folder(data_dir: Path, tmp_path: Path) -
 
 def test_training_with_context_dropout_and_postprocess(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "ctx"
-    train(tiny_config(data_dir, out, channels=("flair", "t1ce", "t1", "t2"), context=1, modality_dropout=0.5,
-                      strong_augment=True, normalisation="robust_brain", epochs=1,
-                      postprocess="decoding=regions,min_island_ml=0.1"))
+    card = train(tiny_config(data_dir, out, channels=("flair", "t1ce", "t1", "t2"), context=1, modality_dropout=0.5,
+                             strong_augment=True, normalisation="robust_brain", epochs=1, split=(1.0, 0.0, 0.0),
+                             postprocess="decoding=regions,min_island_ml=0.1"))
     from core.inference import predict_case
     from core.model import load_model
     from core.postprocess import PostprocessSpec
 
+    assert card["epochs_run"] == 1 and card["split"]["val"] == []  # no validation: the "NA" log still counts
     loaded = load_model(out)
     assert loaded.spec.context == 1 and loaded.spec.n_inputs == 12
     assert tuple(loaded.model.inputs[0].shape[1:]) == (32, 32, 12)
