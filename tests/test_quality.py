@@ -73,7 +73,7 @@ def test_flag_ok_and_each_reason() -> None:
     model = QualityModel(QualityThresholds())
     assert flag(_measures(), model).status == "ok"
     cases = {"voxel size": _measures(max_spacing_deviation=4.5), "brain volume": _measures(brain_ml=3000.0),
-             "intensities differ": _measures(intensity_shift=2.0), "mirrored": _measures(symmetry=0.8),
+             "intensities differ": _measures(intensity_shift=3.0), "mirrored": _measures(symmetry=0.8),
              "separate tumour regions": _measures(islands=9), "whole-tumour volume": _measures(wt_ml=500.0),
              "uncertainty": _measures(mean_entropy=0.9)}
     for words, m in cases.items():
