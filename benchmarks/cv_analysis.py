@@ -71,37 +71,11 @@ def load_all(config: str, data_root: Path) -> list[tuple[str, int, np.ndarray, n
 
 
 def _variants(probs: np.ndarray, spacing: tuple, specs: list[PostprocessSpec]) -> dict[PostprocessSpec, np.ndarray]:
-    """Labels of every spec, as ``core.postprocess.apply`` gives them, sharing the decoding, the connected
-    components and the distances between specs (``apply`` itself is checked against this on one spec)."""
-    from scipy import ndimage
+    """Labels of every spec (``core.postprocess``), decoding each way once."""
+    from core.postprocess import decode_labels, refine
 
-    from core.config import LABEL_ET, LABEL_NCR
-    from core.postprocess import decode_labels
-
-    out: dict[PostprocessSpec, np.ndarray] = {}
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    for decoding in {s.decoding for s in specs}:
-        lab0 = decode_labels(probs, decoding)
-        comps, n = ndimage.label(lab0 > 0, structure=np.ones((3, 3, 3), dtype=bool))
-        sizes = np.bincount(comps.ravel())[1:] * voxel_ml if n else np.zeros(0)
-        main = int(np.argmax(sizes)) + 1 if n else 0
-        mins = np.zeros(n)
-        if n > 1:
-            dist = ndimage.distance_transform_edt(comps != main, sampling=spacing)
-            mins = np.atleast_1d(ndimage.minimum(dist, comps, np.arange(1, n + 1)))
-        for spec in (s for s in specs if s.decoding == decoding):
-            lab = lab0.copy()
-            if spec.min_island_ml > 0 and n > 1:
-                drop = [c + 1 for c in range(n) if c + 1 != main and sizes[c] < spec.min_island_ml
-                        and not (spec.keep_within_mm > 0 and mins[c] <= spec.keep_within_mm)]
-                if drop:
-                    lab[np.isin(comps, drop)] = 0
-            if spec.min_et_ml > 0:
-                et = lab == LABEL_ET
-                if 0 < np.count_nonzero(et) * voxel_ml < spec.min_et_ml:
-                    lab[et] = LABEL_NCR
-            out[spec] = lab
-    return out
+    decoded = {d: decode_labels(probs, d) for d in {s.decoding for s in specs}}
+    return {spec: refine(decoded[spec.decoding], spacing, spec) for spec in specs}
 
 
 def postprocess_grid(config: str, data_root: Path) -> PostprocessSpec:
@@ -111,12 +85,8 @@ def postprocess_grid(config: str, data_root: Path) -> PostprocessSpec:
 
     results: dict[PostprocessSpec, list[tuple[str, int, dict[str, float]]]] = {s: [] for s in specs}
     hd95: dict[PostprocessSpec, list[float]] = {s: [] for s in specs if s.min_et_ml == 0}  # WT, CV cases only
-    for i, (cid, k, p, gt, sp, _) in enumerate(items):
+    for cid, k, p, gt, sp, _ in items:
         labs = _variants(p, sp, specs)
-        if i == 0:  # the shared computation gives what apply() gives
-            check = PostprocessSpec("regions", 2.0, 20.0, 0.5)
-            if not np.array_equal(labs[check], apply(p, sp, check)):
-                raise RuntimeError("grid labels differ from core.postprocess.apply")
         for spec in specs:
             results[spec].append((cid, k, region_dice(labs[spec], gt)))
             if spec in hd95 and cid != TCIA:

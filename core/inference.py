@@ -18,7 +18,7 @@ import numpy as np
 
 from core.cases import Case
 from core.model import LoadedModel
-from core.postprocess import PostprocessSpec, apply
+from core.postprocess import PostprocessSpec, apply, refine
 from core.preprocess import Prepared, classes_to_labels, prepare_case, probabilities_to_grid
 from core.quality import QualityFlag, QualityModel, flag, intensity_quantiles, measure
 
@@ -149,8 +149,8 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
         progress(1.0, "no slice holds brain: all background")
     probs = np.moveaxis(probs_z, 0, 2)
     post: PostprocessSpec = loaded.postprocess or PostprocessSpec()
-    if post == PostprocessSpec():  # plain argmax: already taken slice by slice
-        labels = np.ascontiguousarray(np.moveaxis(classes_to_labels(classes_z), 0, 2))
+    if post.decoding == "argmax":  # already taken slice by slice
+        labels = refine(np.ascontiguousarray(np.moveaxis(classes_to_labels(classes_z), 0, 2)), case.spacing_mm, post)
     else:
         labels = apply(probs, case.spacing_mm, post)
     unc = np.moveaxis(unc_z, 0, 2) if unc_z is not None else None

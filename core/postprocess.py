@@ -96,13 +96,18 @@ def decode_labels(probs: np.ndarray, decoding: str = "argmax") -> np.ndarray:
 def remove_islands(labels: np.ndarray, spacing_mm: tuple[float, float, float], min_island_ml: float,
                    keep_within_mm: float) -> np.ndarray:
     """Remove whole-tumour components other than the largest that are smaller than ``min_island_ml`` and whose
-    nearest voxel is farther than ``keep_within_mm`` from the largest component. Returns a new array."""
+    nearest voxel is farther than ``keep_within_mm`` from the largest component. Returns a new array.
+
+    Works inside the tumour's bounding box, and measures distances (Euclidean, in mm) inside the largest
+    component's box grown by ``keep_within_mm``: a voxel outside that box is farther than that from it.
+    """
     from scipy import ndimage
 
     out = np.array(labels, dtype=np.uint8, copy=True)
-    if min_island_ml <= 0:
+    if min_island_ml <= 0 or not np.any(out):
         return out
-    comps, n = ndimage.label(out > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    box = _bbox(out > 0)
+    comps, n = ndimage.label(out[box] > 0, structure=np.ones((3, 3, 3), dtype=bool))
     if n <= 1:
         return out
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
@@ -112,24 +117,40 @@ def remove_islands(labels: np.ndarray, spacing_mm: tuple[float, float, float], m
     if not small:
         return out
     if keep_within_mm > 0:
-        dist = ndimage.distance_transform_edt(comps != main, sampling=spacing_mm)
-        mins = ndimage.minimum(dist, comps, small)
-        small = [c for c, d in zip(small, np.atleast_1d(mins), strict=True) if d > keep_within_mm]
+        grow = [int(np.ceil(keep_within_mm / s)) + 1 for s in spacing_mm]
+        near = tuple(slice(max(sl.start - g, 0), min(sl.stop + g, n_ax))
+                     for sl, g, n_ax in zip(_bbox(comps == main), grow, comps.shape, strict=True))
+        sub = comps[near]
+        dist = ndimage.distance_transform_edt(sub != main, sampling=spacing_mm)
+        inside = set(np.unique(sub).tolist())
+        mins = {c: float(ndimage.minimum(dist, sub, c)) for c in small if c in inside}
+        small = [c for c in small if mins.get(c, np.inf) > keep_within_mm]
     if small:
-        out[np.isin(comps, small)] = 0
+        view = out[box]
+        view[np.isin(comps, small)] = 0
+    return out
+
+
+def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box (one slice per axis) holding every True voxel of a non-empty mask."""
+    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax))) for ax in range(mask.ndim)]
+    return tuple(slice(int(i[0]), int(i[-1]) + 1) for i in idx)
+
+
+def refine(labels: np.ndarray, spacing_mm: tuple[float, float, float], spec: PostprocessSpec) -> np.ndarray:
+    """The spec's island and tiny-ET rules on a decoded (X, Y, Z) label map; returns a new array."""
+    out = remove_islands(labels, spacing_mm, spec.min_island_ml, spec.keep_within_mm)
+    if spec.min_et_ml > 0:
+        et = out == LABEL_ET
+        n_et = int(np.count_nonzero(et))
+        if 0 < n_et * float(np.prod(spacing_mm)) / 1000.0 < spec.min_et_ml:
+            out[et] = LABEL_NCR
     return out
 
 
 def apply(probs: np.ndarray, spacing_mm: tuple[float, float, float], spec: PostprocessSpec) -> np.ndarray:
     """Decode probabilities and apply the spec's island and ET rules: (X, Y, Z) uint8 labels 0/1/2/4."""
-    labels = decode_labels(probs, spec.decoding)
-    labels = remove_islands(labels, spacing_mm, spec.min_island_ml, spec.keep_within_mm)
-    if spec.min_et_ml > 0:
-        et = labels == LABEL_ET
-        n_et = int(np.count_nonzero(et))
-        if 0 < n_et * float(np.prod(spacing_mm)) / 1000.0 < spec.min_et_ml:
-            labels[et] = LABEL_NCR
-    return labels
+    return refine(decode_labels(probs, spec.decoding), spacing_mm, spec)
 
 
 def decode(probs: np.ndarray, spacing_mm: tuple[float, float, float], variant: str | PostprocessSpec) -> np.ndarray:

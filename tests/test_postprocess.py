@@ -75,3 +75,32 @@ def test_spec_round_trip_and_parsing(tmp_path: Path) -> None:
         parse_variant("decoding=vote")
     with pytest.raises(ModelError, match="number"):
         parse_variant("min_et_ml=big")
+
+
+def _islands_by_full_grid(labels: np.ndarray, spacing: tuple, min_ml: float, near_mm: float) -> np.ndarray:
+    """The rule written plainly: label and measure distances on the whole grid."""
+    from scipy import ndimage
+
+    out = labels.copy()
+    comps, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
+    sizes = np.bincount(comps.ravel())[1:] * float(np.prod(spacing)) / 1000.0
+    main = int(np.argmax(sizes)) + 1
+    dist = ndimage.distance_transform_edt(comps != main, sampling=spacing)
+    for c in range(1, n + 1):
+        if c != main and sizes[c - 1] < min_ml and dist[comps == c].min() > near_mm:
+            out[comps == c] = 0
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_island_removal_in_boxes_equals_the_whole_grid_rule(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((60, 50, 40), np.uint8)
+    lab[20:32, 15:30, 10:22] = 2  # the main lesion
+    for _ in range(25):  # islands of 1-27 voxels everywhere
+        x, y, z = rng.integers(0, [58, 48, 38])
+        lab[x:x + rng.integers(1, 4), y:y + rng.integers(1, 4), z:z + rng.integers(1, 4)] = rng.choice([1, 2, 4])
+    spacing = (1.0, 1.5, 2.0)
+    for min_ml, near in ((0.03, 0.0), (0.03, 6.0), (0.06, 15.0)):
+        np.testing.assert_array_equal(remove_islands(lab, spacing, min_ml, near),
+                                      _islands_by_full_grid(lab, spacing, min_ml, near))
