@@ -691,8 +691,12 @@ def render_card_markdown(card: dict) -> str:
              f"**{card['small_data_warning']}**", "",
              "## Model", f"- Architecture: {card['architecture']} ({card['parameters']:,} parameters)",
              f"- Inputs: {', '.join(card['preprocess']['channels'])}; {card['preprocess']['input_size']}x"
-             f"{card['preprocess']['input_size']} axial slices; normalisation {card['preprocess']['normalisation']}; "
-             f"crop {card['preprocess']['crop']}",
+             f"{card['preprocess']['input_size']} axial slices"
+             + (f" with {card['preprocess']['context']} neighbouring slice(s) on each side as channels (2.5-D)"
+                if card['preprocess'].get('context') else "")
+             + f"; normalisation {card['preprocess']['normalisation']}; crop {card['preprocess']['crop']}"
+             + (f"; modality dropout {card['preprocess']['modality_dropout']} (segments cases lacking T1 or T2)"
+                if card['preprocess'].get('modality_dropout') else ""),
              f"- Loss {card['loss']}, {card['optimizer']}, batch {card['batch_size']}, "
              f"epochs run {card['epochs_run']} of {card['epochs_requested']}",
              f"- Wall time: fit {card['fit_wall_time_s']} s, total {card['total_wall_time_s']} s on {card['machine']}",
@@ -701,10 +705,13 @@ def render_card_markdown(card: dict) -> str:
              "## Data", f"- Training cases: {', '.join(card['split']['train'])}",
              f"- Validation cases: {', '.join(card['split']['val']) or 'none'}",
              f"- Test cases: {', '.join(card['split']['test']) or 'none'}", "",
-             "## Per-case BraTS region Dice (full 240x240x155 grid, native resolution)", "",
-             "| set | case | WT | TC | ET |", "|---|---|---|---|---|"]
-    for set_name, rows in (("validation", card["validation_per_case"]), ("test", card["test_per_case"])):
-        for r in rows:
-            lines.append(f"| {set_name} | {r['case_id']} | {r.get('dice_WT')} | {r.get('dice_TC')} | {r.get('dice_ET')} |")
+             "## Per-case BraTS region Dice (full 240x240x155 grid, native resolution)", ""]
+    held_out = [("validation", r) for r in card["validation_per_case"]] + [("test", r) for r in card["test_per_case"]]
+    if held_out:
+        lines += ["| set | case | WT | TC | ET |", "|---|---|---|---|---|"]
+        lines += [f"| {set_name} | {r['case_id']} | {r.get('dice_WT')} | {r.get('dice_TC')} | {r.get('dice_ET')} |"
+                  for set_name, r in held_out]
+    else:
+        lines.append("No case was held out of this training run (see a cross-validation of the recipe instead).")
     lines += ["", f"Reproduce: `{card['command']}`", ""]
     return "\n".join(lines)
