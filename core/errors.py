@@ -30,3 +30,7 @@ class ModelError(BratsViewerError):
 
 class DataFolderError(BratsViewerError):
     """A data folder does not exist or a path escapes the chosen folder."""
+
+
+class RegistrationError(BratsViewerError):
+    """Two studies could not be aligned: registration failed or the aligned images do not match."""
