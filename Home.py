@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import config, ui
+from core import config
+from core.app import ui
 from core.errors import BratsViewerError
 
 PAGES: tuple[tuple[str, str, str], ...] = (

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from core.postprocess import parse_variant  # noqa: E402
+from core.engine.postprocess import parse_variant  # noqa: E402
 
 REGIONS = ("WT", "TC", "ET")
 TCIA = "TCIA-example"
@@ -83,18 +83,18 @@ def train_stage(config: str, data_root: Path) -> None:
 
 
 def _refs(data_root: Path) -> dict:
-    from core.cases import discover_cases
+    from core.data.cases import discover_cases
 
     return {r.case_id: r for r in discover_cases(data_root / "brats") if r.has_seg}
 
 
 def predict_stage(config: str, data_root: Path, n4: bool = False) -> None:
     """Store each fold model's probabilities on its fold's cases and on TCIA (uint8 = round(255 p)); with
-    ``n4``, after N4 bias-field correction (``core.biasfield``), in ``preds_n4``, skipping the z-scored partial
+    ``n4``, after N4 bias-field correction (``core.engine.biasfield``), in ``preds_n4``, skipping the z-scored partial
     cases (N4 needs the raw intensities)."""
-    from core.cases import load_case
-    from core.inference import predict_case
-    from core.model import load_model
+    from core.data.cases import load_case
+    from core.engine.inference import predict_case
+    from core.engine.model import load_model
 
     refs = _refs(data_root)
     preds = cv_dir(config) / ("preds_n4" if n4 else "preds")
@@ -115,7 +115,7 @@ def predict_stage(config: str, data_root: Path, n4: bool = False) -> None:
             case = load_case(refs[case_id])
             started = time.perf_counter()
             if n4:
-                from core.biasfield import n4_case
+                from core.engine.biasfield import n4_case
 
                 case = n4_case(case)
             pred = predict_case(loaded, case)
@@ -146,9 +146,9 @@ def evaluations(data_root: Path, n4: bool = False) -> list[tuple[str, int]]:
 
 def score_rows(config: str, data_root: Path, postprocess: str = "none", n4: bool = False) -> list[dict]:
     """Per-(case, fold) scores of the stored predictions after a post-processing variant."""
-    from core.cases import load_case
-    from core.metrics import score_case
-    from core.postprocess import decode
+    from core.analysis.metrics import score_case
+    from core.data.cases import load_case
+    from core.engine.postprocess import decode
 
     refs = _refs(data_root)
     rows = []

@@ -64,8 +64,8 @@ def child_reference(case: str) -> dict:
     import nibabel as nib
     import numpy as np
 
-    from core.cases import discover_cases
-    from core.model import build_unet
+    from core.data.cases import discover_cases
+    from core.engine.model import build_unet
 
     ref = discover_cases(case)[0]
     t0 = time.perf_counter()
@@ -107,8 +107,8 @@ def run_child(args: list[str]) -> tuple[dict, float, str]:
 
 
 def pick_case(explicit: str | None) -> Path:
-    from core.cases import discover_cases
     from core.config import shared_data_dir
+    from core.data.cases import discover_cases
 
     if explicit:
         return Path(explicit)

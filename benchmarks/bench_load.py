@@ -24,10 +24,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.cases import discover_cases, load_case  # noqa: E402
 from core.config import shared_data_dir  # noqa: E402
+from core.data.cases import discover_cases, load_case  # noqa: E402
+from core.data.io import load_volume_bytes  # noqa: E402
 from core.errors import ImageSizeError  # noqa: E402
-from core.io import load_volume_bytes  # noqa: E402
 
 _PROC = psutil.Process()
 _MB = 2**20

@@ -18,8 +18,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import config, figures  # noqa: E402
-from core.cases import discover_cases, load_case  # noqa: E402
+from core import config  # noqa: E402
+from core.data.cases import discover_cases, load_case  # noqa: E402
+from core.views import figures
 
 
 def pick_case(arg: str | None) -> Path:

@@ -4,7 +4,7 @@ Usage:
     python benchmarks/compare_models.py --models models/A models/B --cases DIR [DIR ...]
 
 Every case under each DIR that has a segmentation is segmented by each model (all axial slices) and scored
-with core.metrics.score_case. Prints one row per (model, case) and the mean per model, as a Markdown table.
+with core.analysis.metrics.score_case. Prints one row per (model, case) and the mean per model, as a Markdown table.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from core.cases import discover_cases, load_case  # noqa: E402
-from core.inference import predict_case  # noqa: E402
-from core.metrics import score_case  # noqa: E402
-from core.model import load_model  # noqa: E402
+from core.analysis.metrics import score_case  # noqa: E402
+from core.data.cases import discover_cases, load_case  # noqa: E402
+from core.engine.inference import predict_case  # noqa: E402
+from core.engine.model import load_model  # noqa: E402
 
 REGIONS = ("WT", "TC", "ET")
 

@@ -10,7 +10,7 @@ fold's mean against plain argmax; a variant is admissible when no fold's mean of
 0.001, and the admissible variant with the best overall mean Dice is printed last.
 
 ``--quality``: the quality flag's measures per (case, fold model) after ``--postprocess`` with the thresholds
-of ``core.quality.QualityThresholds`` (the ones shipped), against WT Dice: good predictions (WT Dice >= 0.80)
+of ``core.engine.quality.QualityThresholds`` (the ones shipped), against WT Dice: good predictions (WT Dice >= 0.80)
 should be "ok", bad ones (WT Dice < 0.60) "review". Prints the table, hits and false alarms.
 """
 
@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 from accuracy import CONFIGS, FOLDS, TCIA, cv_dir, evaluations, load_prediction  # noqa: E402
 
-from core.cases import discover_cases, load_case  # noqa: E402
 from core.config import REGIONS  # noqa: E402
-from core.postprocess import PostprocessSpec, apply, parse_variant  # noqa: E402
+from core.data.cases import discover_cases, load_case  # noqa: E402
+from core.engine.postprocess import PostprocessSpec, apply, parse_variant  # noqa: E402
 
 GOOD_WT, BAD_WT = 0.80, 0.60
 
@@ -71,8 +71,8 @@ def load_all(config: str, data_root: Path) -> list[tuple[str, int, np.ndarray, n
 
 
 def _variants(probs: np.ndarray, spacing: tuple, specs: list[PostprocessSpec]) -> dict[PostprocessSpec, np.ndarray]:
-    """Labels of every spec (``core.postprocess``), decoding each way once."""
-    from core.postprocess import decode_labels, refine
+    """Labels of every spec (``core.engine.postprocess``), decoding each way once."""
+    from core.engine.postprocess import decode_labels, refine
 
     decoded = {d: decode_labels(probs, d) for d in {s.decoding for s in specs}}
     return {spec: refine(decoded[spec.decoding], spacing, spec) for spec in specs}
@@ -81,7 +81,7 @@ def _variants(probs: np.ndarray, spacing: tuple, specs: list[PostprocessSpec]) -
 def postprocess_grid(config: str, data_root: Path) -> PostprocessSpec:
     items = load_all(config, data_root)
     specs = grid()
-    from core.metrics import hd95_mm
+    from core.analysis.metrics import hd95_mm
 
     results: dict[PostprocessSpec, list[tuple[str, int, dict[str, float]]]] = {s: [] for s in specs}
     hd95: dict[PostprocessSpec, list[float]] = {s: [] for s in specs if s.min_et_ml == 0}  # WT, CV cases only
@@ -121,9 +121,9 @@ def postprocess_grid(config: str, data_root: Path) -> PostprocessSpec:
 
 
 def quality_report(config: str, data_root: Path, variant: str) -> None:
-    from core.model import load_model
-    from core.preprocess import prepare_case
-    from core.quality import QualityModel, QualityThresholds, flag, intensity_quantiles, measure, reference_from
+    from core.engine.model import load_model
+    from core.engine.preprocess import prepare_case
+    from core.engine.quality import QualityModel, QualityThresholds, flag, intensity_quantiles, measure, reference_from
 
     spec = parse_variant(variant)
     items = load_all(config, data_root)

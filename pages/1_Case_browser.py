@@ -8,15 +8,18 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import config, figures, metrics, ui, viewer
+from core import config
+from core.analysis import metrics
+from core.app import ui
+from core.engine.preprocess import check_modalities
 from core.errors import BratsViewerError
-from core.preprocess import check_modalities
+from core.views import figures, viewer
 
 ui.page_header("Case browser", icon=":material/folder_open:")
 
 SOURCE_DEMO, SOURCE_FOLDER = "Bundled demo", "Data folder"
 CHECKS_KEY = "browser_upload_checks"  # sha256 of an upload's bytes -> viewer.UploadCheck (this session only)
-TABLE_IDS_KEY = "browser_table_ids"  # (folder, case ids in table order) of the table shown
+TABLE_IDS_KEY = "browser_table_ids"  # (folder, [(case id, case key)] in table order) of the table shown
 FLASH_KEY = "browser_flash"  # message shown once after a rerun
 
 
@@ -33,39 +36,46 @@ def folder_table(folder: Path) -> None:
         return
     query = st.text_input("Search case id", placeholder="e.g. 00014", key="browser_search")
     table = pd.DataFrame(rows)
-    cols = [c for c in ("case_id", "modalities", "ground_truth", "shape", "voxel_mm", "error") if c in table]
-    table = table[cols]
     if query.strip():
         table = table[table["case_id"].str.contains(query.strip(), case=False, regex=False)]
     st.caption(f"{len(table)} of {len(rows)} cases. Click a row to open it; click a column header to sort.")
-    ids = [str(i) for i in table["case_id"]]
-    st.session_state[TABLE_IDS_KEY] = (str(folder), ids)  # what the rows of the table are, for the callback
+    picks = [(str(i), str(k)) for i, k in zip(table["case_id"], table["key"], strict=True)]
+    st.session_state[TABLE_IDS_KEY] = (str(folder), picks)  # what the rows of the table are, for the callback
+    cols = [c for c in ("case_id", "location", "modalities", "ground_truth", "shape", "voxel_mm", "error")
+            if c in table]
     st.dataframe(
-        table, hide_index=True, width="stretch", on_select=_on_table_pick, selection_mode="single-row",
+        table[cols], hide_index=True, width="stretch", on_select=_on_table_pick, selection_mode="single-row",
         key="browser_table",
         column_config={
             "case_id": st.column_config.TextColumn("Case"),
+            "location": st.column_config.TextColumn("Folder", help="Folder of the case, relative to the data folder"),
             "modalities": st.column_config.TextColumn("Modalities"),
             "ground_truth": st.column_config.CheckboxColumn("Ground truth"),
             "shape": st.column_config.TextColumn("Shape (voxels)"),
             "voxel_mm": st.column_config.TextColumn("Voxel size (mm)"),
         },
     )
-    if ids:
+    if picks:
         sel = st.session_state.get(ui.KEY_CASE) or {}
-        current = sel.get("case_id") if sel.get("folder") == str(folder) else None
+        keys = [k for _, k in picks]
+        id_of = dict((k, i) for i, k in picks)
+        repeated = {i for i in id_of.values() if list(id_of.values()).count(i) > 1}
+        current = sel.get("key") if sel.get("folder") == str(folder) else None
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-        choice = c1.selectbox("Case", ids, index=ids.index(current) if current in ids else 0, key="browser_pick")
+        choice = c1.selectbox("Case", keys, index=keys.index(current) if current in keys else 0, key="browser_pick",
+                              format_func=lambda k: f"{id_of[k]} ({Path(k).parent.as_posix()})"
+                              if id_of.get(k) in repeated else id_of.get(k, k))
         c2.button("Open case", type="primary", icon=":material/open_in_new:", width="stretch",
-                  on_click=ui.select_folder_case, args=(str(folder), choice))
+                  on_click=ui.select_folder_case, args=(str(folder), id_of.get(choice, choice), choice))
 
 
 def _on_table_pick() -> None:
     """Open the case of a clicked table row (runs before the page, so the sidebar shows it at once)."""
-    folder, ids = st.session_state.get(TABLE_IDS_KEY, ("", []))
+    folder, picks = st.session_state.get(TABLE_IDS_KEY, ("", []))
     rows = st.session_state["browser_table"]["selection"]["rows"]
-    if rows and rows[0] < len(ids):
-        ui.select_folder_case(folder, ids[rows[0]])
+    if rows and rows[0] < len(picks):
+        case_id, key = picks[rows[0]]
+        ui.select_folder_case(folder, case_id, key)
 
 
 def browse_tab() -> None:

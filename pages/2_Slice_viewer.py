@@ -1,7 +1,7 @@
 """Slice viewer: linked axial / coronal / sagittal views of one cursor, overlays, window/level, montage and 3-D.
 
 Session state used: ``ui.KEY_CASE`` (selected case), ``ui.KEY_CURSOR`` ({x, y, z} shared with other pages),
-``"prediction"`` (a ``core.inference.Prediction`` stored by the segmentation page, optional) and
+``"prediction"`` (a ``core.engine.inference.Prediction`` stored by the segmentation page, optional) and
 ``"corrected_labels"`` (an (X, Y, Z) label array or an object with ``.labels``, optional), each shown only when
 ``"prediction_case_key"`` / ``"corrected_case_key"`` (when set) equal the case's ``content_key``.
 """
@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from core import config, figures, ui, viewer
+from core import config
+from core.app import ui
+from core.views import figures, viewer
 
 ui.page_header("Slice viewer", icon=":material/view_in_ar:")
 case = ui.require_case()

@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import figures, figures_seg, segstate, ui, viewer
+from core.analysis.edits import EditStore, default_inside_tumour_only, mask_from_canvas
+from core.analysis.report import volume_table
+from core.app import segstate, ui
 from core.config import MODALITY_TITLES, REGION_LONG_NAMES
-from core.edits import EditStore, default_inside_tumour_only, mask_from_canvas
 from core.errors import BratsViewerError
-from core.report import volume_table
+from core.views import figures, figures_seg, viewer
 
 ui.page_header("Segmentation", icon=":material/auto_fix_high:")
 case = ui.require_case()
@@ -95,7 +96,7 @@ if do_slice:
     if loaded is not None:
         import time
 
-        from core.inference import predict_slice
+        from core.engine.inference import predict_slice
 
         try:
             started = time.perf_counter()

@@ -2,7 +2,7 @@
 the ground truth when there is one, with a bar chart and downloads (PDF summary, CSV table, segmentation NIfTI
 in the input's own geometry).
 
-Which segmentation (``core.segstate.choose_report_source``): the hand-corrected labels of this case (from the
+Which segmentation (``core.app.segstate.choose_report_source``): the hand-corrected labels of this case (from the
 session, else from the saved edit session on disk), else the model's prediction of this case, else - on request
 - the ground truth. Session state read: ``ui.KEY_CASE``, ``ui.KEY_PREDICTION`` + ``ui.KEY_PREDICTION_CASE``,
 ``ui.KEY_CORRECTED`` + ``ui.KEY_CORRECTED_CASE``, ``ui.KEY_TTA``; the "Segment" button here sets the prediction
@@ -17,10 +17,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import audit, figures_seg, segstate, ui
-from core.edits import EditStore
+from core.analysis.edits import EditStore
+from core.analysis.report import report_file_name, table_csv, volume_table
+from core.app import audit, segstate, ui
 from core.errors import BratsViewerError
-from core.report import report_file_name, table_csv, volume_table
+from core.views import figures_seg
 
 ui.page_header("Volume report", icon=":material/summarize:")
 case = ui.require_case()

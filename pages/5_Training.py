@@ -1,6 +1,6 @@
 """Training: configure and start a background training run, watch it live, stop it, and pick the active model.
 
-The run is a separate process (core.jobs), so it goes on when this page is left or the browser reloads; the
+The run is a separate process (core.app.jobs), so it goes on when this page is left or the browser reloads; the
 live part re-reads its progress file and CSV log every two seconds.
 """
 
@@ -13,7 +13,8 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import config, jobs, ui
+from core import config
+from core.app import jobs, ui
 from core.errors import BratsViewerError
 
 KEY_WAS_ALIVE = "training_job_was_alive"

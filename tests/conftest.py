@@ -164,7 +164,7 @@ def run_page(page: str | None = None, selection: dict | None = None, model: Path
     """Run ``page`` through Home.py (so page links resolve as in the app) with seeded session state."""
     from streamlit.testing.v1 import AppTest
 
-    from core import ui
+    from core.app import ui
 
     at = AppTest.from_file(HOME, default_timeout=timeout)
     if page:
@@ -186,8 +186,8 @@ def texts(elements) -> str:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained 4-channel U-Net on 32 x 32 inputs, saved like a trained model (built once per run)."""
-    from core.model import build_unet, save_for_inference
-    from core.preprocess import PreprocessSpec
+    from core.engine.model import build_unet, save_for_inference
+    from core.engine.preprocess import PreprocessSpec
 
     folder = tmp_path_factory.mktemp("models") / "tiny"
     spec = PreprocessSpec(channels=("flair", "t1ce", "t1", "t2"), input_size=32, normalisation="zscore_brain",

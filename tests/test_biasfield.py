@@ -1,14 +1,14 @@
-"""core/biasfield.py: N4 removes a smooth multiplicative field and keeps the geometry and the background."""
+"""core/engine/biasfield.py: N4 removes a smooth multiplicative field and keeps the geometry and the background."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core.biasfield import n4_array, n4_case
-from core.cases import assemble_case
+from core.data.cases import assemble_case
+from core.data.io import volume_from_array
+from core.engine.biasfield import n4_array, n4_case
 from core.errors import CaseError
-from core.io import volume_from_array
 
 
 def _field_volume(n: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""core/cases.py: BraTS discovery on every naming scheme, label conventions, case consistency, modality
+"""core/data/cases.py: BraTS discovery on every naming scheme, label conventions, case consistency, modality
 guessing and uploads."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from conftest import EXAMPLE_IDS, LPS_AFFINE, SHAPE, make_case_dir, random_image, random_seg, write_nifti
 
-from core.cases import (
+from core.config import MODALITIES
+from core.data.cases import (
     Case,
     assemble_case,
     case_from_uploads,
@@ -27,9 +28,8 @@ from core.cases import (
     safe_case_ref,
     upload_case_id,
 )
-from core.config import MODALITIES
+from core.data.io import load_volume, volume_from_array
 from core.errors import CaseError, DataFolderError, ImageFormatError
-from core.io import load_volume, volume_from_array
 
 # ------------------------------------------------------------------------------------------ names -----------
 
@@ -431,3 +431,15 @@ def test_uploaded_volume_round_trips_through_disk(tmp_path: Path) -> None:
     vol = case.images["flair"]
     np.testing.assert_array_equal(vol.to_original(vol.data), load_volume(tmp_path / "s.nii.gz").to_original(vol.data))
     np.testing.assert_array_equal(vol.to_original(vol.data), stored)
+
+
+def test_case_key_tells_apart_cases_sharing_an_id(tmp_path: Path) -> None:
+    from core.data.cases import case_key
+
+    make_case_dir(tmp_path / "a", case_id="BraTS2021_00001")
+    make_case_dir(tmp_path / "b", case_id="BraTS2021_00001")
+    make_case_dir(tmp_path, case_id="BraTS2021_00002", subfolder=False)
+    refs = discover_cases(tmp_path)
+    keys = [case_key(r, tmp_path) for r in refs]
+    assert keys == ["a/BraTS2021_00001/BraTS2021_00001", "b/BraTS2021_00001/BraTS2021_00001", "BraTS2021_00002"]
+    assert refs[1].folder == tmp_path / "b" / "BraTS2021_00001"

@@ -12,8 +12,8 @@ from conftest import LPS_AFFINE, make_case_dir
 
 import core.cli.segment as segment_cli
 from core.__main__ import main
-from core.model import build_unet, save_for_inference
-from core.preprocess import PreprocessSpec
+from core.engine.model import build_unet, save_for_inference
+from core.engine.preprocess import PreprocessSpec
 
 SHAPE = (24, 20, 6)
 SPEC = PreprocessSpec(channels=("flair", "t1ce", "t1", "t2"), input_size=32, normalisation="zscore_brain",
@@ -79,7 +79,7 @@ def test_segment_one_lps_case(tmp_path: Path, model_dir: Path, capsys: pytest.Ca
     # volumes agree with the written labels (voxels are 1 mm^3)
     assert summary["volumes_ml"]["WT"] == pytest.approx(np.count_nonzero(labels) / 1000.0, abs=1e-3)
     # one audit event, with the input files' hashes and the model's hash
-    from core.audit import read_events
+    from core.app.audit import read_events
 
     (event,) = read_events(action="segment")
     assert event["case_id"] == "BraTS2021_00042" and event["model_sha256"] == summary["model"]["sha256"]

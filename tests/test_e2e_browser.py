@@ -31,7 +31,7 @@ PAGE_TIMEOUT_S = 90.0
 
 def _model_dir_and_sha(tmp_path: Path) -> tuple[Path, str]:
     """The model the app will use and the SHA-256 of its weights file."""
-    from core.model import file_sha256
+    from core.engine.model import file_sha256
 
     weights = SHIPPED_MODEL / "model.keras"
     if weights.is_file():
@@ -40,8 +40,8 @@ def _model_dir_and_sha(tmp_path: Path) -> tuple[Path, str]:
         sha = str(card.get("weights_sha256") or file_sha256(weights))
         assert sha == file_sha256(weights), "the shipped model card's weights_sha256 does not match model.keras"
         return SHIPPED_MODEL, sha
-    from core.model import build_unet, save_for_inference
-    from core.preprocess import PreprocessSpec
+    from core.engine.model import build_unet, save_for_inference
+    from core.engine.preprocess import PreprocessSpec
 
     spec = PreprocessSpec(channels=("flair", "t1ce", "t1", "t2"), input_size=32, normalisation="zscore_brain",
                           crop="brain_bbox")

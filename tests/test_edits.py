@@ -1,4 +1,4 @@
-"""Tests of core/edits.py on tiny label volumes whose answers are worked out by hand."""
+"""Tests of core/analysis/edits.py on tiny label volumes whose answers are worked out by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.edits import (
+from core.analysis.edits import (
     EditError,
     EditStore,
     apply_stroke,
@@ -287,7 +287,7 @@ def test_crash_while_saving_keeps_previous_labels(tmp_path: Path, monkeypatch: p
 @pytest.mark.parametrize("radiological", [True, False])
 def test_axial_display_agrees_with_viewer_figures(radiological: bool) -> None:
     """The canvas is drawn over the viewer's axial image: both must use the same transform."""
-    figures = pytest.importorskip("core.figures")
+    figures = pytest.importorskip("core.views.figures")
     vol = np.arange(4 * 3 * 2).reshape(4, 3, 2)
     np.testing.assert_array_equal(figures.extract_slice(vol, "axial", 1, radiological),
                                   axial_display(vol[:, :, 1], radiological))

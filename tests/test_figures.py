@@ -1,4 +1,4 @@
-"""Tests of core/figures.py on tiny hand-checkable arrays: orientation, window/level, overlays, slice finding,
+"""Tests of core/views/figures.py on tiny hand-checkable arrays: orientation, window/level, overlays, slice finding,
 montages and the plotly figures (asserting on data and trace counts, not pixels of rendered images)."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import itertools
 import numpy as np
 import pytest
 
-from core import figures as F
 from core.config import LABEL_COLOURS
 from core.errors import BratsViewerError
+from core.views import figures as F
 
 SHAPE = (5, 6, 7)  # X (L->R), Y (P->A), Z (I->S): all different so a swapped axis shows up
 

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.data.io import Volume, load_volume_bytes
 from core.errors import BratsViewerError
-from core.io import Volume, load_volume_bytes
 
 FUZZ_SETTINGS = settings(max_examples=1500, deadline=None, derandomize=True,
                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

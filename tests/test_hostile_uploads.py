@@ -16,7 +16,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 from test_io import _PIXDIM, _QFORM_CODE, _SROW_X, _SROW_Y, _nifti1_bytes
 
-from core import ui
+from core.app import ui
 
 GZ = "application/gzip"
 

@@ -1,4 +1,4 @@
-"""Tests of core/inference.py: whole-case prediction, placement through crop/resize and write-back, TTA,
+"""Tests of core/engine/inference.py: whole-case prediction, placement through crop/resize and write-back, TTA,
 progress, determinism and concurrent use of one model."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import pytest
 from conftest import LPS_AFFINE, write_nifti
 from scipy import ndimage
 
-from core.cases import Case, assemble_case, load_case_folder
+from core.data.cases import Case, assemble_case, load_case_folder
+from core.data.io import save_like, volume_from_array
+from core.engine.inference import predict_case, predict_slice
+from core.engine.model import LoadedModel, build_unet, keras_module
+from core.engine.preprocess import PreprocessSpec, prepare_case
 from core.errors import CaseError
-from core.inference import predict_case, predict_slice
-from core.io import save_like, volume_from_array
-from core.model import LoadedModel, build_unet, keras_module
-from core.preprocess import PreprocessSpec, prepare_case
 
 SHAPE = (24, 24, 6)
 ALL4 = ("flair", "t1", "t1ce", "t2")

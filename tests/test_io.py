@@ -1,4 +1,4 @@
-"""core/io.py: every class of bad input is refused with the project's own error and a helpful message;
+"""core/data/io.py: every class of bad input is refused with the project's own error and a helpful message;
 orientation is handled once at load and written back exactly; atomic writes survive a crash."""
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import pytest
 from conftest import LPS_AFFINE, SHAPE, random_image, write_nifti
 from PIL import Image
 
-from core.errors import BratsViewerError, ImageContentError, ImageFormatError, ImageSizeError
-from core.io import (
+from core.data.io import (
     atomic_write_bytes,
     load_volume,
     load_volume_bytes,
@@ -29,6 +28,7 @@ from core.io import (
     save_like,
     volume_from_array,
 )
+from core.errors import BratsViewerError, ImageContentError, ImageFormatError, ImageSizeError
 
 # NIfTI-1 header byte offsets (little endian, as nibabel writes on x86).
 _DIM, _PIXDIM, _SROW_X, _SROW_Y, _QFORM_CODE = 40, 76, 280, 296, 252

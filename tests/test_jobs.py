@@ -1,4 +1,4 @@
-"""Background training jobs (core/jobs.py): real tiny runs on synthetic cases, stop, stale job files, and the
+"""Background training jobs (core/app/jobs.py): real tiny runs on synthetic cases, stop, stale job files, and the
 active-model marker. Everything is written under ``tmp_path`` (work folder via BRATS_VIEWER_WORK_DIR)."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import psutil
 import pytest
 from conftest import make_case_dir
 
-from core import config, jobs
-from core.training import read_history, read_progress
+from core import config
+from core.app import jobs
+from core.engine.training import read_history, read_progress
 
 TINY = ["--input-size", "32", "--base-filters", "4", "--depth", "2", "--batch-size", "4", "--no-augment"]
 THREADS = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}

@@ -1,4 +1,4 @@
-"""Tests of core/metrics.py: hand-computed tiny arrays, the BraTS empty rules, anisotropic spacing and a
+"""Tests of core/analysis/metrics.py: hand-computed tiny arrays, the BraTS empty rules, anisotropic spacing and a
 brute-force HD95 reference. Tolerance: 1e-12 relative for exact ratios, 1e-9 mm for distances."""
 
 from __future__ import annotations
@@ -8,9 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from core.config import HD95_EMPTY_MM
-from core.errors import BratsViewerError, CaseError, ImageContentError
-from core.metrics import (
+from core.analysis.metrics import (
     CaseScore,
     Counts,
     RegionScore,
@@ -21,6 +19,8 @@ from core.metrics import (
     score_masks,
     score_region,
 )
+from core.config import HD95_EMPTY_MM
+from core.errors import BratsViewerError, CaseError, ImageContentError
 
 TOL = 1e-12
 

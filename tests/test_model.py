@@ -1,4 +1,4 @@
-"""Tests of core/model.py: the U-Net builder, safe loading (.keras, legacy .h5), refusals, saving."""
+"""Tests of core/engine/model.py: the U-Net builder, safe loading (.keras, legacy .h5), refusals, saving."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import ModelError
-from core.model import (
+from core.engine.model import (
     ORIGINAL_METRIC_NAMES,
     build_unet,
     file_sha256,
@@ -18,7 +17,8 @@ from core.model import (
     load_model,
     save_for_inference,
 )
-from core.preprocess import ORIGINAL_SPEC, PreprocessSpec
+from core.engine.preprocess import ORIGINAL_SPEC, PreprocessSpec
+from core.errors import ModelError
 
 TINY_SPEC = PreprocessSpec(channels=("flair", "t1ce"), input_size=32)
 

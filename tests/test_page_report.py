@@ -17,11 +17,12 @@ import pytest
 from conftest import DEMO_SELECTION, run_page, texts
 from streamlit.testing.v1 import AppTest
 
-from core import config, segstate, ui
-from core.audit import read_events
-from core.cases import load_case_folder
-from core.edits import EditStore
-from core.report import volume_table
+from core import config
+from core.analysis.edits import EditStore
+from core.analysis.report import volume_table
+from core.app import segstate, ui
+from core.app.audit import read_events
+from core.data.cases import load_case_folder
 
 PAGE = "pages/4_Volume_report.py"
 
@@ -33,8 +34,8 @@ def demo_case():
 
 @pytest.fixture(scope="module")
 def prediction(tiny_model: Path, demo_case):
-    from core.inference import predict_case
-    from core.model import load_model
+    from core.engine.inference import predict_case
+    from core.engine.model import load_model
 
     return predict_case(load_model(tiny_model), demo_case)
 

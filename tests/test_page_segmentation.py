@@ -18,12 +18,13 @@ import pytest
 from conftest import DEMO_SELECTION, HOME, run_page, texts
 from streamlit.testing.v1 import AppTest
 
-from core import config, ui
-from core.audit import read_events
-from core.cases import load_case_folder
-from core.edits import EditStore, apply_stroke
-from core.metrics import score_case
-from core.report import volume_table
+from core import config
+from core.analysis.edits import EditStore, apply_stroke
+from core.analysis.metrics import score_case
+from core.analysis.report import volume_table
+from core.app import ui
+from core.app.audit import read_events
+from core.data.cases import load_case_folder
 
 PAGE = "pages/3_Segmentation.py"
 
@@ -141,6 +142,28 @@ def test_tta_adds_the_uncertainty_map(tiny_model: Path) -> None:
     assert "Uncertainty" in texts(at.caption)
 
 
+def test_tta_setting_survives_a_visit_to_another_page(tiny_model: Path) -> None:
+    """Bug: the toggle reset to off after another page, so the next segmentation silently ran without TTA (the
+    report page's segment button reads the same setting)."""
+    at = app(tiny_model)
+    toggle = next(t for t in at.toggle if t.label == "Test-time augmentation (flips)")
+    assert toggle.value is False
+    toggle.set_value(True).run()
+    assert at.session_state[ui.KEY_TTA] is True
+    at.switch_page("pages/2_Slice_viewer.py").run()
+    assert not at.exception
+    assert at.session_state[ui.KEY_TTA] is True
+    at.switch_page("pages/4_Volume_report.py").run()
+    assert not at.exception
+    assert next(b for b in at.button if b.label == "Segment whole volume").help.startswith(
+        "Test-time augmentation on")
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    assert next(t for t in at.toggle if t.label == "Test-time augmentation (flips)").value is True
+    button(at, "Segment whole volume").click().run()
+    assert at.session_state[ui.KEY_PREDICTION].tta is True
+
+
 def test_segment_this_slice_only(tiny_model: Path, _isolated: Path) -> None:
     at = app(tiny_model, **{ui.KEY_CURSOR: {"x": 120, "y": 120, "z": 80}})
     assert at.slider(key="seg_z").value == 80
@@ -210,7 +233,8 @@ def test_pages_open_without_importing_tensorflow(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from streamlit.testing.v1 import AppTest\n"
-        "from core import config, ui\n"
+        "from core import config\n"
+        "from core.app import ui\n"
         "for page in ('pages/3_Segmentation.py', 'pages/4_Volume_report.py'):\n"
         f"    at = AppTest.from_file({HOME!r}, default_timeout=120)\n"
         "    at.switch_page(page)\n"

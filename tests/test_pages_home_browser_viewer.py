@@ -14,7 +14,8 @@ import pytest
 from conftest import DEMO_SELECTION, HOME, make_case_dir, run_page, texts
 from streamlit.testing.v1 import AppTest
 
-from core import config, ui
+from core import config
+from core.app import ui
 
 ROOT = config.PROJECT_ROOT
 BROWSER = "pages/1_Case_browser.py"
@@ -127,10 +128,31 @@ def test_browser_open_button_selects_a_case_of_a_chosen_folder(tmp_path: Path) -
     assert list(at.dataframe[0].value["case_id"]) == ["BraTS2021_00007", "BraTS2021_00008"]
     at.text_input(key="browser_search").set_value("0008").run()
     assert list(at.dataframe[0].value["case_id"]) == ["BraTS2021_00008"]
-    at.selectbox(key="browser_pick").set_value("BraTS2021_00008").run()
+    at.selectbox(key="browser_pick").set_value("BraTS2021_00008/BraTS2021_00008").run()
     next(b for b in at.button if b.label == "Open case").click().run()
     assert not at.exception
     assert at.session_state[ui.KEY_CASE]["case_id"] == "BraTS2021_00008"
+    assert "No ground-truth segmentation" in texts(at.info)
+
+
+def test_browser_opens_the_chosen_one_of_cases_sharing_an_id(tmp_path: Path) -> None:
+    """Bug: two cases with one id in different folders; choosing the second opened the first."""
+    data = tmp_path / "data"
+    make_case_dir(data / "site_a", case_id="BraTS2021_00001", shape=(12, 10, 8))
+    make_case_dir(data / "site_b", case_id="BraTS2021_00001", shape=(10, 8, 6), with_seg=False)
+    at = app(BROWSER, **{ui.KEY_DATA_DIR: str(data)})
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["case_id"]) == ["BraTS2021_00001", "BraTS2021_00001"]
+    assert list(table["location"]) == ["site_a/BraTS2021_00001", "site_b/BraTS2021_00001"]
+    pick = at.selectbox(key="browser_pick")
+    assert pick.options == ["BraTS2021_00001 (site_a/BraTS2021_00001)", "BraTS2021_00001 (site_b/BraTS2021_00001)"]
+    pick.set_value("site_b/BraTS2021_00001/BraTS2021_00001").run()
+    next(b for b in at.button if b.label == "Open case").click().run()
+    assert not at.exception
+    assert at.session_state[ui.KEY_CASE]["key"] == "site_b/BraTS2021_00001/BraTS2021_00001"
+    geometry = dict(zip(at.dataframe[1].value["Property"], at.dataframe[1].value["Value"], strict=True))
+    assert geometry["Grid (RAS, voxels)"] == "10 x 8 x 6"  # site_b's case, not site_a's 12 x 10 x 8
     assert "No ground-truth segmentation" in texts(at.info)
 
 
@@ -141,11 +163,11 @@ def test_browser_says_how_a_case_with_missing_modalities_is_segmented(tmp_path: 
     at = app(BROWSER)
     at.text_input(key="browser_folder_text").set_value(str(data))
     use_folder(at).click().run()
-    at.selectbox(key="browser_pick").set_value("BraTS2021_00009").run()
+    at.selectbox(key="browser_pick").set_value("BraTS2021_00009/BraTS2021_00009").run()
     next(b for b in at.button if b.label == "Open case").click().run()
     assert not at.exception
     assert "This case lacks T1, T2: the model segments it without them" in texts(at.info)
-    at.selectbox(key="browser_pick").set_value("BraTS2021_00010").run()
+    at.selectbox(key="browser_pick").set_value("BraTS2021_00010/BraTS2021_00010").run()
     next(b for b in at.button if b.label == "Open case").click().run()
     assert "This case cannot be segmented: expected FLAIR or T1CE" in texts(at.warning)
 
@@ -234,7 +256,7 @@ def test_viewer_convention_and_four_up() -> None:
 
 
 def test_viewer_prediction_overlay_and_errors() -> None:
-    class FakePrediction:  # duck-typed like core.inference.Prediction
+    class FakePrediction:  # duck-typed like core.engine.inference.Prediction
         labels = np.zeros((240, 240, 155), dtype=np.uint8)
 
     pred = FakePrediction()

@@ -1,4 +1,4 @@
-"""core/postprocess.py: decoding, island removal, the tiny-ET rule and the saved settings."""
+"""core/engine/postprocess.py: decoding, island removal, the tiny-ET rule and the saved settings."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.engine.postprocess import PostprocessSpec, apply, decode_labels, parse_variant, remove_islands
 from core.errors import ModelError
-from core.postprocess import PostprocessSpec, apply, decode_labels, parse_variant, remove_islands
 
 
 def _probs(shape: tuple[int, int, int], cls_probs: list[tuple[tuple, tuple[float, float, float, float]]]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests of core/preprocess.py: normalisation, brain box, label/probability placement, the saved spec."""
+"""Tests of core/engine/preprocess.py: normalisation, brain box, label/probability placement, the saved spec."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from core.cases import assemble_case
-from core.errors import CaseError, ModelError
-from core.io import volume_from_array
-from core.preprocess import (
+from core.data.cases import assemble_case
+from core.data.io import volume_from_array
+from core.engine.preprocess import (
     ORIGINAL_SPEC,
     PreprocessSpec,
     brain_box,
@@ -25,6 +24,7 @@ from core.preprocess import (
     probabilities_to_grid,
     stack_channels,
 )
+from core.errors import CaseError, ModelError
 
 RAS = np.eye(4)
 
@@ -272,7 +272,7 @@ def test_check_modalities_rules() -> None:
 
 
 def test_robust_normalisation_ignores_a_few_extreme_voxels() -> None:
-    from core.preprocess import PreprocessSpec
+    from core.engine.preprocess import PreprocessSpec
 
     rng = np.random.default_rng(0)
     vol = rng.normal(100, 10, size=(20, 20, 10, 1)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""core/quality.py: each measure on hand-made arrays, the flag's reasons, and the saved settings."""
+"""core/engine/quality.py: each measure on hand-made arrays, the flag's reasons, and the saved settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.quality import (
+from core.engine.quality import (
     QualityModel,
     QualityThresholds,
     count_islands,

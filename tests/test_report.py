@@ -1,4 +1,4 @@
-"""Tests of core/report.py: volume table by hand with anisotropic voxels, CSV, and the PDF read back with pypdf."""
+"""Tests of core/analysis/report.py: volume table by hand with anisotropic voxels, CSV, and the PDF read back with pypdf."""
 
 from __future__ import annotations
 
@@ -12,12 +12,8 @@ import pypdf
 import pytest
 from conftest import make_case_dir
 
-from core.cases import assemble_case, load_case_folder
-from core.config import DISCLAIMER, LABEL_COLOURS
-from core.errors import CaseError
-from core.io import volume_from_array
-from core.metrics import score_case
-from core.report import (
+from core.analysis.metrics import score_case
+from core.analysis.report import (
     ReportInputs,
     build_pdf,
     latin1,
@@ -29,6 +25,10 @@ from core.report import (
     table_csv,
     volume_table,
 )
+from core.config import DISCLAIMER, LABEL_COLOURS
+from core.data.cases import assemble_case, load_case_folder
+from core.data.io import volume_from_array
+from core.errors import CaseError
 
 SPACING = (0.5, 1.0, 3.0)  # 1.5 mm^3 per voxel = 0.0015 mL
 MODEL_SHA = "0123456789abcdef" * 4

@@ -10,7 +10,7 @@ import pytest
 from conftest import make_case_dir
 
 from core import config
-from core.cases import discover_cases, safe_case_ref
+from core.data.cases import discover_cases, safe_case_ref
 from core.errors import DataFolderError
 
 SOURCES = sorted([*config.PROJECT_ROOT.joinpath("core").rglob("*.py"), *config.PROJECT_ROOT.joinpath("pages").glob("*.py"),

@@ -1,5 +1,5 @@
-"""Pure helpers of the segmentation and report pages (core/segstate.py) and their figure builders
-(core/figures_seg.py), on tiny hand-checkable label volumes."""
+"""Pure helpers of the segmentation and report pages (core/app/segstate.py) and their figure builders
+(core/views/figures_seg.py), on tiny hand-checkable label volumes."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import pypdf
 import pytest
 from conftest import make_case_dir
 
-from core import figures, figures_seg, segstate
-from core.cases import load_case_folder
+from core.analysis.edits import EditStore, axial_display, hierarchy_report
+from core.analysis.metrics import score_case
+from core.app import segstate
 from core.config import DISCLAIMER
-from core.edits import EditStore, axial_display, hierarchy_report
+from core.data.cases import load_case_folder
+from core.data.io import load_volume_bytes
 from core.errors import BratsViewerError
-from core.io import load_volume_bytes
-from core.metrics import score_case
+from core.views import figures, figures_seg
 
 SHAPE = (6, 5, 4)
 KEY = "abc123"

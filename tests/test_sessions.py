@@ -13,8 +13,8 @@ import pytest
 from conftest import DEMO_SELECTION, HOME, make_case_dir
 from streamlit.testing.v1 import AppTest
 
-from core import ui
-from core.cases import load_case_folder
+from core.app import ui
+from core.data.cases import load_case_folder
 
 DEMO = DEMO_SELECTION
 
@@ -28,7 +28,7 @@ def _sidebar_text(at: AppTest) -> str:
 
 
 class _FakePrediction:
-    """Stands in for core.inference.Prediction on the viewer (it reads ``.labels`` only)."""
+    """Stands in for core.engine.inference.Prediction on the viewer (it reads ``.labels`` only)."""
 
     def __init__(self, labels: np.ndarray) -> None:
         self.labels = labels

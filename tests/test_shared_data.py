@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import SKIP_SHARED
 
-from core.cases import CaseRef, discover_cases, load_case
 from core.config import VALID_LABELS, shared_data_dir
-from core.io import load_volume
+from core.data.cases import CaseRef, discover_cases, load_case
+from core.data.io import load_volume
 
 pytestmark = pytest.mark.shared
 

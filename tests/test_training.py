@@ -1,4 +1,4 @@
-"""Tests of core/training.py: the split, augmentation, a tiny end-to-end run, resume, an interrupted run,
+"""Tests of core/engine/training.py: the split, augmentation, a tiny end-to-end run, resume, an interrupted run,
 and a two-worker MultiWorkerMirroredStrategy run on localhost."""
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 from conftest import make_case_dir
 
-import core.training as training
-from core.errors import DataFolderError
-from core.training import (
+import core.engine.training as training
+from core.engine.training import (
     TrainConfig,
     augment_pair,
     drop_modalities,
@@ -26,6 +25,7 @@ from core.training import (
     split_cases,
     train,
 )
+from core.errors import DataFolderError
 
 PROJECT = Path(__file__).resolve().parent.parent
 CASE_SHAPE = (24, 24, 6)
@@ -163,7 +163,7 @@ def test_tiny_training_writes_the_model_folder(data_dir: Path, tmp_path: Path) -
     assert [r["case_id"] for r in card["validation_per_case"]] == split["val"]
     saved = json.loads((out / "model_card.json").read_text())
     assert saved["weights_sha256"] == card["weights_sha256"]
-    from core.model import load_model
+    from core.engine.model import load_model
 
     loaded = load_model(out)
     assert loaded.spec.channels == ("flair", "t1ce") and loaded.spec.input_size == 32
@@ -178,9 +178,9 @@ def test_training_with_context_dropout_and_postprocess(data_dir: Path, tmp_path:
     card = train(tiny_config(data_dir, out, channels=("flair", "t1ce", "t1", "t2"), context=1, modality_dropout=0.5,
                              strong_augment=True, normalisation="robust_brain", epochs=1, split=(1.0, 0.0, 0.0),
                              postprocess="decoding=regions,min_island_ml=0.1"))
-    from core.inference import predict_case
-    from core.model import load_model
-    from core.postprocess import PostprocessSpec
+    from core.engine.inference import predict_case
+    from core.engine.model import load_model
+    from core.engine.postprocess import PostprocessSpec
 
     assert card["epochs_run"] == 1 and card["split"]["val"] == []  # no validation: the "NA" log still counts
     loaded = load_model(out)
@@ -188,7 +188,7 @@ def test_training_with_context_dropout_and_postprocess(data_dir: Path, tmp_path:
     assert tuple(loaded.model.inputs[0].shape[1:]) == (32, 32, 12)
     assert loaded.postprocess == PostprocessSpec("regions", 0.1)
     assert loaded.quality.trained_for_missing
-    from core.cases import discover_cases, load_case
+    from core.data.cases import discover_cases, load_case
 
     case = load_case(discover_cases(data_dir)[0])
     partial = type(case)(case.case_id, {k: case.images[k] for k in ("flair", "t1ce")})
@@ -211,7 +211,7 @@ def test_resume_continues_at_the_next_epoch(data_dir: Path, tmp_path: Path) -> N
 
 def test_interrupted_run_is_marked_stopped_with_a_readable_checkpoint(data_dir: Path, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.model import get_custom_objects, keras_module
+    from core.engine.model import get_custom_objects, keras_module
 
     keras = keras_module()
     original = training.make_callbacks
@@ -298,7 +298,7 @@ def test_two_workers_train_with_multi_worker_mirrored_strategy(data_dir: Path, t
 
 
 def test_resumed_checkpoint_must_beat_the_best_validation_loss_so_far(tmp_path: Path) -> None:
-    from core.model import keras_module
+    from core.engine.model import keras_module
 
     keras = keras_module()
     out = tmp_path / "run"

@@ -1,4 +1,4 @@
-"""Tests of core/viewer.py: the shared cursor, per-case display statistics and per-file upload checks."""
+"""Tests of core/views/viewer.py: the shared cursor, per-case display statistics and per-file upload checks."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import SHAPE, make_case_dir, write_nifti
 
-from core import viewer
-from core.cases import guess_modality, load_case_folder
+from core.data.cases import guess_modality, load_case_folder
 from core.errors import BratsViewerError
+from core.views import viewer
 
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
 

@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from core.cases import SEG_KEY, check_same_grid, normalise_labels, parse_brats_name
+from core.analysis.metrics import REGION_ORDER, score_case
+from core.data.cases import SEG_KEY, check_same_grid, normalise_labels, parse_brats_name
+from core.data.io import Volume, load_volume
 from core.errors import BratsViewerError, DataFolderError
-from core.io import Volume, load_volume
-from core.metrics import REGION_ORDER, score_case
 
 _NIFTI_NAME = re.compile(r"^(?P<id>.+?)\.nii(?:\.gz)?$", re.IGNORECASE)
 EMPTY_PREDICTION_NOTE = "scored as an empty prediction (BraTS rule)"

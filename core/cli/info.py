@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from core.cases import (
+from core.config import LABEL_NAMES, MODALITIES
+from core.data.cases import (
     SEG_KEY,
     assemble_case,
     case_folder_of,
@@ -31,9 +32,8 @@ from core.cases import (
     normalise_labels,
     parse_brats_name,
 )
-from core.config import LABEL_NAMES, MODALITIES
+from core.data.io import Volume, load_volume
 from core.errors import CaseError, DataFolderError
-from core.io import Volume, load_volume
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 

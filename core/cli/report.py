@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.audit import append_event
-from core.cases import (
+from core.analysis.metrics import score_case
+from core.analysis.report import ReportInputs, build_pdf, volume_table
+from core.app.audit import append_event
+from core.data.cases import (
     Case,
     case_folder_of,
     check_same_grid,
@@ -29,10 +31,8 @@ from core.cases import (
     naming_convention,
     normalise_labels,
 )
+from core.data.io import atomic_write_bytes, load_volume
 from core.errors import CaseError, DataFolderError
-from core.io import atomic_write_bytes, load_volume
-from core.metrics import score_case
-from core.report import ReportInputs, build_pdf, volume_table
 
 DEFAULT_MODEL_NAME = "unknown (external segmentation)"
 DEFAULT_MODEL_SHA = "n/a"

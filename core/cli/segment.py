@@ -13,7 +13,7 @@ For each case it writes, in the input images' own geometry (same shape, affine a
 
 and prints one JSON line per case: case id, outputs, tumour volumes in mL, times in seconds (load, predict,
 write), the model's name and weight SHA-256; and appends a "segment" event (input hashes, model hash,
-outputs) to the audit log (``core.audit``). Research use only: not for diagnosis.
+outputs) to the audit log (``core.app.audit``). Research use only: not for diagnosis.
 
 A bad argument, an unusable model or (for a single case) a bad case exits with status 2 and one ``error:``
 line. In folder mode a case that cannot be segmented is reported as ``error: <case_id>: ...`` on stderr, the
@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from core.cases import Case, CaseRef, discover_cases, load_case, load_case_folder
 from core.config import DISCLAIMER, MODELS_DIR, active_model_dir
+from core.data.cases import Case, CaseRef, discover_cases, load_case, load_case_folder
 from core.errors import BratsViewerError, DataFolderError, ModelError
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
@@ -121,13 +121,13 @@ def segment_case(loaded: Any, case: Case, out_dir: Path, tta: bool = False, batc
     Returns:
         The JSON-able summary: case_id, shape, outputs (paths), volumes_ml, time_s, model, tta, disclaimer.
     """
-    from core.inference import predict_case
-    from core.io import atomic_write_bytes, save_like
-    from core.metrics import label_volumes_ml
+    from core.analysis.metrics import label_volumes_ml
+    from core.data.io import atomic_write_bytes, save_like
+    from core.engine.inference import predict_case
 
     t0 = time.perf_counter()
     if n4:
-        from core.biasfield import n4_case
+        from core.engine.biasfield import n4_case
 
         case = n4_case(case)
     n4_s = time.perf_counter() - t0
@@ -170,9 +170,9 @@ def segment_case(loaded: Any, case: Case, out_dir: Path, tta: bool = False, batc
 
 
 def _audit(summary: dict[str, Any], case: Case) -> None:
-    """Append a "segment" event to the audit log (``core.audit``); a failure is reported, outputs stay written."""
+    """Append a "segment" event to the audit log (``core.app.audit``); a failure is reported, outputs stay written."""
     try:
-        from core.audit import append_event
+        from core.app.audit import append_event
     except ImportError:  # the audit module is optional for this command
         return
     try:
@@ -185,7 +185,7 @@ def _audit(summary: dict[str, Any], case: Case) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.model import load_model
+    from core.engine.model import load_model
 
     if args.batch_size < 1:
         raise BratsViewerError(f"expected --batch-size >= 1, got {args.batch_size}")
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     loaded = load_model(resolve_model_path(args.model))
     model_load_s = time.perf_counter() - t0
-    required = ()  # a case may lack some of the model's modalities (core.preprocess.check_modalities)
+    required = ()  # a case may lack some of the model's modalities (core.engine.preprocess.check_modalities)
     if single:
         t1 = time.perf_counter()
         case = load_case_folder(args.case, required=required)

@@ -71,7 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.training import TrainConfig, train
+    from core.engine.training import TrainConfig, train
 
     if args.epochs < 1 or args.batch_size < 1 or args.base_filters < 1 or not 1 <= args.depth <= 6:
         raise BratsViewerError("expected epochs, batch size and base filters >= 1 and depth in 1..6")

@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.cases import Case
 from core.config import CLASS_TO_LABEL, MODALITIES, MODALITY_TITLES
+from core.data.cases import Case
 from core.errors import CaseError, ModelError
 
 NORMALISATIONS = ("zscore_brain", "robust_brain", "slice_max")
@@ -89,7 +89,7 @@ class PreprocessSpec:
         return cls(**known)
 
     def save(self, folder: str | Path) -> Path:
-        from core.io import atomic_write_bytes
+        from core.data.io import atomic_write_bytes
 
         return atomic_write_bytes(Path(folder) / "preprocess.json", self.to_json().encode())
 

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from core.cases import Case
+from core.analysis.edits import axial_display
 from core.config import DISCLAIMER, LABEL_COLOURS, LABEL_LONG_NAMES, LABEL_NAMES, MODALITIES, MODALITY_TITLES
-from core.edits import axial_display
+from core.data.cases import Case
+from core.data.io import atomic_write_bytes
 from core.errors import CaseError
-from core.io import atomic_write_bytes
 
 REPORT_TITLE = "Brain tumour segmentation report"
 OVERLAY_ALPHA = 0.45
@@ -276,7 +276,7 @@ class ReportInputs:
         seg_sha256: SHA-256 of the segmentation file when it came from a file.
         created_utc: time stamp of the report (default: now).
         notes: free text (e.g. "TTA on"; the case's notes are added).
-        quality: the model's quality flag as ``core.quality.QualityFlag.to_dict()`` (status, reasons,
+        quality: the model's quality flag as ``core.engine.quality.QualityFlag.to_dict()`` (status, reasons,
             measures, missing_modalities), or None when the segmentation did not come from the model.
     """
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from core.cases import Case
+from core.data.cases import Case
 from core.errors import CaseError
 
 SHRINK = 4

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core import figures
-from core.cases import SEG_KEY, Case, case_from_uploads, guess_modality
 from core.config import MODALITIES, MODALITY_TITLES
+from core.data.cases import SEG_KEY, Case, case_from_uploads, guess_modality
+from core.data.io import load_volume_bytes
 from core.errors import BratsViewerError
-from core.io import load_volume_bytes
+from core.views import figures
 
 UPLOAD_KEYS: tuple[str, ...] = (*MODALITIES, SEG_KEY)
 UPLOAD_TITLES: dict[str, str] = {**MODALITY_TITLES, SEG_KEY: "Segmentation"}
@@ -103,7 +103,7 @@ class UploadCheck:
 
 
 def check_upload(name: str, blob: bytes) -> UploadCheck:
-    """Validate one uploaded file with ``core.io.load_volume_bytes``; never raises for bad bytes."""
+    """Validate one uploaded file with ``core.data.io.load_volume_bytes``; never raises for bad bytes."""
     guess = guess_modality(name)
     try:
         vol = load_volume_bytes(blob, name)

@@ -2,9 +2,9 @@
 the correction canvas's background and the volume bar chart. Builders return figures or arrays and never
 render them.
 
-Axial slices are shown as ``core.edits.axial_display`` lays them out (anterior at the top, radiological
+Axial slices are shown as ``core.analysis.edits.axial_display`` lays them out (anterior at the top, radiological
 convention by default: the patient's right on the image's left), the same layout as the slice viewer's
-axial view (``core.figures.extract_slice``).
+axial view (``core.views.figures.extract_slice``).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core import figures
+from core.analysis.edits import axial_display
 from core.config import CLASS_NAMES, LABEL_COLOURS, LABEL_NAMES
-from core.edits import axial_display
 from core.errors import BratsViewerError
+from core.views import figures
 
 PROBABILITY_CLASSES: tuple[tuple[int, str], ...] = ((1, "NCR/NET"), (2, "ED"), (3, "ET"))  # softmax index, title
 PROBABILITY_SCALE = "Viridis"
@@ -147,7 +147,7 @@ def canvas_size(shape: Sequence[int], target_px: int = 480) -> tuple[int, int]:
 
 def volume_bar_figure(rows: Sequence[Mapping[str, Any]], source_name: str = "Segmentation",
                       height: int = 360) -> go.Figure:
-    """Grouped bars of the volumes in mL per structure (``core.report.volume_table`` rows), the segmentation
+    """Grouped bars of the volumes in mL per structure (``core.analysis.report.volume_table`` rows), the segmentation
     beside the ground truth when the rows hold ``gt_volume_ml``.
 
     Returns:

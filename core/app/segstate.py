@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from core.cases import Case
-from core.edits import EditStore, hierarchy_report
+from core.analysis.edits import EditStore, hierarchy_report
+from core.data.cases import Case
 from core.errors import BratsViewerError
 
 SOURCE_CORRECTED = "corrected"
@@ -80,7 +80,7 @@ def choose_report_source(case_key: str, shape: tuple[int, int, int], *,
         shape: (X, Y, Z) of the case grid.
         corrected: corrected labels (array) or None; ``corrected_key`` the case key stored beside them.
         corrected_model_name, corrected_model_sha256: the model the corrections started from, when known.
-        prediction: a ``core.inference.Prediction`` (or anything with ``.labels``, ``.model_name`` and
+        prediction: a ``core.engine.inference.Prediction`` (or anything with ``.labels``, ``.model_name`` and
             ``.model_sha256``) or None; ``prediction_key`` the case key stored beside it.
         ground_truth: the case's reference labels or None.
         use_ground_truth: fall back to the ground truth when there is neither.
@@ -157,7 +157,7 @@ def tumour_box(labels: np.ndarray, margin: int = 2) -> tuple[slice, slice, slice
 
 
 def hierarchy_summary(labels: np.ndarray) -> dict[str, int]:
-    """``core.edits.hierarchy_report`` computed on the tumour's bounding box (grown by 2 voxels), which gives
+    """``core.analysis.edits.hierarchy_report`` computed on the tumour's bounding box (grown by 2 voxels), which gives
     the same counts as the whole grid at a fraction of the cost (every count depends on voxels within one
     voxel of the tumour only)."""
     box = tumour_box(labels, margin=2)
@@ -209,7 +209,7 @@ def report_pdf_bytes(case: Case, source: ReportSource, scores: Any = None, notes
     """The PDF report of ``case`` for the labels of ``source`` (with the case's ground truth and ``scores``
     beside them when the source is not the ground truth itself, and the model's quality flag ``quality``,
     a ``QualityFlag.to_dict()``, when the source is the model's)."""
-    from core.report import ReportInputs, build_pdf
+    from core.analysis.report import ReportInputs, build_pdf
 
     is_gt = source.kind == SOURCE_GROUND_TRUTH
     gt = case.seg.data if case.seg is not None and not is_gt else None
@@ -224,7 +224,7 @@ def report_pdf_bytes(case: Case, source: ReportSource, scores: Any = None, notes
 
 def nifti_download_bytes(case: Case, labels: np.ndarray) -> bytes:
     """The labels as a gzipped NIfTI in the input's own geometry and label convention (ET 4 or 3), uint8."""
-    from core.cases import labels_for_disk
-    from core.io import nifti_bytes
+    from core.data.cases import labels_for_disk
+    from core.data.io import nifti_bytes
 
     return nifti_bytes(case.reference, labels_for_disk(labels, case.label_convention), np.uint8)

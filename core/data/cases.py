@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from core.config import LABEL_ET, LABEL_ET_2023, MODALITIES, MODALITY_TITLES, VALID_LABELS
+from core.data.io import Volume, load_volume, load_volume_bytes, read_header_info
 from core.errors import BratsViewerError, CaseError, DataFolderError
-from core.io import Volume, load_volume, load_volume_bytes, read_header_info
 
 # File-name patterns of every BraTS release. Group "id" is the case id, group "mod" the modality key.
 _NIFTI_EXT = r"\.nii(?:\.gz)?$"
@@ -331,6 +331,17 @@ def _layout_2013_files(folder: Path, filenames: list[str], real_root: Path) -> d
     found = {key: folder / stems[stem] for key, stem in _LAYOUT_2013_FILES.items() if stem in stems}
     found = {k: p for k, p in found.items() if _within(real_root, p)}
     return found if {"flair", "t1ce", MASK_KEY} <= set(found) else {}
+
+
+def case_key(ref: CaseRef, root: str | os.PathLike[str]) -> str:
+    """The unique key of a discovered case under ``root``: its folder relative to ``root`` joined with its id,
+    POSIX style (``"site1/BraTS2021_00001/BraTS2021_00001"``; ``"BraTS2021_00001"`` for files straight in root).
+    Ids can repeat across a folder tree; (folder, id) cannot, since discovery groups files by both."""
+    try:
+        rel = ref.folder.relative_to(Path(root).expanduser())
+    except ValueError:
+        rel = ref.folder.resolve().relative_to(Path(root).expanduser().resolve())
+    return (rel / ref.case_id).as_posix() if ref.layout != LAYOUT_2013 else rel.as_posix()
 
 
 def safe_case_ref(root: str | os.PathLike[str], case_id: str) -> CaseRef:

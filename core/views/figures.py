@@ -1,7 +1,7 @@
 """Figure builders for the viewer pages: slices, window/level, label and error overlays, montages, 3-D views.
 
 Every builder returns an array or a plotly figure and never renders it. Volumes are on the RAS grid of
-``core.io.Volume``: shape (X, Y, Z), index increasing toward patient Right, Anterior, Superior.
+``core.data.io.Volume``: shape (X, Y, Z), index increasing toward patient Right, Anterior, Superior.
 
 Display conventions:
     * radiological: patient right on the screen's left (as if facing the patient);

@@ -32,8 +32,8 @@ import numpy as np
 from scipy import ndimage
 
 from core.config import LABEL_ET, LABEL_NCR, REGIONS, VALID_LABELS, work_dir
+from core.data.io import atomic_write_bytes
 from core.errors import BratsViewerError
-from core.io import atomic_write_bytes
 
 PAINT_LABELS: tuple[int, ...] = (0, 1, 2, 4)  # 0 = erase
 _CORE_LABELS: tuple[int, ...] = (LABEL_NCR, LABEL_ET)

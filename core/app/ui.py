@@ -14,12 +14,13 @@ from typing import Any
 import streamlit as st
 
 from core import config
-from core.cases import Case, CaseRef, discover_cases, load_case
+from core.data.cases import Case, CaseRef, case_key, discover_cases, load_case
 from core.errors import BratsViewerError
 
 # ---- session-state keys (one place) -----------------------------------------------------------------------
 KEY_DATA_DIR = "data_dir"  # str: folder of cases in use
-KEY_CASE = "selected_case"  # dict: {"kind": "folder", "folder": str, "case_id": str} or {"kind": "upload", "case_id": str}
+KEY_CASE = "selected_case"  # dict: {"kind": "folder", "folder": str, "case_id": str, "key": str (cases.case_key)}
+#                               or {"kind": "upload", "case_id": str}
 KEY_UPLOADED = "uploaded_case"  # Case built from this session's uploads
 KEY_CURSOR = "cursor"  # dict: {"x": int, "y": int, "z": int} shared cross-hair on the RAS grid
 KEY_TTA = "use_tta"
@@ -87,8 +88,10 @@ def list_cases(folder: str) -> list[dict[str, Any]]:
     """Table rows of the cases under ``folder`` (headers only): id, modalities, ground truth, shape, voxel size."""
     rows = []
     for ref in discover_cases(folder):
+        rel = Path(case_key(ref, folder)).parent.as_posix()
         rows.append({"case_id": ref.case_id, "modalities": ", ".join(ref.modalities),
-                     "ground_truth": ref.has_seg, **ref.header_summary(), "folder": str(ref.folder)})
+                     "ground_truth": ref.has_seg, **ref.header_summary(), "folder": str(ref.folder),
+                     "location": rel, "key": case_key(ref, folder)})
     return rows
 
 
@@ -103,8 +106,8 @@ def case_notes(folder: str | Path) -> dict[str, str]:
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading case...")
-def _load_case_cached(folder: str, case_id: str, stamp: float) -> Case:
-    refs = [r for r in discover_cases(folder) if r.case_id == case_id]
+def _load_case_cached(folder: str, case_id: str, stamp: float, key: str | None = None) -> Case:
+    refs = _refs_of(folder, case_id, key)
     if not refs:
         raise BratsViewerError(f"expected case {case_id!r} in {folder!r}, found none")
     ref: CaseRef = refs[0]
@@ -112,17 +115,29 @@ def _load_case_cached(folder: str, case_id: str, stamp: float) -> Case:
     return load_case(ref, notes=notes)
 
 
-def load_folder_case(folder: str, case_id: str) -> Case:
-    """A case of a data folder, loaded once per process and shared read-only (at most 3 kept)."""
-    refs = [r for r in discover_cases(folder) if r.case_id == case_id]
+def _refs_of(folder: str, case_id: str, key: str | None) -> list[CaseRef]:
+    """Discovered cases of ``folder`` with ``case_id`` (and the unique ``key`` when given: ids can repeat in a
+    folder tree)."""
+    return [r for r in discover_cases(folder)
+            if r.case_id == case_id and (key is None or case_key(r, folder) == key)]
+
+
+def load_folder_case(folder: str, case_id: str, key: str | None = None) -> Case:
+    """A case of a data folder, loaded once per process and shared read-only (at most 3 kept). ``key``
+    (``cases.case_key``) picks one case among several sharing ``case_id``; without it, the first is taken."""
+    refs = _refs_of(folder, case_id, key)
     if not refs:  # ids come from the discovered list only: nothing outside the chosen folder is read
         raise BratsViewerError(f"expected case {case_id!r} in the data folder, found none")
     stamp = max(p.stat().st_mtime for p in refs[0].files.values())
-    return _load_case_cached(str(folder), case_id, stamp)
+    return _load_case_cached(str(folder), case_id, stamp, key)
 
 
-def select_folder_case(folder: str, case_id: str) -> None:
-    st.session_state[KEY_CASE] = {"kind": "folder", "folder": str(folder), "case_id": case_id}
+def select_folder_case(folder: str, case_id: str, key: str | None = None) -> None:
+    """Select a case of a data folder; ``key`` (``cases.case_key``) tells apart cases that share an id."""
+    sel = {"kind": "folder", "folder": str(folder), "case_id": case_id}
+    if key is not None:
+        sel["key"] = key
+    st.session_state[KEY_CASE] = sel
     st.session_state.pop(KEY_CURSOR, None)
 
 
@@ -140,7 +155,7 @@ def current_case() -> Case | None:
     if sel.get("kind") == "upload":
         return st.session_state.get(KEY_UPLOADED)
     try:
-        return load_folder_case(sel["folder"], sel["case_id"])
+        return load_folder_case(sel["folder"], sel["case_id"], sel.get("key"))
     except BratsViewerError as err:
         st.error(str(err))
         return None
@@ -160,7 +175,7 @@ def require_case() -> Case:
 @st.cache_resource(max_entries=2, show_spinner="Loading model...")
 def load_model_cached(model_dir: str, stamp: float) -> Any:
     """The model of a folder, loaded once per process (TensorFlow is imported here, not at page import)."""
-    from core.model import load_model
+    from core.engine.model import load_model
 
     return load_model(model_dir)
 
@@ -169,7 +184,7 @@ def get_model() -> Any:
     """The active model, or None with an error shown."""
     folder = active_model_dir()
     try:
-        from core.model import resolve_weights
+        from core.engine.model import resolve_weights
 
         weights, _ = resolve_weights(folder)
         return load_model_cached(str(folder), weights.stat().st_mtime)
@@ -196,18 +211,18 @@ def case_cache_key(case: Case) -> str:
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _display_stats_cached(key: str, _case: Case) -> Any:
-    from core.viewer import display_stats
+    from core.views.viewer import display_stats
 
     return display_stats(_case)
 
 
 def case_display_stats(case: Case) -> Any:
-    """``core.viewer.CaseDisplayStats`` of a case (window percentiles, most-tumour cursor), once per case content."""
+    """``core.views.viewer.CaseDisplayStats`` of a case (window percentiles, most-tumour cursor), once per case content."""
     return _display_stats_cached(case_cache_key(case), case)
 
 
 # ---- segmentation helpers (segmentation and report pages) ---------------------------------------------------
-KEY_PREDICTION = "prediction"  # core.inference.Prediction of the selected case (shared cached object)
+KEY_PREDICTION = "prediction"  # core.engine.inference.Prediction of the selected case (shared cached object)
 KEY_PREDICTION_CASE = "prediction_case_key"  # Case.content_key the prediction belongs to
 KEY_CORRECTED = "corrected_labels"  # (X, Y, Z) uint8 labels corrected by hand
 KEY_CORRECTED_CASE = "corrected_case_key"  # Case.content_key the corrected labels belong to
@@ -215,13 +230,13 @@ KEY_CORRECTED_CASE = "corrected_case_key"  # Case.content_key the corrected labe
 
 @st.cache_resource(max_entries=2, show_spinner="Preparing the case for the model...")
 def _prepared_cached(case_key: str, model_sha: str, _case: Case, _loaded: Any) -> Any:
-    from core.preprocess import prepare_case
+    from core.engine.preprocess import prepare_case
 
     return prepare_case(_case, _loaded.spec)
 
 
 def prepared_for(case: Case, loaded: Any) -> Any:
-    """``core.preprocess.Prepared`` of a case for a model's spec, once per (case content, model weights)."""
+    """``core.engine.preprocess.Prepared`` of a case for a model's spec, once per (case content, model weights)."""
     return _prepared_cached(case.content_key, loaded.sha256, case, loaded)
 
 
@@ -237,7 +252,7 @@ def _prediction_slot(case_key: str, model_sha: str, tta: bool) -> dict[str, Any]
 def cached_prediction(case: Case, loaded: Any, tta: bool, progress: Any = None) -> Any:
     """The whole-volume ``Prediction`` of a case, computed once per (case content, model weights, TTA) and
     shared read-only; ``progress(fraction, message)`` is called only when it is computed."""
-    from core.inference import predict_case
+    from core.engine.inference import predict_case
 
     slot = _prediction_slot(case.content_key, loaded.sha256, bool(tta))
     with slot["lock"]:
@@ -262,17 +277,17 @@ def session_prediction(case: Case) -> Any:
 
 @st.cache_resource(max_entries=6, show_spinner="Scoring against the ground truth...")
 def _scores_cached(case_key: str, labels_key: str, _labels: Any, _gt: Any, spacing_mm: tuple[float, ...]) -> Any:
-    from core.metrics import score_case
+    from core.analysis.metrics import score_case
 
     return score_case(_labels, _gt, spacing_mm)
 
 
 def cached_scores(case: Case, labels: Any) -> Any:
-    """``core.metrics.CaseScore`` of ``labels`` against the case's ground truth (None without one), computed
+    """``core.analysis.metrics.CaseScore`` of ``labels`` against the case's ground truth (None without one), computed
     once per (case, labels content)."""
     if case.seg is None:
         return None
-    from core.segstate import labels_digest
+    from core.app.segstate import labels_digest
 
     return _scores_cached(case_cache_key(case), labels_digest(labels), labels, case.seg.data,
                           tuple(case.spacing_mm))
@@ -311,7 +326,7 @@ def show_quality(prediction: Any) -> None:
 def audit_event(case: Case, event: str, model_sha: str, /, **extra: Any) -> None:
     """Append an audit event ``event`` (segment, correct, export_pdf, ...) for ``case``; ``extra`` may hold any
     keys (``action`` included). A failure to write it is shown, never fatal."""
-    from core import audit
+    from core.app import audit
 
     try:
         audit.append_event(event, case.case_id, case.input_hashes(), model_sha, extra=extra)

@@ -21,10 +21,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from core.cases import CaseRef, discover_cases, load_case
+from core.data.cases import CaseRef, discover_cases, load_case
+from core.data.io import atomic_write_bytes
+from core.engine.preprocess import ORIGINAL_SPEC, PreprocessSpec, prepare_case, prepare_labels
 from core.errors import DataFolderError
-from core.io import atomic_write_bytes
-from core.preprocess import ORIGINAL_SPEC, PreprocessSpec, prepare_case, prepare_labels
 
 PROGRESS_FILE = "progress.json"
 HISTORY_FILE = "history.csv"
@@ -63,7 +63,7 @@ class TrainConfig:
     context: int = 0  # neighbouring slices on each side as extra channels (2.5-D)
     modality_dropout: float = 0.0  # per-sample probability of zero-filling some modalities
     strong_augment: bool = False  # gamma, contrast, noise, blur and low-resolution augmentation
-    postprocess: str = ""  # post-processing saved with the model (core.postprocess.parse_variant), "" for none
+    postprocess: str = ""  # post-processing saved with the model (core.engine.postprocess.parse_variant), "" for none
 
     def spec(self) -> PreprocessSpec:
         return PreprocessSpec(channels=tuple(self.channels), input_size=self.input_size,
@@ -247,7 +247,7 @@ def _strong_intensity(x: np.ndarray, rng: np.random.Generator, group: int = 1) -
 def drop_modalities(x: np.ndarray, channels: tuple[str, ...], present: tuple[bool, ...], rng: np.random.Generator,
                     group: int = 1) -> np.ndarray:
     """Zero-fill a random subset of the present modalities, keeping at least two, FLAIR or T1CE among them
-    (what inference accepts, ``core.preprocess.check_modalities``). Returns ``x`` unchanged when no such
+    (what inference accepts, ``core.engine.preprocess.check_modalities``). Returns ``x`` unchanged when no such
     subset exists.
 
     Args:
@@ -256,7 +256,7 @@ def drop_modalities(x: np.ndarray, channels: tuple[str, ...], present: tuple[boo
     """
     from itertools import combinations
 
-    from core.preprocess import ANCHOR_MODALITIES, MIN_PRESENT_MODALITIES
+    from core.engine.preprocess import ANCHOR_MODALITIES, MIN_PRESENT_MODALITIES
 
     have = [i for i, p in enumerate(present) if p]
     keeps = [k for n in range(MIN_PRESENT_MODALITIES, len(have)) for k in combinations(have, n)
@@ -277,10 +277,10 @@ def make_sequence(index: SliceIndex, batch_size: int, augment: bool, seed: int, 
     """A ``keras.utils.PyDataset`` yielding (x, one-hot y) batches from a SliceIndex: x (N, S, S, C * (2k+1))
     with ``context`` = k slices each side (modality-major), augmented when ``augment``, modalities dropped
     with probability ``modality_dropout`` per sample (needs ``channels``)."""
-    from core.preprocess import context_stack
+    from core.engine.preprocess import context_stack
 
     group = 2 * context + 1
-    from core.model import keras_module
+    from core.engine.model import keras_module
 
     keras = keras_module()
 
@@ -446,7 +446,7 @@ def read_progress(out_dir: str | Path) -> dict[str, Any]:
 def make_callbacks(cfg: TrainConfig, out: Path, n_batches: int, chief: bool) -> list[Any]:
     """The design's callbacks (ReduceLROnPlateau 0.2/2/1e-6, best-val-loss checkpoint, CSV log) plus early
     stopping, a resumable last checkpoint, a wall-time limit and the progress file."""
-    from core.model import keras_module
+    from core.engine.model import keras_module
 
     keras = keras_module()
     ckpt = out / "checkpoints"
@@ -506,7 +506,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     Raises:
         DataFolderError: no labelled cases, or a bad split.
     """
-    from core.model import build_unet, compile_model, get_custom_objects, keras_module, save_for_inference
+    from core.engine.model import build_unet, compile_model, get_custom_objects, keras_module, save_for_inference
 
     started = time.time()
     out = Path(cfg.out_dir)
@@ -582,8 +582,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 def save_inference_settings(cfg: TrainConfig, spec: PreprocessSpec, out: Path, train_x: list[Path]) -> None:
     """Write ``quality.json`` (the flag's thresholds and the training cases' intensity quantiles) and, when the
     config names one, ``postprocess.json`` beside the weights."""
-    from core.postprocess import parse_variant
-    from core.quality import QualityModel, QualityThresholds, intensity_quantiles, reference_from
+    from core.engine.postprocess import parse_variant
+    from core.engine.quality import QualityModel, QualityThresholds, intensity_quantiles, reference_from
 
     per_case = [intensity_quantiles(np.load(x, mmap_mode="r", allow_pickle=False)) for x in train_x]
     QualityModel(QualityThresholds(), reference_from(per_case, spec.channels), spec.modality_dropout > 0).save(out)
@@ -615,9 +615,9 @@ def read_history(out_dir: str | Path) -> list[dict[str, float]]:
 
 def evaluate_cases(model_dir: Path, refs: list[CaseRef]) -> list[dict[str, Any]]:
     """Per-case BraTS region scores of the saved model on labelled cases (full grid, native resolution)."""
-    from core.inference import predict_case
-    from core.metrics import score_case
-    from core.model import load_model
+    from core.analysis.metrics import score_case
+    from core.engine.inference import predict_case
+    from core.engine.model import load_model
 
     loaded = load_model(model_dir)
     rows = []
@@ -637,7 +637,7 @@ def build_card(cfg: TrainConfig, split: dict[str, list[str]], spec: PreprocessSp
     """Write model_card.json and MODEL_CARD.md with measured figures only."""
     import tensorflow as tf
 
-    from core.model import WEIGHTS_NAME, file_sha256, keras_module
+    from core.engine.model import WEIGHTS_NAME, file_sha256, keras_module
 
     val_rows = evaluate_cases(out, [by_id[c] for c in split["val"]])
     test_rows = evaluate_cases(out, [by_id[c] for c in split["test"]])

@@ -2,7 +2,7 @@
 
 Every axial slice that holds brain is predicted (slices without brain are background without running the
 network). Probabilities are resized back to the native grid first, then the argmax is taken. Results are on
-the case's RAS grid; ``core.io.save_like`` writes them back in the input's own geometry.
+the case's RAS grid; ``core.data.io.save_like`` writes them back in the input's own geometry.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from core.cases import Case
-from core.model import LoadedModel
-from core.postprocess import PostprocessSpec, apply, refine
-from core.preprocess import Prepared, classes_to_labels, prepare_case, probabilities_to_grid
-from core.quality import QualityFlag, QualityModel, flag, intensity_quantiles, measure
+from core.data.cases import Case
+from core.engine.model import LoadedModel
+from core.engine.postprocess import PostprocessSpec, apply, refine
+from core.engine.preprocess import Prepared, classes_to_labels, prepare_case, probabilities_to_grid
+from core.engine.quality import QualityFlag, QualityModel, flag, intensity_quantiles, measure
 
 ProgressFn = Callable[[float, str], None]
 _LOCKS: dict[int, threading.Lock] = {}
@@ -41,7 +41,7 @@ class Prediction:
         model_name, model_sha256: the model that made it.
         tta: whether flip test-time augmentation was used.
         elapsed_s: wall time of the prediction in seconds.
-        quality: the quality flag (``core.quality``): "ok" or "review" with reasons.
+        quality: the quality flag (``core.engine.quality``): "ok" or "review" with reasons.
         missing: the model's modalities the case lacked (zero-filled).
         postprocess: readable name of the post-processing applied to the labels.
     """
@@ -163,7 +163,7 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
 
 
 def assess(loaded: LoadedModel, case: Case, prep: Prepared, labels: np.ndarray, probs: np.ndarray) -> QualityFlag:
-    """The quality flag of a prediction (``core.quality``) with the model's saved thresholds and reference."""
+    """The quality flag of a prediction (``core.engine.quality``) with the model's saved thresholds and reference."""
     qmodel: QualityModel = loaded.quality or QualityModel(trained_for_missing=loaded.spec.modality_dropout > 0)
     brain = np.zeros(case.shape, dtype=bool)
     for vol in case.images.values():

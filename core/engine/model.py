@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.engine.preprocess import ORIGINAL_SPEC, PreprocessSpec
 from core.errors import ModelError
-from core.preprocess import ORIGINAL_SPEC, PreprocessSpec
 
 WEIGHTS_NAME = "model.keras"
 CARD_JSON = "model_card.json"
@@ -156,8 +156,8 @@ class LoadedModel:
     sha256: str
     path: str
     card: dict = field(default_factory=dict)
-    postprocess: Any = None  # core.postprocess.PostprocessSpec
-    quality: Any = None  # core.quality.QualityModel
+    postprocess: Any = None  # core.engine.postprocess.PostprocessSpec
+    quality: Any = None  # core.engine.quality.QualityModel
 
     @property
     def short_sha(self) -> str:
@@ -224,8 +224,8 @@ def load_model(path: str | Path, spec: PreprocessSpec | None = None) -> LoadedMo
             card = json.loads(card_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             card = {}
-    from core.postprocess import PostprocessSpec
-    from core.quality import QualityModel
+    from core.engine.postprocess import PostprocessSpec
+    from core.engine.quality import QualityModel
 
     name = folder.name if weights.name in (WEIGHTS_NAME, "model.h5") else weights.stem
     return LoadedModel(model, spec, name, file_sha256(weights), str(weights), card, PostprocessSpec.load(folder),

@@ -71,7 +71,7 @@ class QualityModel:
     trained_for_missing: bool = False
 
     def save(self, folder: str | Path) -> Path:
-        from core.io import atomic_write_bytes
+        from core.data.io import atomic_write_bytes
 
         body = {"thresholds": asdict(self.thresholds), "reference_quantiles": self.reference_quantiles,
                 "quantiles": list(QUANTILES), "trained_for_missing": self.trained_for_missing}

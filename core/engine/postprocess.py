@@ -57,7 +57,7 @@ class PostprocessSpec:
         return ", ".join(parts)
 
     def save(self, folder: str | Path) -> Path:
-        from core.io import atomic_write_bytes
+        from core.data.io import atomic_write_bytes
 
         return atomic_write_bytes(Path(folder) / POSTPROCESS_FILE, json.dumps(asdict(self), indent=2).encode())
 

@@ -3,7 +3,7 @@
 One run at a time. The running job is recorded in ``work_dir()/jobs/current.json`` (pid, the process's start
 time to guard against pid reuse, output folder, command, log file, start time). The process runs in its own
 session, so it survives page changes, browser reloads and a restart of the Streamlit server. Its state is read
-from the process table (psutil) together with the run's ``progress.json`` (core.training.read_progress), so a
+from the process table (psutil) together with the run's ``progress.json`` (core.engine.training.read_progress), so a
 killed or crashed run never shows as running forever.
 
 No Streamlit and no TensorFlow here.
@@ -25,9 +25,9 @@ from typing import Any
 import psutil
 
 from core import config
+from core.data.io import atomic_write_bytes
+from core.engine.training import read_history, read_progress, write_progress
 from core.errors import BratsViewerError
-from core.io import atomic_write_bytes
-from core.training import read_history, read_progress, write_progress
 
 JOB_FILE = "current.json"
 LOG_NAME = "train.log"
@@ -370,7 +370,7 @@ def list_models(models_dir: str | Path | None = None) -> list[dict[str, Any]]:
         Dicts with name, path, card (model_card.json dict, may be empty), card_markdown (MODEL_CARD.md text or
         '') and active (bool: named by ``ACTIVE``, or the default name when there is no ``ACTIVE``).
     """
-    from core.model import list_models as _list
+    from core.engine.model import list_models as _list
 
     base = _models_dir(models_dir)
     active = active_model_name(base) or config.DEFAULT_MODEL_NAME

@@ -1,0 +1,1 @@
+"""Loading and validating images, cases and studies (imports nothing above it)."""

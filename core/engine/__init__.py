@@ -1,0 +1,1 @@
+"""Preprocessing, the model, training, inference, post-processing and the quality flag."""

@@ -1,0 +1,1 @@
+"""Figure builders for the pages: they return figures and never render them."""
