@@ -34,3 +34,8 @@ class DataFolderError(BratsViewerError):
 
 class RegistrationError(BratsViewerError):
     """Two studies could not be aligned: registration failed or the aligned images do not match."""
+
+
+class DicomError(BratsViewerError):
+    """DICOM input is unusable: no DICOM files, an unsafe or oversized archive, no convertible series, or a
+    sequence override that names no series."""
