@@ -1,4 +1,4 @@
-"""Command line: ``python -m core {info,segment,evaluate,train,report} ...``.
+"""Command line: ``python -m core {info,segment,evaluate,train,report,measure} ...``.
 
 Bad input exits with status 2 and a single ``error: ...`` line on stderr, never a traceback.
 """
@@ -11,7 +11,7 @@ import sys
 
 from core.errors import BratsViewerError
 
-COMMANDS: tuple[str, ...] = ("info", "segment", "evaluate", "train", "report")
+COMMANDS: tuple[str, ...] = ("info", "segment", "evaluate", "train", "report", "measure", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -118,7 +118,7 @@ class RanoResult:
         return {
             "slice_numbering": "slice_z counts axial slices from 0 (Z axis of the RAS grid, inferior to superior)",
             "slice_index_base": SLICE_INDEX_BASE,
-            "spacing_mm": [float(s) for s in self.spacing_mm],
+            "spacing_mm": [round(float(s), 6) for s in self.spacing_mm],
             "n_lesions": len(self.lesions),
             "n_measurable": len(self.measurable),
             "lesions": [les.to_dict() for les in self.lesions],
