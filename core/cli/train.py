@@ -66,6 +66,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--postprocess", default="",
                    help="post-processing saved with the model, e.g. decoding=regions,min_island_ml=2,keep_within_mm=10")
     p.add_argument("--cache-dir", default="", help="slice cache folder shared by runs (default: OUT/cache)")
+    p.add_argument("--no-export", action="store_true",
+                   help="skip the ONNX export at the end (inference then needs TensorFlow)")
     p.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
     p.set_defaults(run=run)
 
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         tumour_repeat=args.tumour_repeat, bias_field=args.bias_field, early_stopping_patience=args.patience, max_minutes=args.max_minutes,
         resume=args.resume, steps_per_epoch=args.steps_per_epoch, cache_dir=args.cache_dir,
         context=args.context, modality_dropout=args.modality_dropout, strong_augment=args.strong_augment,
-        postprocess=args.postprocess,
+        postprocess=args.postprocess, export_onnx=not args.no_export,
     )
     card = train(cfg)
     if card:

@@ -64,9 +64,14 @@ def _lock_for(loaded: LoadedModel) -> threading.Lock:
 
 
 def _forward_for(loaded: LoadedModel) -> Callable[[np.ndarray], Any]:
-    """The model's forward pass as a ``tf.function``, built once per model (a graph: measured about 17% faster
-    per case than eager calls on 2 CPU cores). It holds the model weakly, so an evicted model can be freed."""
+    """The network itself for an ONNX export; for Keras the forward pass as a ``tf.function``, built once per
+    model (a graph: measured about 17% faster per case than eager calls on 2 CPU cores). It holds the model
+    weakly, so an evicted model can be freed."""
     model = loaded.model
+    from core.engine.runtime import OnnxNetwork
+
+    if isinstance(model, OnnxNetwork):  # ONNX Runtime: no TensorFlow in the loop
+        return model
     with _LOCKS_GUARD:
         fn = _FORWARD.get(id(model))
         if fn is None:

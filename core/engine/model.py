@@ -147,8 +147,9 @@ def compile_model(model: Any, loss: str = "ce", learning_rate: float = 1e-3) -> 
 
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
-    """A model ready for prediction: the Keras model, its preprocessing spec, name, weight hash, card, and the
-    post-processing and quality-flag settings saved beside it (defaults when absent)."""
+    """A model ready for prediction: the network (a Keras model, or ``core.engine.runtime.OnnxNetwork``), its
+    preprocessing spec, name, Keras weight hash (the model's identity whatever the runtime), card, the
+    post-processing and quality-flag settings saved beside it (defaults when absent), and the runtime in use."""
 
     model: Any
     spec: PreprocessSpec
@@ -158,6 +159,7 @@ class LoadedModel:
     card: dict = field(default_factory=dict)
     postprocess: Any = None  # core.engine.postprocess.PostprocessSpec
     quality: Any = None  # core.engine.quality.QualityModel
+    runtime: str = "tensorflow"  # "onnxruntime" when ``model`` is the exported network (core.engine.runtime)
 
     @property
     def short_sha(self) -> str:
@@ -191,32 +193,29 @@ def resolve_weights(path: str | Path) -> tuple[Path, Path]:
     raise ModelError(f"expected a model folder or file, got {str(p)!r} which does not exist")
 
 
-def load_model(path: str | Path, spec: PreprocessSpec | None = None) -> LoadedModel:
-    """Load a model for prediction, without compiling, in Keras safe mode.
+def load_model(path: str | Path, spec: PreprocessSpec | None = None, runtime: str | None = None) -> LoadedModel:
+    """Load a model for prediction: the exported ONNX network when valid, else Keras without compiling, in safe mode.
 
-    ``path`` is a model folder (``model.keras`` + ``preprocess.json`` + ``model_card.json``) or a single
-    ``.keras``/``.h5`` file. A file without ``preprocess.json`` beside it is assumed to follow the original
-    design (FLAIR + T1CE, slice-max scaling, whole slice at 128). Models saved by the original code, whose
-    metrics are named ``dice_coef``, ``precision``, ``sensitivity``, ``specificity``, ``dice_coef_necrotic``,
-    ``dice_coef_edema``, ``dice_coef_enhancing``, load because nothing is compiled.
+    ``path`` is a model folder (``model.keras`` + ``preprocess.json`` + ``model_card.json``, and ``model.onnx``
+    when exported) or a single ``.keras``/``.h5`` file. A file without ``preprocess.json`` beside it is assumed
+    to follow the original design (FLAIR + T1CE, slice-max scaling, whole slice at 128). Models saved by the
+    original code, whose metrics are named ``dice_coef``, ``precision``, ``sensitivity``, ``specificity``,
+    ``dice_coef_necrotic``, ``dice_coef_edema``, ``dice_coef_enhancing``, load because nothing is compiled.
+
+    ``runtime`` ("auto", "onnx" or "tensorflow"; default ``$BRATS_RUNTIME`` or "auto"): "auto" runs
+    ``model.onnx`` in ONNX Runtime (no TensorFlow import) when the card records it for these very Keras weights
+    and its checksum matches (``core.engine.runtime.valid_export``), else Keras.
 
     Raises:
-        ModelError: missing file, not a model, or an input/output shape that does not fit the spec.
+        ModelError: missing file, not a model, an input/output shape that does not fit the spec, or
+            runtime "onnx" without a valid export.
     """
+    from core.engine.runtime import load_onnx, runtime_preference, valid_export
+
+    preference = runtime_preference(runtime)
     weights, folder = resolve_weights(path)
     if spec is None:
         spec = PreprocessSpec.load(folder) if (folder / "preprocess.json").is_file() else ORIGINAL_SPEC
-    keras = keras_module()
-    try:
-        # safe_mode applies to .keras and legacy .h5 alike: a Lambda layer (Python code) is refused.
-        model = keras.models.load_model(weights, compile=False, safe_mode=True)
-    except Exception as err:  # Keras raises many types for a file that is not a model
-        msg = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        if "safe_mode" in str(err) or "Lambda" in str(err):
-            raise ModelError(f"expected a Keras model without Python code in {weights.name!r}, got one with a "
-                             "Lambda layer or other code, refused in safe mode") from err
-        raise ModelError(f"expected a Keras model in {weights.name!r}, got an unreadable file ({msg})") from err
-    check_model_fits(model, spec)
     card: dict = {}
     card_path = folder / CARD_JSON
     if card_path.is_file():
@@ -224,19 +223,49 @@ def load_model(path: str | Path, spec: PreprocessSpec | None = None) -> LoadedMo
             card = json.loads(card_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             card = {}
+    sha256 = file_sha256(weights)
+    model: Any = None
+    used = "tensorflow"
+    if preference != "tensorflow":
+        onnx_path = valid_export(folder, card, sha256) if weights.name == WEIGHTS_NAME else None
+        if onnx_path is not None:
+            model, used = load_onnx(onnx_path), "onnxruntime"
+        elif preference == "onnx":
+            raise ModelError(f"expected a model.onnx exported from these weights in {folder.name!r} (its checksum "
+                             "in the model card), found none: run python -m core export MODEL_DIR")
+    if model is None:
+        keras = keras_module()
+        try:
+            # safe_mode applies to .keras and legacy .h5 alike: a Lambda layer (Python code) is refused.
+            model = keras.models.load_model(weights, compile=False, safe_mode=True)
+        except Exception as err:  # Keras raises many types for a file that is not a model
+            msg = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            if "safe_mode" in str(err) or "Lambda" in str(err):
+                raise ModelError(f"expected a Keras model without Python code in {weights.name!r}, got one with a "
+                                 "Lambda layer or other code, refused in safe mode") from err
+            raise ModelError(f"expected a Keras model in {weights.name!r}, got an unreadable file ({msg})") from err
+    check_model_fits(model, spec)
     from core.engine.postprocess import PostprocessSpec
     from core.engine.quality import QualityModel
 
     name = folder.name if weights.name in (WEIGHTS_NAME, "model.h5") else weights.stem
-    return LoadedModel(model, spec, name, file_sha256(weights), str(weights), card, PostprocessSpec.load(folder),
-                       QualityModel.load(folder, trained_for_missing=spec.modality_dropout > 0))
+    return LoadedModel(model, spec, name, sha256, str(weights), card, PostprocessSpec.load(folder),
+                       QualityModel.load(folder, trained_for_missing=spec.modality_dropout > 0), used)
+
+
+def _io_shapes(model: Any) -> tuple[tuple, tuple]:
+    """(input shape, output shape) of a Keras model or an ``OnnxNetwork``, batch first."""
+    from core.engine.runtime import OnnxNetwork
+
+    if isinstance(model, OnnxNetwork):
+        return model.input_shape, model.output_shape
+    return tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
 
 
 def check_model_fits(model: Any, spec: PreprocessSpec) -> None:
     """Raise ModelError unless the model maps (N, size, size, C) to (N, size, size, 4)."""
     try:
-        in_shape = tuple(model.inputs[0].shape)
-        out_shape = tuple(model.outputs[0].shape)
+        in_shape, out_shape = _io_shapes(model)
     except (AttributeError, IndexError) as err:
         raise ModelError("expected a functional Keras model with one input and one output") from err
     want_in = (spec.input_size, spec.input_size, spec.n_inputs)

@@ -24,7 +24,7 @@ import numpy as np
 from core.data.cases import CaseRef, discover_cases, load_case
 from core.data.io import atomic_write_bytes
 from core.engine.preprocess import ORIGINAL_SPEC, PreprocessSpec, prepare_case, prepare_labels
-from core.errors import DataFolderError
+from core.errors import DataFolderError, ModelError
 
 PROGRESS_FILE = "progress.json"
 HISTORY_FILE = "history.csv"
@@ -64,6 +64,7 @@ class TrainConfig:
     modality_dropout: float = 0.0  # per-sample probability of zero-filling some modalities
     strong_augment: bool = False  # gamma, contrast, noise, blur and low-resolution augmentation
     postprocess: str = ""  # post-processing saved with the model (core.engine.postprocess.parse_variant), "" for none
+    export_onnx: bool = True  # write model.onnx at the end (core.engine.runtime): inference without TensorFlow
 
     def spec(self) -> PreprocessSpec:
         return PreprocessSpec(channels=tuple(self.channels), input_size=self.input_size,
@@ -570,6 +571,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         save_inference_settings(cfg, spec, out, [files[c][0] for c in split["train"]])
         history = read_history(out)
         card = build_card(cfg, split, spec, out, history, fit_s, time.time() - started, by_id)
+        if cfg.export_onnx:
+            from core.engine.runtime import export_model_folder
+
+            try:
+                card["onnx"] = export_model_folder(out)
+            except ModelError as err:  # the Keras model stays usable; inference falls back to TensorFlow
+                write_progress(out, export_error=str(err).splitlines()[0])
         write_progress(out, status="finished", finished=time.time())
         return card
     except BaseException as err:

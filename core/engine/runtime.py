@@ -1,0 +1,219 @@
+"""CPU inference without TensorFlow: the Keras U-Net exported to ONNX and run in ONNX Runtime.
+
+Training stays on TensorFlow/Keras. At the end of training (and with ``python -m core export MODEL_DIR`` for an
+existing model) the network is converted with tf2onnx (opset 17) to ``model.onnx`` beside ``model.keras``; the
+model card records both files' SHA-256 and the largest probability difference measured at export. Loading
+(``core.engine.model.load_model``) uses the ONNX file only when both checksums match the card, so a retrained
+``model.keras`` never runs with a stale export; otherwise it falls back to TensorFlow.
+
+Arrays: batches are (N, S, S, C) float32 network inputs (S = the spec's input size, C = ``spec.n_inputs``);
+outputs are (N, S, S, 4) float32 class probabilities (background, NCR, ED, ET).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import ModelError
+
+ONNX_NAME = "model.onnx"
+OPSET = 17
+# Largest |p_onnx - p_keras| accepted at export (the equivalence test asks for 1e-3 on a real case).
+EXPORT_TOLERANCE = 1e-3
+RUNTIMES = ("auto", "onnx", "tensorflow")
+RUNTIME_ENV = "BRATS_RUNTIME"
+
+
+def runtime_preference(value: str | None = None) -> str:
+    """The runtime asked for: ``value``, else ``$BRATS_RUNTIME``, else "auto" (ONNX when valid, else TensorFlow).
+
+    Raises:
+        ModelError: a value other than auto, onnx or tensorflow.
+    """
+    text = (value if value is not None else os.environ.get(RUNTIME_ENV, "auto")).strip().lower() or "auto"
+    if text not in RUNTIMES:
+        raise ModelError(f"expected a runtime among {', '.join(RUNTIMES)}, got {text!r}")
+    return text
+
+
+@dataclass(frozen=True, eq=False)
+class OnnxNetwork:
+    """An ONNX Runtime session standing in for the Keras model at inference.
+
+    Attributes:
+        session: the ``onnxruntime.InferenceSession``.
+        input_name, output_name: tensor names of the image input and the probability output.
+        input_shape, output_shape: (batch, S, S, C) and (batch, S, S, 4); batch is None (dynamic).
+        path: the ONNX file.
+    """
+
+    session: Any
+    input_name: str
+    output_name: str
+    input_shape: tuple[int | None, ...]
+    output_shape: tuple[int | None, ...]
+    path: str
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """(N, S, S, C) float32 -> (N, S, S, 4) float32 probabilities."""
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        return self.session.run([self.output_name], {self.input_name: x})[0]
+
+
+def _dim(d: Any) -> int | None:
+    return int(d) if isinstance(d, (int, np.integer)) else None
+
+
+def load_onnx(path: str | Path, threads: int | None = None) -> OnnxNetwork:
+    """Open an exported network in ONNX Runtime (CPU).
+
+    Args:
+        path: the ``model.onnx`` file.
+        threads: intra-op threads (default: ``$BRATS_RUNTIME_THREADS`` or ONNX Runtime's choice, all cores);
+            batch workers pass cores // workers so that processes do not oversubscribe the CPU.
+
+    Raises:
+        ModelError: onnxruntime is not installed, or the file is not a loadable ONNX model.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise ModelError("expected the onnxruntime package for the exported model, it is not installed") from err
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads is None:
+        env = os.environ.get("BRATS_RUNTIME_THREADS", "").strip()
+        threads = int(env) if env.isdigit() and int(env) > 0 else None
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for unreadable files
+        msg = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise ModelError(f"expected an ONNX model in {Path(path).name!r}, got an unreadable file ({msg})") from err
+    inp, out = session.get_inputs(), session.get_outputs()
+    if len(inp) != 1 or len(out) != 1:
+        raise ModelError(f"expected an ONNX model with one input and one output, got {len(inp)} and {len(out)}")
+    return OnnxNetwork(session, inp[0].name, out[0].name, tuple(_dim(d) for d in inp[0].shape),
+                       tuple(_dim(d) for d in out[0].shape), str(path))
+
+
+_EXPORT_LOCK = threading.Lock()
+
+
+def export_onnx(model: Any, folder: str | Path, opset: int = OPSET) -> dict[str, Any]:
+    """Convert a Keras model to ``folder/model.onnx`` with tf2onnx and check it against Keras.
+
+    The check runs both on one fixed batch (seeded normal noise, 4 slices; a guard against a broken conversion,
+    not an accuracy figure: the equivalence test on a real case is that) and refuses an export whose
+    probabilities differ by more than ``EXPORT_TOLERANCE``.
+
+    Returns:
+        ``{"file", "sha256", "opset", "tf2onnx_version", "onnxruntime_version", "export_check_max_abs_diff"}``
+        for the model card.
+
+    Raises:
+        ModelError: tf2onnx/onnxruntime missing, the conversion failed, or the outputs differ.
+    """
+    from core.engine.model import file_sha256
+
+    try:
+        import onnxruntime as ort
+        import tensorflow as tf
+        import tf2onnx
+    except ImportError as err:
+        raise ModelError(f"expected tf2onnx and onnxruntime for the ONNX export, missing ({err})") from err
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    shape = tuple(model.inputs[0].shape)
+    spec = (tf.TensorSpec((None, *shape[1:]), tf.float32, name="image"),)
+    fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".onnx", dir=out)
+    os.close(fd)
+    try:
+        with _EXPORT_LOCK:  # tf2onnx keeps global graph state
+            try:
+                tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset, output_path=tmp)
+            except Exception as err:
+                msg = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+                raise ModelError(f"expected tf2onnx to convert the model, it failed ({msg})") from err
+        x = np.random.default_rng(0).normal(size=(4, *shape[1:])).astype(np.float32)
+        ref = np.asarray(model(x, training=False), dtype=np.float32)
+        got = load_onnx(tmp)(x)
+        diff = float(np.max(np.abs(got - ref)))
+        if not diff <= EXPORT_TOLERANCE:
+            raise ModelError(f"expected the ONNX export to match Keras within {EXPORT_TOLERANCE}, got a largest "
+                             f"probability difference of {diff:.2e}")
+        os.replace(tmp, out / ONNX_NAME)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return {"file": ONNX_NAME, "sha256": file_sha256(out / ONNX_NAME), "opset": opset,
+            "tf2onnx_version": tf2onnx.__version__, "onnxruntime_version": ort.__version__,
+            "export_check_max_abs_diff": float(f"{diff:.3g}")}
+
+
+def valid_export(folder: str | Path, card: dict, weights_sha256: str) -> Path | None:
+    """``folder/model.onnx`` when the card records it for these Keras weights and its checksum matches, else None."""
+    entry = card.get("onnx") if isinstance(card, dict) else None
+    path = Path(folder) / ONNX_NAME
+    if not isinstance(entry, dict) or not path.is_file():
+        return None
+    if entry.get("keras_sha256") != weights_sha256:
+        return None
+    from core.engine.model import file_sha256
+
+    return path if entry.get("sha256") == file_sha256(path) else None
+
+
+def export_model_folder(folder: str | Path) -> dict[str, Any]:
+    """Export a trained model folder's ``model.keras`` to ``model.onnx`` and record it in the model card.
+
+    Writes the card's ``onnx`` entry (the export's facts plus ``keras_sha256``, the weights it was made from) to
+    ``model_card.json`` and a "Runtime" line to ``MODEL_CARD.md`` (replaced if present, else after the weights
+    line, else appended). Returns the ``onnx`` entry.
+
+    Raises:
+        ModelError: no ``model.keras`` in the folder, or the export failed (see ``export_onnx``).
+    """
+    import json
+
+    from core.data.io import atomic_write_bytes
+    from core.engine.model import CARD_JSON, WEIGHTS_NAME, file_sha256, load_model
+
+    out = Path(folder)
+    if not (out / WEIGHTS_NAME).is_file():
+        raise ModelError(f"expected {WEIGHTS_NAME} in the model folder {out.name!r}, found none")
+    loaded = load_model(out, runtime="tensorflow")
+    entry = {**export_onnx(loaded.model, out), "keras_sha256": file_sha256(out / WEIGHTS_NAME)}
+    card_path = out / CARD_JSON
+    card: dict[str, Any] = {}
+    if card_path.is_file():
+        try:
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            card = {}
+    card["onnx"] = entry
+    atomic_write_bytes(card_path, json.dumps(card, indent=2).encode())
+    md = out / "MODEL_CARD.md"
+    if md.is_file():
+        line = (f"- Runtime: `{ONNX_NAME}` SHA-256 `{entry['sha256']}` (ONNX opset {entry['opset']}, tf2onnx "
+                f"{entry['tf2onnx_version']}, run in ONNX Runtime {entry['onnxruntime_version']}; largest probability "
+                f"difference to Keras at export {entry['export_check_max_abs_diff']:.1e}); used for inference when "
+                "its checksum matches, TensorFlow otherwise")
+        lines = md.read_text(encoding="utf-8").splitlines()
+        idx = next((i for i, s in enumerate(lines) if s.startswith("- Runtime:")), None)
+        if idx is not None:
+            lines[idx] = line
+        else:
+            w = next((i for i, s in enumerate(lines) if s.startswith("- Weights:")), None)
+            lines.insert(w + 1 if w is not None else len(lines), line)
+        atomic_write_bytes(md, ("\n".join(lines) + "\n").encode())
+    return entry
