@@ -11,6 +11,7 @@ import streamlit as st
 from core import config
 from core.analysis import metrics
 from core.app import ui
+from core.data import roots
 from core.engine.preprocess import check_modalities
 from core.errors import BratsViewerError
 from core.views import figures, viewer
@@ -78,26 +79,37 @@ def _on_table_pick() -> None:
         ui.select_folder_case(folder, case_id, key)
 
 
+def _on_folder_pick(options: dict[str, Path]) -> None:
+    """Use the picked folder at once: a callback runs before the page, so the sidebar (drawn first) shows the
+    new folder in this run rather than one pick late."""
+    try:
+        st.session_state[ui.KEY_DATA_DIR] = str(roots.resolve_folder(options[st.session_state["browser_folder_pick"]]))
+    except (BratsViewerError, KeyError):
+        pass  # the page body says what is wrong
+
+
 def browse_tab() -> None:
     source = st.radio("Source", [SOURCE_FOLDER, SOURCE_DEMO], horizontal=True, key="browser_source",
                       help="The bundled demo case is always available, whatever the data folder.")
     if source == SOURCE_DEMO:
         folder = config.DEMO_DATA_DIR
     else:
-        with st.form("browser_folder_form", border=False):
-            c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
-            typed = c1.text_input("Data folder on the server", value=str(ui.data_dir()), key="browser_folder_text")
-            if c2.form_submit_button("Use folder", width="stretch"):
-                path = Path(typed.strip()).expanduser()
-                if not typed.strip() or not path.is_dir():
-                    st.error(f"Expected an existing folder, got `{typed.strip() or '(empty)'}`.")
-                else:
-                    st.session_state[ui.KEY_DATA_DIR] = str(path.resolve())
-                    st.success(f"Using `{path.resolve()}`.")
-        folder = ui.data_dir()
-        if not folder.is_dir():
-            st.error(f"The data folder `{folder}` does not exist.")
+        options = roots.picker_folders()  # folders inside the administrator's data roots only
+        labels = list(options)
+        if not labels:
+            st.error("No data folder is available: the administrator allows none (BRATS_DATA_ROOTS).")
             return
+        current = roots.folder_label(ui.data_dir(), options)
+        label = st.selectbox("Data folder on the server", labels, key="browser_folder_pick",
+                             index=labels.index(current) if current in labels else 0,
+                             help="Folders inside the data roots the server's administrator allows.",
+                             on_change=_on_folder_pick, args=(options,))
+        try:
+            folder = roots.resolve_folder(options[label])
+        except BratsViewerError as err:
+            st.error(str(err))
+            return
+        st.session_state[ui.KEY_DATA_DIR] = str(folder)
     folder_table(folder)
 
 

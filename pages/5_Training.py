@@ -15,6 +15,7 @@ import streamlit as st
 
 from core import config
 from core.app import jobs, ui
+from core.data import roots
 from core.errors import BratsViewerError
 
 KEY_WAS_ALIVE = "training_job_was_alive"
@@ -26,10 +27,13 @@ CROPS = ("brain_bbox", "none")
 
 
 def default_data_folder() -> Path:
-    """``shared/data/brats/train`` when present, else the session's data folder."""
+    """``shared/data/brats/train`` when present and inside the data roots, else the session's data folder."""
     shared = config.shared_data_dir()
     if shared is not None and (shared / "brats" / "train").is_dir():
-        return shared / "brats" / "train"
+        try:
+            return roots.resolve_folder(str(shared / "brats" / "train"))
+        except BratsViewerError:
+            pass
     return ui.data_dir()
 
 
@@ -123,14 +127,18 @@ def training_form(job_alive: bool) -> None:
     st.subheader("New training run")
     if job_alive:
         st.info("A training run is in progress: one run at a time. Stop it above to start another.")
-    folder_text = st.text_input("Data folder (labelled BraTS cases)", value=str(default_data_folder()),
-                                disabled=job_alive)
-    folder = Path(folder_text).expanduser()
-    if not folder.is_dir():
-        st.error(f"Data folder not found: `{folder}`. Enter a folder of BraTS cases with segmentations.",
+    options = roots.picker_folders()  # folders inside the administrator's data roots only
+    labels = list(options)
+    if not labels:
+        st.error("No data folder is available: the administrator allows none (BRATS_DATA_ROOTS).",
                  icon=":material/folder_off:")
         return
+    current = roots.folder_label(default_data_folder(), options)
+    label = st.selectbox("Data folder (labelled BraTS cases)", labels, disabled=job_alive, key="train_folder_pick",
+                         index=labels.index(current) if current in labels else 0,
+                         help="Folders inside the data roots the server's administrator allows.")
     try:
+        folder = roots.resolve_folder(options[label])
         rows = ui.list_cases(str(folder))
     except BratsViewerError as err:
         st.error(str(err))
@@ -182,7 +190,8 @@ def training_form(job_alive: bool) -> None:
         return
     try:
         jobs.validate_model_name(name)
-        out = config.MODELS_DIR / name
+        out = roots.resolve_under(config.MODELS_DIR, name)  # outputs only under the writable models folder
+        folder = roots.resolve_folder(str(folder))  # checked again at the start: the roots may have changed
         if out.exists() and any(out.iterdir()):
             raise jobs.JobError(f"expected a new output name, got {name!r} which already exists in models/")
         if not channels:

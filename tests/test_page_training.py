@@ -71,7 +71,8 @@ def test_empty_state_no_jobs_no_models_no_data(dirs: Path) -> None:
     body = texts(at)
     assert "not for clinical diagnosis" in "\n".join(w.value for w in at.warning)
     assert "No training run yet" in body
-    assert "Data folder not found" in body
+    # the start folder does not exist: only the bundled demo is offered, never a typed path
+    assert list(next(w for w in at.selectbox if w.label.startswith("Data folder")).options) == ["demo"]
     assert "No trained models" in body
     assert len(at.get("plotly_chart")) == 0
 
@@ -166,3 +167,37 @@ def test_running_job_shows_progress_and_stop(dirs: Path) -> None:
     assert "Epoch 2 of 4, batch 5 of 10" in bars[0].proto.text
     assert "Stop training" in [b.label for b in at.button if not b.disabled]
     assert "one run at a time" in texts(at)
+
+
+def test_data_folder_is_picked_among_the_data_roots_only(dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Confinement: the Training page offers the roots' folders only; a folder outside them cannot be chosen,
+    and an output name cannot leave the models folder."""
+    root, outside = dirs / "root", dirs / "outside"
+    make_case_dir(root / "train", "BraTS2021_00001", seed=1)
+    make_case_dir(root / "train", "BraTS2021_00002", seed=2)
+    make_case_dir(outside, "BraTS2021_00003", seed=3)
+    make_case_dir(outside, "BraTS2021_00004", seed=4)
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(root))
+    monkeypatch.setenv("BRATS_SERVER_CONFIG", str(dirs / "absent.toml"))
+    at = run_page()
+    pick = next(w for w in at.selectbox if w.label.startswith("Data folder"))
+    assert list(pick.options) == ["demo", "root", "root/train"]
+    with pytest.raises(ValueError, match="not in list"):  # a picker: a path is not one of its values
+        pick.set_value(str(outside))
+        at.run()
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["data_dir"] = str(outside)  # a session's folder outside the roots is never used
+    at.run()
+    assert not at.exception
+    assert "BraTS2021_00003" not in texts(at) and str(outside) not in texts(at)
+    pick = next(w for w in at.selectbox if w.label.startswith("Data folder"))
+    pick.set_value("root/train")
+    at.run()
+    assert not at.exception
+    assert "2 labelled case(s) found" in texts(at)
+    assert "BraTS2021_00003" not in texts(at)
+    next(w for w in at.text_input if w.label.startswith("Output name")).set_value("%2e%2e")
+    next(b for b in at.button if b.label == "Start training").click()
+    at.run()
+    assert any("expected a model name" in e.value for e in at.error)
+    assert not (dirs / "work" / "jobs" / "current.json").exists()

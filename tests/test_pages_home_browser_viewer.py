@@ -109,20 +109,16 @@ def test_browser_with_demo_case_shows_thumbnails_geometry_volumes_and_notes() ->
     assert "pseudo-label" in texts(at.warning)
 
 
-def use_folder(at: AppTest):
-    return next(b for b in at.button if b.label == "Use folder")
-
-
-def test_browser_open_button_selects_a_case_of_a_chosen_folder(tmp_path: Path) -> None:
+def test_browser_open_button_selects_a_case_of_a_chosen_folder(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
     data = tmp_path / "data"
     make_case_dir(data, case_id="BraTS2021_00007")
     make_case_dir(data, case_id="BraTS2021_00008", with_seg=False)
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(data))
     at = app(BROWSER)
-    at.text_input(key="browser_folder_text").set_value(str(tmp_path / "missing"))
-    use_folder(at).click().run()
-    assert "Expected an existing folder" in texts(at.error)
-    at.text_input(key="browser_folder_text").set_value(str(data))
-    use_folder(at).click().run()
+    assert not [w for w in at.text_input if w.key == "browser_folder_text"]  # a picker, no free text
+    assert list(at.selectbox(key="browser_folder_pick").options) == ["demo", "data"]
+    at.selectbox(key="browser_folder_pick").set_value("data").run()
     assert not at.exception
     assert at.session_state[ui.KEY_DATA_DIR] == str(data.resolve())
     assert list(at.dataframe[0].value["case_id"]) == ["BraTS2021_00007", "BraTS2021_00008"]
@@ -135,9 +131,11 @@ def test_browser_open_button_selects_a_case_of_a_chosen_folder(tmp_path: Path) -
     assert "No ground-truth segmentation" in texts(at.info)
 
 
-def test_browser_opens_the_chosen_one_of_cases_sharing_an_id(tmp_path: Path) -> None:
+def test_browser_opens_the_chosen_one_of_cases_sharing_an_id(monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
     """Bug: two cases with one id in different folders; choosing the second opened the first."""
     data = tmp_path / "data"
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(data))
     make_case_dir(data / "site_a", case_id="BraTS2021_00001", shape=(12, 10, 8))
     make_case_dir(data / "site_b", case_id="BraTS2021_00001", shape=(10, 8, 6), with_seg=False)
     at = app(BROWSER, **{ui.KEY_DATA_DIR: str(data)})
@@ -156,13 +154,29 @@ def test_browser_opens_the_chosen_one_of_cases_sharing_an_id(tmp_path: Path) -> 
     assert "No ground-truth segmentation" in texts(at.info)
 
 
-def test_browser_says_how_a_case_with_missing_modalities_is_segmented(tmp_path: Path) -> None:
+def test_sidebar_data_folder_follows_the_pick_in_the_same_run(monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    """Bug: the sidebar's "Data folder" showed the previous choice until the next run."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    make_case_dir(first, case_id="BraTS2021_00001")
+    make_case_dir(second, case_id="BraTS2021_00002")
+    monkeypatch.setenv("BRATS_DATA_ROOTS", f"{first}:{second}")
+    at = app(BROWSER)
+    for label, folder in (("second", second), ("first", first)):
+        at.selectbox(key="browser_folder_pick").set_value(label).run()
+        assert not at.exception
+        assert at.session_state[ui.KEY_DATA_DIR] == str(folder.resolve())
+        assert f"**Data folder**  \n`{folder.resolve()}`" in [m.value for m in at.sidebar.markdown]
+
+
+def test_browser_says_how_a_case_with_missing_modalities_is_segmented(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
     data = tmp_path / "data"
     make_case_dir(data, case_id="BraTS2021_00009", modalities=("flair", "t1ce"))
     make_case_dir(data, case_id="BraTS2021_00010", modalities=("t1", "t2"))
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(data))
     at = app(BROWSER)
-    at.text_input(key="browser_folder_text").set_value(str(data))
-    use_folder(at).click().run()
+    at.selectbox(key="browser_folder_pick").set_value("data").run()
     at.selectbox(key="browser_pick").set_value("BraTS2021_00009/BraTS2021_00009").run()
     next(b for b in at.button if b.label == "Open case").click().run()
     assert not at.exception
@@ -172,7 +186,8 @@ def test_browser_says_how_a_case_with_missing_modalities_is_segmented(tmp_path: 
     assert "This case cannot be segmented: expected FLAIR or T1CE" in texts(at.warning)
 
 
-def test_browser_demo_source_is_always_available(tmp_path: Path) -> None:
+def test_browser_demo_source_is_always_available(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(tmp_path))
     at = app(BROWSER, **{ui.KEY_DATA_DIR: str(tmp_path)})
     assert not at.exception
     assert "No BraTS cases" in texts(at.info)

@@ -14,6 +14,7 @@ from typing import Any
 import streamlit as st
 
 from core import config
+from core.data import roots
 from core.data.cases import Case, CaseRef, case_key, discover_cases, load_case
 from core.errors import BratsViewerError
 
@@ -23,7 +24,7 @@ KEY_CASE = "selected_case"  # dict: {"kind": "folder", "folder": str, "case_id":
 #                               or {"kind": "upload", "case_id": str}
 KEY_UPLOADED = "uploaded_case"  # Case built from this session's uploads
 KEY_CURSOR = "cursor"  # dict: {"x": int, "y": int, "z": int} shared cross-hair on the RAS grid
-KEY_TTA = "use_tta"
+KEY_TTA = "use_tta"  # bool: test-time augmentation on (a setting, not a widget key: it must survive pages)
 KEY_MODEL_DIR = "model_dir"  # str: active model folder
 
 
@@ -36,24 +37,25 @@ def page_header(title: str, icon: str = ":material/neurology:") -> None:
 
 
 def _sync_case_with_url() -> None:
-    """Keep a folder case's id in the URL (``?case=ID&src=demo|data``) so a browser reload reopens it.
+    """Keep a folder case's id in the URL (``?case=ID&src=LABEL``) so a browser reload reopens it.
 
-    On a fresh session the URL's case is accepted only if it is a discovered case of the demo or of the data
-    folder in use: the URL can never name a path.
+    ``src`` is the label of one of the data-root folders of the picker (``demo``, ``data``, ``<root>/<sub>``),
+    never a path. On a fresh session the URL's case is accepted only if ``src`` is one of the picker's folders
+    and the case is a discovered case of it: the URL cannot reach anything outside the data roots.
     """
     sel = st.session_state.get(KEY_CASE)
     params = st.query_params
     if sel is None and params.get("case"):
-        folder = config.DEMO_DATA_DIR if params.get("src") == "demo" else data_dir()
+        folder = roots.picker_folders().get(str(params.get("src") or "data"))
         case_id = str(params.get("case"))
         try:
-            if any(r.case_id == case_id for r in discover_cases(folder)):
+            if folder is not None and any(r.case_id == case_id for r in discover_cases(folder)):
                 st.session_state[KEY_CASE] = {"kind": "folder", "folder": str(folder), "case_id": case_id}
         except BratsViewerError:
             pass
         return
     if sel and sel.get("kind") == "folder":
-        src = "demo" if Path(sel["folder"]) == config.DEMO_DATA_DIR else "data"
+        src = roots.folder_label(sel["folder"]) or "data"
         if params.get("case") != sel["case_id"] or params.get("src") != src:
             params.from_dict({"case": sel["case_id"], "src": src})
     elif params.get("case"):
@@ -73,19 +75,53 @@ def sidebar() -> None:
 
 
 def data_dir() -> Path:
-    """The data folder of this session (set on the case browser), else ``$BRATS_DATA_DIR`` or the demo."""
-    value = st.session_state.get(KEY_DATA_DIR)
-    return Path(value) if value else config.data_dir()
+    """The data folder of this session (picked on the case browser, always inside the data roots), else
+    ``$BRATS_DATA_DIR`` or the demo."""
+    for value in (st.session_state.get(KEY_DATA_DIR), str(config.data_dir())):
+        if value:
+            try:
+                return roots.resolve_folder(value)
+            except BratsViewerError:
+                continue
+    return config.DEMO_DATA_DIR
+
+
+def use_tta() -> bool:
+    """Whether segmentations of this session use test-time augmentation (set on the Segmentation page)."""
+    return bool(st.session_state.get(KEY_TTA, False))
+
+
+def set_tta_from(widget_key: str) -> None:
+    """Widget callback: copy a toggle's value (under its own ``widget_key``) into the ``KEY_TTA`` setting."""
+    st.session_state[KEY_TTA] = bool(st.session_state.get(widget_key, False))
 
 
 def active_model_dir() -> Path:
+    """The session's model folder when it is a folder of ``models/`` (or the administrator's default), else the
+    default: a session cannot point the app at another folder."""
     value = st.session_state.get(KEY_MODEL_DIR)
-    return Path(value) if value else config.active_model_dir()
+    default = config.active_model_dir()
+    if value:
+        try:
+            real = Path(value).resolve()
+            if real == default.resolve() or real.parent == config.MODELS_DIR.resolve():
+                return Path(value)
+        except OSError:
+            pass
+    return default
+
+
+def list_cases(folder: str | Path) -> list[dict[str, Any]]:
+    """Table rows of the cases under ``folder`` (headers only): id, modalities, ground truth, shape, voxel size.
+
+    Raises:
+        DataFolderError: ``folder`` is not inside the data roots.
+    """
+    return _list_cases_cached(str(roots.resolve_folder(folder)))
 
 
 @st.cache_data(ttl=60, max_entries=16, show_spinner=False)
-def list_cases(folder: str) -> list[dict[str, Any]]:
-    """Table rows of the cases under ``folder`` (headers only): id, modalities, ground truth, shape, voxel size."""
+def _list_cases_cached(folder: str) -> list[dict[str, Any]]:
     rows = []
     for ref in discover_cases(folder):
         rel = Path(case_key(ref, folder)).parent.as_posix()
@@ -111,7 +147,9 @@ def _load_case_cached(folder: str, case_id: str, stamp: float, key: str | None =
     if not refs:
         raise BratsViewerError(f"expected case {case_id!r} in {folder!r}, found none")
     ref: CaseRef = refs[0]
-    notes = case_notes(folder).get(case_id, "") or case_notes(ref.folder.parent).get(case_id, "")
+    parent = ref.folder.parent.resolve()
+    inside = parent == Path(folder) or Path(folder) in parent.parents  # never read notes above the root
+    notes = case_notes(folder).get(case_id, "") or (case_notes(parent).get(case_id, "") if inside else "")
     return load_case(ref, notes=notes)
 
 
@@ -124,7 +162,12 @@ def _refs_of(folder: str, case_id: str, key: str | None) -> list[CaseRef]:
 
 def load_folder_case(folder: str, case_id: str, key: str | None = None) -> Case:
     """A case of a data folder, loaded once per process and shared read-only (at most 3 kept). ``key``
-    (``cases.case_key``) picks one case among several sharing ``case_id``; without it, the first is taken."""
+    (``cases.case_key``) picks one case among several sharing ``case_id``; without it, the first is taken.
+
+    Raises:
+        DataFolderError: the folder is outside the data roots; BratsViewerError: no such case.
+    """
+    folder = str(roots.resolve_folder(folder))
     refs = _refs_of(folder, case_id, key)
     if not refs:  # ids come from the discovered list only: nothing outside the chosen folder is read
         raise BratsViewerError(f"expected case {case_id!r} in the data folder, found none")

@@ -1,0 +1,243 @@
+"""Where web users may read data and write outputs: the administrator's allowed data roots, and the one
+function that turns a user-chosen folder into a safe, resolved path.
+
+Settings (read on every call, so a change applies without a restart):
+
+- ``$BRATS_DATA_ROOTS``: allowed data roots, separated by ``os.pathsep`` (``:`` on Linux);
+- the server settings file (``$BRATS_SERVER_CONFIG``, default ``<project>/server.toml``, never editable from
+  the web), a TOML file whose ``data_roots = ["/srv/brats", ...]`` line adds roots and whose
+  ``upload_ttl_minutes = 120`` bounds how long a session's uploads and corrections are kept;
+- always: the bundled demo (``assets/demo``) and the data folder given at start (``$BRATS_DATA_DIR``).
+
+A folder is allowed when its real path (every symbolic link followed, ``..`` collapsed) lies inside the real
+path of a root that exists. Text that could be an encoded way around this (percent-encoding, NUL or other
+control characters, backslashes, Unicode look-alikes that NFKC-normalise to something else) is refused
+before any file-system call, so nothing outside the roots can be listed, opened, read or written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from core import config
+from core.errors import DataFolderError
+
+ROOTS_ENV = "BRATS_DATA_ROOTS"
+SERVER_CONFIG_ENV = "BRATS_SERVER_CONFIG"
+DEFAULT_SERVER_CONFIG: Path = config.PROJECT_ROOT / "server.toml"
+DEFAULT_UPLOAD_TTL_MINUTES: float = 120.0
+MAX_PICKER_FOLDERS = 200  # folders offered by the picker (roots first)
+_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
+_MAX_PATH_CHARS = 4096
+
+
+def _server_config_path() -> Path:
+    value = os.environ.get(SERVER_CONFIG_ENV, "").strip()
+    return Path(value).expanduser() if value else DEFAULT_SERVER_CONFIG
+
+
+def server_settings() -> dict[str, Any]:
+    """The server settings file as a dict ({} when absent or unreadable: the defaults then apply)."""
+    try:
+        with open(_server_config_path(), "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def upload_ttl_minutes() -> float:
+    """How long a session's uploads and corrections live (minutes): ``$BRATS_UPLOAD_TTL_MINUTES``, else the
+    settings file's ``upload_ttl_minutes``, else 120. Non-positive or unreadable values give the default."""
+    raw: Any = os.environ.get("BRATS_UPLOAD_TTL_MINUTES", "").strip() or server_settings().get("upload_ttl_minutes")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return DEFAULT_UPLOAD_TTL_MINUTES
+    return value if value > 0 else DEFAULT_UPLOAD_TTL_MINUTES
+
+
+def configured_roots() -> list[Path]:
+    """Every root as configured, in order (demo, start folder, ``$BRATS_DATA_ROOTS``, settings file), not yet
+    resolved; may include folders that do not exist."""
+    out: list[Path] = [config.DEMO_DATA_DIR]
+    start = os.environ.get(config.DATA_DIR_ENV, "").strip()
+    if start:
+        out.append(Path(start).expanduser())
+    env = os.environ.get(ROOTS_ENV, "")
+    out.extend(Path(p.strip()).expanduser() for p in env.split(os.pathsep) if p.strip())
+    listed = server_settings().get("data_roots", [])
+    if isinstance(listed, str):
+        listed = [listed]
+    if isinstance(listed, list):
+        out.extend(Path(str(p)).expanduser() for p in listed if str(p).strip())
+    return out
+
+
+def data_roots(roots: Sequence[str | os.PathLike[str]] | None = None) -> tuple[Path, ...]:
+    """The allowed roots as real paths, without duplicates; roots that do not exist (or are not folders, or
+    are relative) are left out.
+
+    Args:
+        roots: explicit roots (tests, tools); default ``configured_roots()``.
+    """
+    found: list[Path] = []
+    for raw in configured_roots() if roots is None else [Path(r) for r in roots]:
+        if not Path(raw).is_absolute():
+            continue
+        real = Path(os.path.realpath(raw))
+        if real.is_dir() and real not in found:
+            found.append(real)
+    return tuple(found)
+
+
+def _check_text(text: str, what: str) -> str:
+    """Refuse text that could smuggle a path past the containment check (before touching the disk)."""
+    shown = text[:80] + ("..." if len(text) > 80 else "")
+    if not text.strip():
+        raise DataFolderError(f"expected a {what}, got an empty path")
+    if len(text) > _MAX_PATH_CHARS:
+        raise DataFolderError(f"expected a {what} of at most {_MAX_PATH_CHARS} characters, got {len(text)}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise DataFolderError(f"expected a {what} without NUL or control characters, got {shown!r}")
+    if _ENCODED.search(text):
+        raise DataFolderError(f"expected a plain {what}, got a percent-encoded one: {shown!r}")
+    if "\\" in text:
+        raise DataFolderError(f"expected a {what} with '/' separators, got a backslash in {shown!r}")
+    if unicodedata.normalize("NFKC", text) != text:
+        raise DataFolderError(f"expected a {what} in plain (NFKC) characters, got {shown!r}")
+    return text
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def resolve_folder(user_path: str | os.PathLike[str], roots: Sequence[str | os.PathLike[str]] | None = None,
+                   must_exist: bool = True) -> Path:
+    """The real path of a user-chosen folder when it lies inside an allowed root.
+
+    Args:
+        user_path: an absolute path (what the picker or a page holds); relative paths are refused.
+        roots: explicit roots; default the configured ones (``data_roots()``).
+        must_exist: also require an existing folder.
+
+    Returns:
+        The resolved path (symlinks followed, ``..`` collapsed), inside one of the roots' real paths.
+
+    Raises:
+        DataFolderError: not text, encoded or control characters, relative, outside every root (a symlink or
+            ``..`` leading out included), no root configured, or (``must_exist``) not an existing folder.
+    """
+    if not isinstance(user_path, (str, os.PathLike)):
+        raise DataFolderError(f"expected a folder path, got {type(user_path).__name__}")
+    raw = os.fspath(user_path)
+    if not isinstance(raw, str):
+        raise DataFolderError("expected a folder path as text, got bytes")
+    text = _check_text(raw, "folder path")
+    path = Path(text)  # no "~" expansion: a path is absolute or refused
+    if not path.is_absolute():
+        raise DataFolderError(f"expected an absolute folder path inside the data roots, got {text!r}")
+    allowed = data_roots(roots)
+    if not allowed:
+        raise DataFolderError("expected at least one existing data root, got none (check BRATS_DATA_ROOTS)")
+    real = Path(os.path.realpath(path))
+    if not any(_inside(real, r) for r in allowed):
+        raise DataFolderError(f"expected a folder inside the allowed data roots, got {text!r}")
+    if must_exist and not real.is_dir():
+        raise DataFolderError(f"expected an existing folder, got {text!r}")
+    return real
+
+
+def resolve_under(root: str | os.PathLike[str], name: str) -> Path:
+    """``root/name`` for a new output (``name`` is a relative path of plain parts), refusing anything whose
+    real path would leave ``root`` (absolute names, ``..``, symlinks out, encoded variants).
+
+    Raises:
+        DataFolderError: as above, or ``root`` does not exist.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise DataFolderError(f"expected an existing output root, got {str(base)!r}")
+    if not isinstance(name, str):
+        raise DataFolderError(f"expected an output name, got {type(name).__name__}")
+    _check_text(name, "output name")
+    rel = Path(name)
+    if rel.is_absolute() or any(part in {"..", "."} for part in rel.parts):
+        raise DataFolderError(f"expected a name inside the output folder, got {name!r}")
+    real_root = Path(os.path.realpath(base))
+    real = Path(os.path.realpath(real_root / rel))
+    if not _inside(real, real_root) or real == real_root:
+        raise DataFolderError(f"expected a name inside the output folder, got {name!r}")
+    return real
+
+
+def picker_folders(roots: Sequence[str | os.PathLike[str]] | None = None) -> dict[str, Path]:
+    """The folders a web user may pick, by label: each root, then its sub-folders that hold folders
+    themselves (collections such as ``brats/train``, not single case folders), two levels deep.
+
+    Labels: ``demo`` for the bundled demo, ``data`` for the start folder, a root's own name otherwise (made
+    unique), and ``<root label>/<relative path>`` for sub-folders. Hidden folders and links leading out of
+    their root are left out; at most ``MAX_PICKER_FOLDERS`` entries.
+    """
+    allowed = data_roots(roots)
+    demo = Path(os.path.realpath(config.DEMO_DATA_DIR))
+    start_raw = os.environ.get(config.DATA_DIR_ENV, "").strip()
+    start = Path(os.path.realpath(Path(start_raw).expanduser())) if start_raw else None
+    out: dict[str, Path] = {}
+    labels: list[tuple[str, Path]] = []
+    for root in allowed:
+        label = "demo" if root == demo else "data" if root == start else (root.name or "root")
+        base, n = label, 2
+        while label in {lb for lb, _ in labels}:
+            label, n = f"{base}-{n}", n + 1
+        labels.append((label, root))
+        out[label] = root
+    for label, root in labels:
+        for sub in _collections(root, depth=2):
+            if len(out) >= MAX_PICKER_FOLDERS:
+                return out
+            rel = sub.relative_to(root).as_posix()
+            out.setdefault(f"{label}/{rel}", sub)
+    return out
+
+
+def _collections(root: Path, depth: int) -> list[Path]:
+    """Sub-folders of ``root`` (down to ``depth`` levels) that contain at least one visible folder."""
+    found: list[Path] = []
+    frontier = [root]
+    for _ in range(depth):
+        nxt: list[Path] = []
+        for folder in frontier:
+            for child in _subdirs(folder):
+                real = Path(os.path.realpath(child))
+                if not _inside(real, root) or real == root:
+                    continue
+                if _subdirs(child):
+                    found.append(child)
+                    nxt.append(child)
+        frontier = nxt
+    return sorted(found)
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    try:
+        with os.scandir(folder) as it:
+            return sorted(Path(e.path) for e in it if not e.name.startswith(".") and e.is_dir())
+    except OSError:
+        return []
+
+
+def folder_label(folder: str | os.PathLike[str], options: dict[str, Path] | None = None) -> str | None:
+    """The picker label of a folder (by real path), or None when it is not one of the picker's folders."""
+    real = Path(os.path.realpath(folder))
+    for label, path in (picker_folders() if options is None else options).items():
+        if path == real:
+            return label
+    return None
