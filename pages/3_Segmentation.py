@@ -39,7 +39,8 @@ CANVAS_N = "seg_canvas_n"
 PAINT_ORDER: tuple[int, ...] = (1, 2, 4, 0)
 PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "toImage"]}
 
-st.session_state[ui.KEY_TTA] = bool(st.session_state.get(ui.KEY_TTA, False))  # keep across pages
+TTA_WIDGET = "seg_tta_toggle"  # the toggle's own key: widget state is dropped when another page runs, so the
+st.session_state[TTA_WIDGET] = ui.use_tta()  # setting lives under ui.KEY_TTA and the toggle follows it
 
 
 def _audit(event: str, model_sha: str, **extra: Any) -> None:
@@ -69,7 +70,7 @@ card = ui.model_card()
 model_ok = model_dir.exists()
 
 c_tta, c_slice, c_vol = st.columns([2, 1, 1], vertical_alignment="center")
-tta = c_tta.toggle("Test-time augmentation (flips)", key=ui.KEY_TTA,
+tta = c_tta.toggle("Test-time augmentation (flips)", key=TTA_WIDGET, on_change=ui.set_tta_from, args=(TTA_WIDGET,),
                    help="Average the prediction over the image and its flips (4x slower) and show the "
                         "disagreement as an uncertainty map.")
 do_slice = c_slice.button("Segment this slice", icon=":material/crop_square:", disabled=not model_ok,

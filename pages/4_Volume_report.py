@@ -60,7 +60,7 @@ if source is None or source.kind == segstate.SOURCE_GROUND_TRUTH:
             "Segmentation page)" + (", or report the ground-truth volumes." if gt is not None else "."),
             icon=":material/info:")
     c1, c2, _ = st.columns([1, 1, 2])
-    tta = bool(st.session_state.get(ui.KEY_TTA, False))
+    tta = ui.use_tta()
     if c1.button("Segment whole volume", type="primary", icon=":material/view_in_ar:", width="stretch",
                  help="Test-time augmentation " + ("on" if tta else "off") + " (set on the Segmentation page)"):
         if ui.segment_volume(case, tta, page="report") is not None:
