@@ -62,7 +62,7 @@ def test_report_from_case_folder(tmp_path: Path, work: Path, capsys: pytest.Capt
     case = load_case_folder(case_dir)
     assert case.case_id in text and SHA in text and "unet-test" in text
     assert all(sha in text for sha in case.input_hashes().values())
-    assert len(reader.pages[0].images) == 3
+    assert len(reader.pages[1].images) == 4  # the images page: three planes and the RANO measurement
     events = read_events(work / "audit.log.jsonl")
     assert len(events) == 1 and events[0]["action"] == "export_pdf" and events[0]["case_id"] == case.case_id
     assert events[0]["model_sha256"] == SHA and events[0]["input_hashes"]["flair"] == case.images["flair"].sha256

@@ -12,17 +12,23 @@ import pypdf
 import pytest
 from conftest import make_case_dir
 
+from core.analysis.measure import measure_rano
 from core.analysis.metrics import score_case
 from core.analysis.report import (
+    IMAGE_MAX_PX,
+    MEASURE_D1_COLOUR,
+    MEASURE_D2_COLOUR,
     ReportInputs,
     build_pdf,
     latin1,
     library_versions,
+    render_measurement,
     render_planes,
     report_file_name,
     round_ml,
     save_pdf,
     table_csv,
+    tumour_core_slices,
     volume_table,
 )
 from core.config import DISCLAIMER, LABEL_COLOURS
@@ -127,7 +133,7 @@ def test_render_planes_radiological_orientation() -> None:
     case, lab = _synthetic_case()
     planes = render_planes(case, lab)
     assert [p.plane for p in planes] == ["axial", "coronal", "sagittal"]
-    assert [p.index for p in planes] == [6, 9, 11]  # first slice of largest tumour area along z, y, x
+    assert [p.index for p in planes] == [7, 10, 12]  # through the tumour core (the ET voxel), not the edema
     ax, cor, sag = planes
     assert (ax.left, ax.right, ax.top) == ("R", "L", "A") and (sag.left, sag.top) == ("A", "S")
     assert cor.aspect == pytest.approx(16 / 20)  # 16 x 1 mm wide, 10 x 2 mm tall
@@ -182,22 +188,23 @@ def test_pdf_contents(real_case) -> None:
     assert pdf.startswith(b"%PDF")
     reader, text = _pdf_text(pdf)
     flat = _flat(text)
-    assert len(reader.pages) == 2
+    assert len(reader.pages) == 3
     assert case.case_id in text and "unet2d_test" in text and MODEL_SHA in text
     for key, sha in case.input_hashes().items():
         assert sha in text, key
-    assert _flat(DISCLAIMER) in flat and "RESEARCH USE ONLY" in text
+    assert flat.count(_flat(DISCLAIMER)) == 1 and flat.count("RESEARCH USE ONLY") == 1  # once, not on every page
     assert "2024-06-01 12:30:00 UTC" in text
     assert "Corrected by hand yes" in flat
     assert "LPS" in text and "0.5 x 1 x 3" in flat and "20 x 18 x 12" in flat
     for row in volume_table(pred, case.spacing_mm, case.seg.data):
         assert f"{row['name']} {row['voxels']} {row['volume_ml']:.1f} {row['gt_volume_ml']:.1f}" in flat
     assert f"WT {scores.regions['WT'].dice:.3f}" in flat and "Per-label Dice: NCR 0.000" in flat
-    assert "radiological" in text and "Page 1 of 2" in text and "Page 2 of 2" in text
+    assert "radiological" in text and "Page 1 of 3" in text and "Page 3 of 3" in text
     for name in ("python", "numpy", "nibabel", "tensorflow", "fpdf2"):
         assert f"{name} {library_versions()[name]}" in flat
-    assert len(reader.pages[0].images) == 3  # axial, coronal, sagittal
-    assert len(reader.pages[1].images) == 0
+    assert len(reader.pages[0].images) == 0
+    assert len(reader.pages[1].images) == 4  # axial, coronal, sagittal, the measurement
+    assert len(reader.pages[2].images) == 0
 
 
 def test_pdf_quality_flag_and_missing_modalities() -> None:
@@ -225,7 +232,7 @@ def test_pdf_minimal_inputs_and_latin1(tmp_path: Path) -> None:
     assert "Fall-\u00fc-?" in text and "m - external" in text and "Corrected by hand no" in _flat(text)
     assert "Reference" not in text and "Agreement" not in text  # no reference, no scores
     assert "Quality check" not in text  # no model flag given
-    assert len(reader.pages[0].images) == 3
+    assert len(reader.pages[1].images) == 4
     assert latin1("a\u2264b \u00e9") == "a<=b \u00e9"
     with pytest.raises(CaseError, match="case grid"):
         build_pdf(ReportInputs(case=case, labels=lab[:, :, :-1], model_name="m", model_sha256="n/a"))
@@ -237,3 +244,114 @@ def test_save_pdf_atomic(tmp_path: Path) -> None:
     assert out.read_bytes().startswith(b"%PDF")
     assert [p.name for p in out.parent.iterdir()] == ["report.pdf"]
     assert report_file_name("../a b") == "a_b_report.pdf" and report_file_name("") == "case_report.pdf"
+
+
+# ------------------------------------------------------------------ slices through the tumour core (issue 12) ---
+
+def test_tumour_core_slices_ignore_larger_edema_elsewhere() -> None:
+    lab = np.zeros((30, 30, 40), np.uint8)
+    lab[2:28, 2:28, 3:8] = 2  # a large false edema low in the volume (3380 voxels, largest area on z = 3..7)
+    lab[10:16, 12:20, 20:26] = 2  # edema around the core
+    lab[11:14, 14:18, 22:24] = 1  # the core: NCR ...
+    lab[12:15, 15:19, 24] = 4  # ... and ET touching it (one component)
+    lab[25, 25, 35] = 4  # a one-voxel ET speck elsewhere: a smaller core component
+    (x, y, z), basis = tumour_core_slices(lab)
+    assert basis == "tumour core"
+    assert 11 <= x <= 14 and 14 <= y <= 18 and z in (22, 23, 24)
+    assert (x, y, z) == (12, 15, 22)  # most core voxels: x 12 and 13 tie (lowest wins), y 15..17, z 22 and 23
+
+
+def test_tumour_core_slices_fall_back_to_whole_tumour_then_middle() -> None:
+    lab = np.zeros((20, 22, 24), np.uint8)
+    lab[2:4, 2:4, 2:4] = 2  # a small edema component
+    lab[10:16, 12:15, 15:18] = 2  # the largest edema component
+    assert tumour_core_slices(lab) == ((10, 12, 15), "whole tumour")
+    assert tumour_core_slices(np.zeros((20, 22, 24), np.uint8)) == ((10, 11, 12), "middle")
+
+
+def _images_on_page(page) -> list[tuple[str, int, float, float]]:
+    """(name, pixel width, drawn width pt, drawn height pt) of every image drawn on a page (fpdf's 'cm Do')."""
+    import re
+
+    content = page.get_contents().get_data().decode("latin-1")
+    xobjects = page["/Resources"]["/XObject"]
+    out = []
+    for w, h, _, _, name in re.findall(r"q ([\d.]+) 0 0 ([\d.]+) ([\d.]+) ([\d.]+) cm /(\w+) Do Q", content):
+        out.append((name, int(xobjects[f"/{name}"].get_object()["/Width"]), float(w), float(h)))
+    return out
+
+
+def _case_with_lesion() -> tuple:
+    """A RAS case 60 x 50 x 12 (1 x 1 x 2 mm) with a 24 x 14 mm ET block on z = 5 inside edema."""
+    shape = (60, 50, 12)
+    rng = np.random.default_rng(3)
+    img = rng.integers(100, 800, size=shape).astype(np.int16)
+    lab = np.zeros(shape, np.uint8)
+    lab[10:50, 8:40, 3:8] = 2
+    lab[20:44, 15:29, 5] = 4
+    lab[20:44, 15:29, 4] = 1
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    case = assemble_case("LES", {"flair": volume_from_array(img, affine, "flair.nii")})
+    return case, lab
+
+
+def test_pdf_images_are_large_and_at_least_150_dpi() -> None:
+    case, lab = _case_with_lesion()
+    reader = pypdf.PdfReader(io.BytesIO(build_pdf(ReportInputs(case=case, labels=lab, model_name="m",
+                                                               model_sha256="n/a"))))
+    drawn = _images_on_page(reader.pages[1])
+    assert len(drawn) == 4
+    for name, px, w_pt, h_pt in drawn:
+        dpi = px / (w_pt / 72.0)
+        assert dpi >= 150.0, (name, dpi)
+        assert max(w_pt, h_pt) >= 250.0, name  # 90 mm boxes (255 pt), against 59 mm (168 pt) before
+
+
+def test_pdf_says_slices_count_from_0_and_draws_through_the_core() -> None:
+    case, lab = _case_with_lesion()
+    lab[30:40, 30:45, 10] = 2  # a larger edema-only area on z = 10 must not be pictured
+    text = _flat(_pdf_text(build_pdf(ReportInputs(case=case, labels=lab, model_name="m", model_sha256="n/a")))[1])
+    assert "Slice numbers count from 0 (the first slice is 0)" in text
+    # the core (NCR on z = 4 + ET on z = 5, 336 voxels each: the tie goes to the lowest slice)
+    assert "Axial slice z = 4 (slices 0-11)" in text
+    assert "largest connected component of the tumour core" in text
+    assert "Measurement: axial z = 5, lesion 1: " in text
+
+
+def test_pdf_rano_section() -> None:
+    case, lab = _case_with_lesion()
+    lab[50:53, 40:43, 9] = 4  # a 3 x 3 mm speck: not measurable
+    rano = measure_rano(lab, case.spacing_mm)
+    big, speck = rano.lesions
+    text = _flat(_pdf_text(build_pdf(ReportInputs(case=case, labels=lab, model_name="m", model_sha256="n/a")))[1])
+    assert "Bidimensional measurement of enhancing tumour (RANO-style)" in text
+    assert (f"1 5 {big.d1_mm:.1f} {big.d2_mm:.1f} {big.product_mm2:.0f} {big.volume_ml:.2f} yes yes") in text
+    assert f"2 9 {speck.d1_mm:.1f} {speck.d2_mm:.1f} {speck.product_mm2:.0f} 0.02 no" in text  # 18 mm^3
+    assert f"Sum of the products of the target lesions: {big.product_mm2:.0f} mm^2 = lesion 1" in text
+    none = lab.copy()
+    none[none == 4] = 1
+    reader, text = _pdf_text(build_pdf(ReportInputs(case=case, labels=none, model_name="m", model_sha256="n/a")))
+    assert "No enhancing tumour (label 4) in this segmentation: nothing to measure." in _flat(text)
+    assert len(reader.pages[1].images) == 3  # no measurement picture
+
+
+def test_render_measurement_draws_both_diameters() -> None:
+    from PIL import Image
+
+    case, lab = _case_with_lesion()
+    pic = render_measurement(case, lab)
+    assert pic is not None and pic.plane == "axial" and pic.index == 5 and pic.aspect == pytest.approx(60 / 50)
+    rgb = np.asarray(Image.open(io.BytesIO(pic.png)).convert("RGB")).astype(int)
+    assert rgb.shape[1] == IMAGE_MAX_PX
+    scale = IMAGE_MAX_PX / 60  # display pixels per voxel
+    for colour in (MEASURE_D1_COLOUR, MEASURE_D2_COLOUR):
+        hits = np.argwhere((np.abs(rgb - np.array(colour)) <= 2).all(-1))
+        assert hits.size > 0, colour
+        # inside the lesion's display box: columns 59-x for x 20..43 (radiological), rows 49-y for y 15..28
+        cols, rows = hits[:, 1] / scale, hits[:, 0] / scale
+        assert cols.min() >= 59 - 43 - 1 and cols.max() <= 59 - 20 + 2
+        assert rows.min() >= 49 - 28 - 1 and rows.max() <= 49 - 15 + 2
+    empty = np.where(lab == 4, 1, lab).astype(np.uint8)
+    assert render_measurement(case, empty) is None
+    with pytest.raises(CaseError, match="case grid"):
+        render_measurement(case, lab[:, :, :-1])

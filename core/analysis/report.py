@@ -1,11 +1,14 @@
-"""Reports of one segmented case: the volume table (rows, CSV) and a PDF with the disclaimer, the volumes,
-three-plane overlay images and the provenance (model and input hashes, geometry, library versions).
+"""Reports of one segmented case: the volume table (rows, CSV) and a PDF with the disclaimer (once, on the first
+page), the volumes, the RANO-style bidimensional measurement of enhancing tumour (``core.analysis.measure``),
+three-plane overlay images through the tumour core and the measurement drawn on its axial slice, and the
+provenance (model and input hashes, geometry, library versions).
 
 Everything here is pure: builders return bytes and write nothing, except ``save_pdf`` which writes one file
 atomically. Text in the PDF uses the PDF core fonts (latin-1 only); other characters are replaced.
 
 Display convention of the images: radiological (the patient's right on the image's left), anterior at the top
-of axial images, superior at the top of coronal and sagittal ones, anterior on the left of sagittal ones.
+of axial images, superior at the top of coronal and sagittal ones, anterior on the left of sagittal ones. Slice
+numbers count from 0 on the RAS grid, as in the app's viewer; the PDF says so.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from core.analysis.edits import axial_display
+from core.analysis.measure import Lesion, RanoResult, measure_rano
 from core.config import DISCLAIMER, LABEL_COLOURS, LABEL_LONG_NAMES, LABEL_NAMES, MODALITIES, MODALITY_TITLES
 from core.data.cases import Case
 from core.data.io import atomic_write_bytes
@@ -33,7 +38,14 @@ from core.errors import CaseError
 
 REPORT_TITLE = "Brain tumour segmentation report"
 OVERLAY_ALPHA = 0.45
-IMAGE_MAX_PX = 360
+IMAGE_MAX_PX = 600  # pixels of an image's longer side: a 90 mm wide picture prints at 169 dpi
+MEASURE_D1_COLOUR: tuple[int, int, int] = (255, 215, 0)  # yellow: the longest diameter
+MEASURE_D2_COLOUR: tuple[int, int, int] = (0, 230, 255)  # cyan: the perpendicular diameter
+MAX_LESION_ROWS = 8
+SLICE_NUMBERING = ("Slice numbers count from 0 (the first slice is 0), as in the app's viewer, on the RAS grid: "
+                   "x increases toward the patient's right, y toward anterior, z toward superior.")
+_STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
+PLANE_AXIS_INDEX: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}  # the array axis a plane cuts across
 
 # Table rows: key, kind, labels counted, display name. ET is one row: label 4 is also the whole ET region.
 VOLUME_ROWS: tuple[tuple[str, str, tuple[int, ...], str], ...] = (
@@ -139,15 +151,29 @@ def _grey(volume: np.ndarray) -> np.ndarray:
     return np.clip((data - lo) / (hi - lo), 0.0, 1.0)
 
 
-def _largest_slices(labels: np.ndarray) -> tuple[int, int, int]:
-    """Per axis (x, y, z), the slice holding most tumour voxels (the middle slice when there is no tumour)."""
-    wt = np.asarray(labels) > 0
-    out = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        area = wt.sum(axis=other)
-        out.append(int(np.argmax(area)) if area.max(initial=0) > 0 else wt.shape[axis] // 2)
-    return out[0], out[1], out[2]
+def tumour_core_slices(labels: np.ndarray) -> tuple[tuple[int, int, int], str]:
+    """The slices the report's pictures go through, and what they go through.
+
+    Per axis (x, y, z), the slice holding most voxels of the largest 3-D connected component (26-connectivity)
+    of the tumour core (TC: labels 1 and 4); without a core, of the whole tumour (WT: 1, 2, 4); without tumour,
+    the middle slices. A component, not the whole label map: scattered false edema elsewhere must not pull the
+    pictures away from the tumour. Ties go to the lowest slice.
+
+    Returns:
+        ((x, y, z), basis) with basis "tumour core", "whole tumour" or "middle".
+    """
+    arr = np.asarray(labels)
+    for basis, labs in (("tumour core", (1, 4)), ("whole tumour", (1, 2, 4))):
+        mask = np.isin(arr, labs)
+        if not mask.any():
+            continue
+        components, _ = ndimage.label(mask, structure=_STRUCTURE_26)
+        sizes = np.bincount(components.ravel())
+        sizes[0] = 0
+        largest = components == int(np.argmax(sizes))
+        out = [int(np.argmax(largest.sum(axis=tuple(a for a in range(3) if a != axis)))) for axis in range(3)]
+        return (out[0], out[1], out[2]), basis
+    return (arr.shape[0] // 2, arr.shape[1] // 2, arr.shape[2] // 2), "middle"
 
 
 def _composite(grey2d: np.ndarray, labels2d: np.ndarray) -> np.ndarray:
@@ -160,8 +186,8 @@ def _composite(grey2d: np.ndarray, labels2d: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
-def _png(rgb: np.ndarray, pixel_mm: tuple[float, float], max_px: int = IMAGE_MAX_PX) -> tuple[bytes, float]:
-    """PNG bytes of an RGB image resampled to square pixels (nearest neighbour), and its width/height ratio.
+def _resized(rgb: np.ndarray, pixel_mm: tuple[float, float], max_px: int = IMAGE_MAX_PX) -> Any:
+    """A PIL image of an RGB array resampled to square pixels (nearest neighbour), ``max_px`` on its longer side.
 
     ``pixel_mm`` is (row height, column width) in mm.
     """
@@ -171,10 +197,22 @@ def _png(rgb: np.ndarray, pixel_mm: tuple[float, float], max_px: int = IMAGE_MAX
     height_mm, width_mm = rows * pixel_mm[0], cols * pixel_mm[1]
     scale = max_px / max(height_mm, width_mm)
     size = (max(1, round(width_mm * scale)), max(1, round(height_mm * scale)))
-    img = Image.fromarray(rgb, mode="RGB").resize(size, Image.Resampling.NEAREST)
+    return Image.fromarray(rgb, mode="RGB").resize(size, Image.Resampling.NEAREST)
+
+
+def _png_bytes(img: Any) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)
-    return buf.getvalue(), width_mm / height_mm
+    return buf.getvalue()
+
+
+def _png(rgb: np.ndarray, pixel_mm: tuple[float, float], max_px: int = IMAGE_MAX_PX) -> tuple[bytes, float]:
+    """PNG bytes of an RGB image resampled to square pixels (nearest neighbour), and its width/height ratio.
+
+    ``pixel_mm`` is (row height, column width) in mm.
+    """
+    rows, cols = rgb.shape[:2]
+    return _png_bytes(_resized(rgb, pixel_mm, max_px)), (cols * pixel_mm[1]) / (rows * pixel_mm[0])
 
 
 @dataclass(frozen=True)
@@ -195,7 +233,8 @@ class PlaneImage:
 
 def render_planes(case: Case, labels: np.ndarray, modality: str | None = None,
                   max_px: int = IMAGE_MAX_PX) -> list[PlaneImage]:
-    """Axial, coronal and sagittal overlays through the slices with most tumour, radiological convention.
+    """Axial, coronal and sagittal overlays through the tumour core (``tumour_core_slices``), radiological
+    convention.
 
     Args:
         case: the case (background image: ``modality``, default FLAIR when present, else the first one).
@@ -212,7 +251,7 @@ def render_planes(case: Case, labels: np.ndarray, modality: str | None = None,
         raise CaseError(f"expected a modality of the case {case.modalities}, got {key!r}")
     grey = _grey(case.images[key].data)
     sx, sy, sz = case.spacing_mm
-    x, y, z = _largest_slices(arr)
+    (x, y, z), _ = tumour_core_slices(arr)
     out = []
     # axial: (X, Y) -> displayed (Y, X) with rows anterior->posterior, columns right->left
     ax = _composite(axial_display(grey[:, :, z]), axial_display(arr[:, :, z]))
@@ -227,6 +266,58 @@ def render_planes(case: Case, labels: np.ndarray, modality: str | None = None,
     png, aspect = _png(sag, (sz, sy), max_px)
     out.append(PlaneImage("sagittal", x, arr.shape[0], png, aspect, "A", "P", "S", "I"))
     return out
+
+
+def measured_lesion(rano: RanoResult) -> Lesion | None:
+    """The lesion whose slice the measurement picture shows: the first target lesion, else the largest lesion."""
+    if rano.targets:
+        return rano.targets[0]
+    return rano.lesions[0] if rano.lesions else None
+
+
+def render_measurement(case: Case, labels: np.ndarray, rano: RanoResult | None = None, modality: str | None = None,
+                       max_px: int = IMAGE_MAX_PX) -> PlaneImage | None:
+    """The axial slice of ``measured_lesion`` with the labels blended and the two diameters of every lesion
+    measured on that slice drawn (longest ``MEASURE_D1_COLOUR``, perpendicular ``MEASURE_D2_COLOUR``).
+
+    Args:
+        rano: the measurement of ``labels`` (computed here when None).
+
+    Returns:
+        The picture (radiological convention), or None without an enhancing lesion.
+
+    Raises:
+        CaseError: labels not on the case grid, or an unknown modality.
+    """
+    from PIL import ImageDraw
+
+    arr = _check_volume(labels, "labels")
+    if arr.shape != case.shape:
+        raise CaseError(f"expected labels on the case grid {case.shape}, got {arr.shape}")
+    key = modality or _background_key(case)
+    if key not in case.images:
+        raise CaseError(f"expected a modality of the case {case.modalities}, got {key!r}")
+    rano = rano if rano is not None else measure_rano(arr, case.spacing_mm)
+    lesion = measured_lesion(rano)
+    if lesion is None:
+        return None
+    z = lesion.slice_z
+    sx, sy, _ = case.spacing_mm
+    grey = _grey(case.images[key].data)[:, :, z]  # the window of the whole volume, as in the other pictures
+    img = _resized(_composite(axial_display(grey), axial_display(arr[:, :, z])), (sy, sx), max_px)
+    nx, ny = arr.shape[0], arr.shape[1]
+
+    def to_px(p: tuple[float, float]) -> tuple[float, float]:
+        # voxel (x, y) -> display column nx-1-x (radiological), row ny-1-y (anterior at the top), pixel centres
+        return ((nx - 1 - p[0]) + 0.5) * img.width / nx, ((ny - 1 - p[1]) + 0.5) * img.height / ny
+
+    draw = ImageDraw.Draw(img)
+    width = max(2, round(max(img.size) / 200))
+    for les in rano.lesions:
+        if les.slice_z == z:
+            draw.line([to_px(p) for p in les.d1_endpoints], fill=MEASURE_D1_COLOUR, width=width)
+            draw.line([to_px(p) for p in les.d2_endpoints], fill=MEASURE_D2_COLOUR, width=width)
+    return PlaneImage("axial", z, arr.shape[2], _png_bytes(img), (nx * sx) / (ny * sy), "R", "L", "A", "P")
 
 
 # --------------------------------------------------------------------------------------------- provenance ---
@@ -323,20 +414,19 @@ def _make_pdf_class() -> type:
         case_id = ""
 
         def header(self) -> None:
+            # the disclaimer is printed once, on the first page; the running header names the report and case
             self.set_font("Helvetica", "B", 8)
-            self.set_text_color(170, 0, 0)
-            self.cell(0, 4, latin1("RESEARCH USE ONLY - NOT FOR DIAGNOSIS"), align="L")
             self.set_text_color(90, 90, 90)
+            self.cell(0, 4, latin1(REPORT_TITLE), align="L")
             self.set_font("Helvetica", "", 8)
             self.cell(0, 4, latin1(f"Case {self.case_id}"), align="R", new_x="LMARGIN", new_y="NEXT")
             self.set_text_color(0, 0, 0)
             self.ln(2)
 
         def footer(self) -> None:
-            self.set_y(-14)
+            self.set_y(-12)
             self.set_font("Helvetica", "I", 7)
             self.set_text_color(90, 90, 90)
-            self.multi_cell(0, 3.5, latin1(DISCLAIMER), align="C", new_x="LMARGIN", new_y="NEXT")
             self.cell(0, 4, f"Page {self.page_no()} of {{nb}}", align="C")
             self.set_text_color(0, 0, 0)
 
@@ -390,12 +480,51 @@ def _quality_section(pdf: Any, quality: Mapping[str, Any], corrected: bool) -> N
         pdf.multi_cell(0, 4.2, latin1(f"- {reason}"), new_x="LMARGIN", new_y="NEXT")
 
 
+def _rano_section(pdf: Any, rano: RanoResult) -> None:
+    """The RANO-style measurement: one row per lesion (largest product first), the sum over the targets."""
+    _section(pdf, "Bidimensional measurement of enhancing tumour (RANO-style)")
+    if not rano.lesions:
+        pdf.multi_cell(0, 4.6, latin1("No enhancing tumour (label 4) in this segmentation: nothing to measure."),
+                       new_x="LMARGIN", new_y="NEXT")
+    else:
+        targets = {les.index for les in rano.targets}
+        rows = [[str(les.index), str(les.slice_z), f"{les.d1_mm:.1f}", f"{les.d2_mm:.1f}", f"{les.product_mm2:.0f}",
+                 f"{les.volume_ml:.2f}", "yes" if les.measurable else "no", "yes" if les.index in targets else ""]
+                for les in rano.lesions[:MAX_LESION_ROWS]]
+        _table(pdf, ["Lesion", "Axial slice z", "Longest (mm)", "Perpendicular (mm)", "Product (mm^2)",
+                     "Volume (mL)", "Measurable", "Target"], rows, [15, 24, 25, 31, 28, 23, 22, 18],
+               ["R", "R", "R", "R", "R", "R", "C", "C"])
+        rest = rano.lesions[MAX_LESION_ROWS:]
+        if rest:
+            n_meas = sum(les.measurable for les in rest)
+            pdf.set_font("Helvetica", "I", 8)
+            pdf.cell(0, 4.5, latin1(f"... and {len(rest)} smaller lesions not listed ({n_meas} of them measurable)."),
+                     new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("Helvetica", "B", 9)
+        if rano.targets:
+            listed = " + ".join(f"lesion {les.index} ({les.product_mm2:.0f})" for les in rano.targets)
+            text = f"Sum of the products of the target lesions: {rano.sum_products_mm2:.0f} mm^2 = {listed}"
+        else:
+            text = "No measurable lesion (both diameters >= 10 mm): no target lesion, no sum of products."
+        pdf.multi_cell(0, 5, latin1(text), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", "I", 7.5)
+    pdf.multi_cell(0, 3.8, latin1(
+        "Lesion: a 3-D connected component of label 4. On the axial slice where it is largest: the longest diameter "
+        "and the longest diameter perpendicular to it (within 5 degrees) across the lesion, in mm from the voxel "
+        "size; product in mm^2. Measurable: both diameters >= 10 mm. Targets: up to two measurable lesions with the "
+        "largest products (RANO 2.0). An automatic measurement: a response assessment also needs the reader's "
+        "review and clinical data. " + SLICE_NUMBERING), new_x="LMARGIN", new_y="NEXT")
+
+
 def build_pdf(inputs: ReportInputs) -> bytes:
     """The PDF report of one case as bytes (writes nothing).
 
-    Page 1: title, disclaimer, case summary, volume table, scores (when given), three-plane overlay images
-    with a legend. Page 2 on: provenance (model name and weights SHA-256, each input file's SHA-256, original
-    orientation codes, shape and voxel size), the display convention and library versions.
+    Page 1: title, the disclaimer (printed once, here), case summary, volume table, scores (when given), the
+    RANO-style measurement of enhancing tumour. Next page: three-plane overlay images through the tumour core
+    (``tumour_core_slices``) and the measurement drawn on its axial slice, 90 mm wide (600 pixels: 169 dpi),
+    with a legend and how slices are numbered. Then: provenance (model name and weights SHA-256, each input
+    file's SHA-256, original orientation codes, shape and voxel size), the display convention and library
+    versions.
 
     Raises:
         CaseError: labels not on the case grid.
@@ -410,6 +539,9 @@ def build_pdf(inputs: ReportInputs) -> bytes:
     created = created.astimezone(UTC)
     rows = volume_table(labels, case.spacing_mm, inputs.gt_labels)
     planes = render_planes(case, labels)
+    _, basis = tumour_core_slices(labels)
+    rano = measure_rano(labels, case.spacing_mm)
+    measurement = render_measurement(case, labels, rano)
     scores = _flat_scores(inputs.scores)
     ref = case.reference
 
@@ -484,35 +616,53 @@ def build_pdf(inputs: ReportInputs) -> bytes:
             pdf.set_font("Helvetica", "", 8.5)
             pdf.cell(0, 5, latin1("Per-label Dice: " + ", ".join(per_label)), new_x="LMARGIN", new_y="NEXT")
 
-    # images: three planes side by side
+    _rano_section(pdf, rano)
+
+    # images: a 2 x 2 grid of 90 mm boxes on a page of their own
+    pdf.add_page()
     _section(pdf, "Images (radiological convention: patient's right on the image's left)")
     bg_key = _background_key(case)
-    gap = 4.0
-    box_w = (pdf.w - pdf.l_margin - pdf.r_margin - 2 * gap) / 3
+    gap = 6.0
+    box_w = (pdf.w - pdf.l_margin - pdf.r_margin - gap) / 2
     box_h = box_w
-    if pdf.get_y() + box_h + 22 > pdf.h - 18:
-        pdf.add_page()
-    top = pdf.get_y() + 4
-    for i, plane in enumerate(planes):
-        x0 = pdf.l_margin + i * (box_w + gap)
+    top0 = pdf.get_y() + 2
+    pictures: list[tuple[PlaneImage, str]] = [
+        (p, f"{p.plane.capitalize()} slice {'xyz'[PLANE_AXIS_INDEX[p.plane]]} = {p.index} (slices 0-{p.n_slices - 1})")
+        for p in planes]
+    lesion = measured_lesion(rano)
+    if measurement is not None and lesion is not None:
+        pictures.append((measurement, f"Measurement: axial z = {measurement.index}, lesion {lesion.index}: "
+                                      f"{lesion.d1_mm:.1f} x {lesion.d2_mm:.1f} mm"))
+    for i, (plane, caption) in enumerate(pictures):
+        x0 = pdf.l_margin + (i % 2) * (box_w + gap)
+        top = top0 + (i // 2) * (box_h + 8)
         w, h = (box_w, box_w / plane.aspect) if plane.aspect >= 1 else (box_h * plane.aspect, box_h)
         xi, yi = x0 + (box_w - w) / 2, top + (box_h - h) / 2
         pdf.image(io.BytesIO(plane.png), x=xi, y=yi, w=w, h=h)
-        pdf.set_font("Helvetica", "B", 7)
+        pdf.set_font("Helvetica", "B", 9)
         pdf.set_text_color(200, 120, 0)
-        pdf.text(xi + 0.8, yi + h / 2 + 1, plane.left)
-        pdf.text(xi + w - 2.6, yi + h / 2 + 1, plane.right)
-        pdf.text(xi + w / 2 - 0.8, yi + 2.8, plane.top)
-        pdf.text(xi + w / 2 - 0.8, yi + h - 0.8, plane.bottom)
+        pdf.text(xi + 1.0, yi + h / 2 + 1.5, plane.left)
+        pdf.text(xi + w - 3.6, yi + h / 2 + 1.5, plane.right)
+        pdf.text(xi + w / 2 - 1.0, yi + 3.8, plane.top)
+        pdf.text(xi + w / 2 - 1.0, yi + h - 1.0, plane.bottom)
         pdf.set_text_color(0, 0, 0)
         pdf.set_xy(x0, top + box_h + 1)
         pdf.set_font("Helvetica", "", 8)
-        pdf.cell(box_w, 4, latin1(f"{plane.plane.capitalize()} slice {plane.index + 1} of {plane.n_slices}"),
-                 align="C")
-    pdf.set_xy(pdf.l_margin, top + box_h + 6)
+        pdf.cell(box_w, 4, latin1(caption), align="C")
+    rows_used = (len(pictures) + 1) // 2
+    pdf.set_xy(pdf.l_margin, top0 + rows_used * (box_h + 8))
     pdf.set_font("Helvetica", "", 8)
-    pdf.cell(0, 4, latin1(f"Background: {MODALITY_TITLES.get(bg_key, bg_key)}; slices through the largest tumour "
-                          f"cross-section; overlay opacity {OVERLAY_ALPHA:.0%}."), new_x="LMARGIN", new_y="NEXT")
+    through = {"tumour core": "the largest connected component of the tumour core (labels 1+4)",
+               "whole tumour": "the largest connected component of the whole tumour (no tumour core labelled)",
+               "middle": "the middle of the volume (no tumour labelled)"}[basis]
+    pdf.multi_cell(0, 4, latin1(f"Background: {MODALITY_TITLES.get(bg_key, bg_key)}; the three planes go through "
+                                f"{through}, each at the slice holding most of it; overlay opacity "
+                                f"{OVERLAY_ALPHA:.0%}."
+                                + (" Measurement: longest diameter in yellow, perpendicular diameter in cyan."
+                                   if measurement is not None else "")),
+                   new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", "B", 8)
+    pdf.multi_cell(0, 4, latin1(SLICE_NUMBERING), new_x="LMARGIN", new_y="NEXT")
     # legend
     pdf.ln(1)
     x = pdf.l_margin
@@ -562,8 +712,8 @@ def build_pdf(inputs: ReportInputs) -> bytes:
     pdf.ln(2)
     pdf.set_font("Helvetica", "I", 8)
     pdf.multi_cell(0, 4, latin1("Automatic segmentations can be wrong. Every result must be reviewed by a qualified "
-                                "person; volumes depend on the segmentation and on the voxel size in the file "
-                                "header. " + DISCLAIMER), new_x="LMARGIN", new_y="NEXT")
+                                "person; volumes and diameters depend on the segmentation and on the voxel size in "
+                                "the file header."), new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())
 
 
