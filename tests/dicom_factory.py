@@ -110,6 +110,8 @@ def write_series(folder: str | os.PathLike[str], *, rows: int = 8, columns: int 
         ds.ImageOrientationPatient = [f"{v:.8f}" for v in (slice_iops or {}).get(k, iop)]
         ds.ImagePositionPatient = [f"{v:.6f}" for v in pos]
         ds.PixelSpacing = [f"{v:g}" for v in pixel_spacing]
+        if tilt_deg:
+            ds.GantryDetectorTilt = f"{tilt_deg:g}"  # what CT scanners record; converters may use it
         ds.SliceThickness = "99"  # deliberately wrong: spacing must come from the positions
         ds.Rows, ds.Columns = r_k, c_k
         ds.SamplesPerPixel = 1
