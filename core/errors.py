@@ -36,6 +36,11 @@ class RegistrationError(BratsViewerError):
     """Two studies could not be aligned: registration failed or the aligned images do not match."""
 
 
+class StudyError(BratsViewerError):
+    """A raw study cannot be preprocessed: a required sequence missing, names that do not tell the sequences
+    apart, or a series that is no 3-D volume (a 2-D localiser)."""
+
+
 class DicomError(BratsViewerError):
     """DICOM input is unusable: no DICOM files, an unsafe or oversized archive, no convertible series, or a
     sequence override that names no series."""
