@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import config
 from core.analysis import metrics
-from core.app import ui
+from core.app import dicom_panel, ui
 from core.data import roots
 from core.engine.preprocess import check_modalities
 from core.errors import BratsViewerError
@@ -237,9 +237,12 @@ def figures_legend_html() -> str:
     return f'<div style="font-size:0.85rem;">{items}</div>'
 
 
-tab_browse, tab_upload = st.tabs([":material/folder: Cases in a folder", ":material/upload_file: Upload files"])
+tab_browse, tab_upload, tab_dicom = st.tabs([":material/folder: Cases in a folder", ":material/upload_file: Upload files",
+                                             ":material/radiology: DICOM study"])
 with tab_browse:
     browse_tab()
 with tab_upload:
     upload_tab()
+with tab_dicom:
+    dicom_panel.dicom_tab()
 selected_case_panel()

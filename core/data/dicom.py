@@ -830,3 +830,50 @@ def resample_onto(vol: Volume, ref: Volume) -> Volume:
     data = ndimage.affine_transform(np.asarray(vol.data, dtype=np.float32), m[:3, :3], offset=m[:3, 3],
                                     output_shape=ref.shape, order=1, mode="constant", cval=0.0)
     return ref.with_data(data.astype(np.float32))
+
+
+def conversion_zip(study: Study, overrides: Mapping[str, str] | None = None) -> bytes:
+    """A zip (in memory) of what ``write_study`` would write: ``<name>.nii.gz`` per series and the listing."""
+    names = resolve_names(study, overrides)
+    buf = io.BytesIO()
+    written: dict[int, str] = {}
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # the NIfTI files are already gzipped
+        for s in study.series:
+            name = names.get(s.index, (None, ""))[0]
+            if name is None or s.data is None:
+                continue
+            zf.writestr(f"{name}.nii.gz", series_nifti_bytes(s))
+            written[s.index] = f"{name}.nii.gz"
+        listing = study_listing(study, names, written)
+        zf.writestr(LISTING_NAME, json.dumps(listing, indent=2) + "\n")
+    return buf.getvalue()
+
+
+def open_as_case_volumes(study: Study, overrides: Mapping[str, str] | None = None,
+                         reference: str = "t1ce") -> tuple[dict[str, Volume], str]:
+    """The series named flair/t1/t1ce/t2 on one grid, ready for ``cases.assemble_case``, and a note.
+
+    Series on another grid than the reference (``reference`` when present, else the first sequence in
+    flair, t1, t1ce, t2 order) are resampled onto it by scanner coordinates (``resample_onto``): right for
+    series of one session without patient motion, not a registration and not BraTS space.
+
+    Raises:
+        DicomError: no series is named flair, t1, t1ce or t2.
+    """
+    vols = study_volumes(study, overrides)
+    if not vols:
+        raise DicomError("expected at least one series set to flair, t1, t1ce or t2 to open as a case, got none")
+    ref_key = reference if reference in vols else next(k for k in SEQUENCES if k in vols)
+    ref = vols[ref_key]
+    out: dict[str, Volume] = {}
+    moved: list[str] = []
+    for key, vol in vols.items():
+        same = vol.original_shape == ref.original_shape and np.allclose(vol.original_affine, ref.original_affine,
+                                                                         atol=1e-3)
+        out[key] = vol if same else resample_onto(vol, ref)
+        if not same:
+            moved.append(key.upper())
+    note = ("Converted from DICOM; raw scanner space, not BraTS space (no skull stripping, no atlas registration)."
+            + (f" {', '.join(moved)} resampled onto the {ref_key.upper()} grid by scanner coordinates "
+               "(no registration)." if moved else ""))
+    return out, note

@@ -1,0 +1,151 @@
+"""The Case browser's DICOM tab: upload a zip (or pick a folder inside the data roots), see the series with
+their sequence guesses and refusals, set the sequences, convert, download the NIfTI files, open them as a case.
+
+All the work is in ``core.data.dicom``; this module only lays out widgets. Patient identifiers never reach the
+page, the session's case, the downloads or the audit log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core.data import dicom, roots
+from core.data.cases import assemble_case
+from core.errors import BratsViewerError
+
+KEY_STUDY = "dicom_study"  # (source id, dicom.Study) read in this session
+KEY_FLASH = "dicom_flash"  # message shown once after the case was opened
+SOURCE_ZIP, SOURCE_FOLDER = "Upload a zip", "Folder in the data roots"
+_CHOICES = ("flair", "t1", "t1ce", "t2", "none", "skip")
+_CHOICE_HELP = "flair / t1 / t1ce / t2; none: keep it as series-<n>; skip: leave it out"
+
+
+def _read_zip(blob: bytes) -> dicom.Study:
+    with tempfile.NamedTemporaryFile(prefix="dicom-", suffix=".zip") as fh:  # a generated name, never the upload's
+        fh.write(blob)
+        fh.flush()
+        return dicom.read_source(fh.name)
+
+
+def _load_source() -> tuple[str, dicom.Study] | None:
+    """The study of this session (read once per source), or None."""
+    source = st.radio("DICOM source", [SOURCE_ZIP, SOURCE_FOLDER], horizontal=True, key="dicom_source")
+    held = st.session_state.get(KEY_STUDY)
+    if source == SOURCE_ZIP:
+        up = st.file_uploader("Zip of one DICOM study", type=["zip"], key="dicom_zip",
+                              help="One study, several series; folders inside the zip are fine.")
+        if up is None:
+            return None
+        blob = up.getvalue()
+        sid = "zip:" + hashlib.sha256(blob).hexdigest()
+        if held and held[0] == sid:
+            return held
+        with st.spinner("Reading the DICOM files..."):
+            study = _read_zip(blob)
+    else:
+        options = roots.picker_folders()
+        c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="bottom")
+        label = c1.selectbox("Data root", list(options), key="dicom_root")
+        sub = c2.text_input("Sub-folder with the DICOM files", key="dicom_sub", placeholder="e.g. patient01/study")
+        if not c3.button("Read folder", key="dicom_read", width="stretch"):
+            return held if held and str(held[0]).startswith("folder:") else None
+        if not label:
+            raise dicom.DicomError("expected a data root, got none")
+        folder = roots.resolve_folder(str(options[label] / sub.strip()) if sub.strip() else str(options[label]))
+        sid = f"folder:{folder}"
+        with st.spinner("Reading the DICOM files..."):
+            study = dicom.read_source(folder)
+    st.session_state[KEY_STUDY] = (sid, study)
+    return sid, study
+
+
+def _table(study: dicom.Study) -> tuple[pd.DataFrame, pd.DataFrame]:
+    names = dicom.resolve_names(study)
+    usable, refused = [], []
+    for s in study.series:
+        row: dict[str, Any] = {"Series": s.n, "Description": s.description or s.protocol, "Files": s.n_files,
+                               "Guess": s.guess or "-"}
+        if s.usable and s.shape and s.spacing_mm:
+            name = names[s.index][0]
+            row.update({"Shape": " x ".join(map(str, s.shape)),
+                        "Voxel (mm)": " x ".join(f"{v:.3g}" for v in s.spacing_mm),
+                        "Sequence": name if name in dicom.SEQUENCES else "none",
+                        "Note": "; ".join([names[s.index][1], *s.warnings])})
+            usable.append(row)
+        else:
+            row["Reason"] = s.refusal
+            refused.append(row)
+    return pd.DataFrame(usable), pd.DataFrame(refused)
+
+
+def dicom_tab() -> None:
+    """The whole DICOM tab."""
+    st.markdown("Convert one DICOM study (a zip of its files, or a folder inside the data roots) to NIfTI: one "
+                "image per usable series, named by its sequence. Series that are not one consistent 3-D stack "
+                "(localisers, mixed orientations, missing slices) are listed with the reason.")
+    st.info(dicom.PHI_NOTE, icon=":material/shield_person:")
+    flash = st.session_state.pop(KEY_FLASH, None)
+    if flash:
+        st.success(flash, icon=":material/check_circle:")
+    try:
+        loaded = _load_source()
+    except BratsViewerError as err:
+        st.error(str(err).splitlines()[0], icon=":material/error:")
+        return
+    if loaded is None:
+        return
+    sid, study = loaded
+    usable, refused = _table(study)
+    st.caption(f"{len(study.series)} series in {study.dicom_files} DICOM files"
+               + (f"; {study.skipped_files} other files skipped" if study.skipped_files else ""))
+    edited = None
+    if len(usable):
+        edited = st.data_editor(
+            usable, hide_index=True, width="stretch", key=f"dicom_editor_{sid[-16:]}",
+            disabled=[c for c in usable.columns if c != "Sequence"],
+            column_config={"Sequence": st.column_config.SelectboxColumn("Sequence", options=list(_CHOICES),
+                                                                        required=True, help=_CHOICE_HELP)},
+        )
+    if len(refused):
+        st.markdown("**Refused series**")
+        st.dataframe(refused, hide_index=True, width="stretch")
+    if edited is None:
+        st.warning("No series of this study can be converted.", icon=":material/warning:")
+        return
+    overrides = {str(n): str(v) for n, v in zip(edited["Series"], edited["Sequence"], strict=True)}
+    try:
+        dicom.resolve_names(study, overrides)
+    except BratsViewerError as err:
+        st.error(str(err), icon=":material/error:")
+        return
+    c1, c2 = st.columns(2)
+    c1.download_button("Download the NIfTI files (zip)", data=lambda: dicom.conversion_zip(study, overrides),
+                       file_name="dicom_converted.zip", mime="application/zip", icon=":material/download:",
+                       key="dicom_download", width="stretch")
+    if c2.button("Open as a case", type="primary", icon=":material/open_in_new:", key="dicom_open", width="stretch"):
+        try:
+            with st.spinner("Converting..."):
+                images, note = dicom.open_as_case_volumes(study, overrides)
+                case_id = "dicom-" + hashlib.sha256("".join(sorted(v.sha256 for v in images.values()))
+                                                    .encode()).hexdigest()[:10]
+                case = assemble_case(case_id, images, source="upload", notes=note)
+        except BratsViewerError as err:
+            st.error(str(err), icon=":material/error:")
+            return
+        from core.app import audit, ui
+
+        try:
+            audit.append_event("dicom_convert", case_id, {k: v.sha256 for k, v in images.items()},
+                               extra={"series": len(study.series), "opened": sorted(images),
+                                      "refused": int(sum(1 for s in study.series if not s.usable))})
+        except (BratsViewerError, OSError) as err:
+            st.warning(f"The audit log could not be written: {err}")
+        ui.select_uploaded_case(case)
+        st.session_state[KEY_FLASH] = (f"Case `{case_id}` ({', '.join(k.upper() for k in images)}) is ready; "
+                                             "it is kept in this browser session only.")
+        st.rerun()

@@ -1,0 +1,72 @@
+"""AppTest of the Case browser's DICOM tab (core/app/dicom_panel.py): a DICOM study in a folder inside the data
+roots is read, its series listed with guesses and refusals, and opened as a case; no patient identifier reaches
+the page or the audit log. (AppTest cannot fill a file uploader: the zip route is covered by test_dicom.py.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import run_page, texts
+from dicom_factory import PHI_STRINGS, oblique_iop, write_series
+
+from core.app import dicom_panel, ui
+from core.data import roots
+
+BROWSER = "pages/1_Case_browser.py"
+
+
+@pytest.fixture
+def dicom_root(app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "dicomroot"
+    study = root / "study1"
+    write_series(study, description="AX FLAIR", series_number=2, prefix="a")
+    write_series(study, description="AX T1 post gad", series_number=5, prefix="b", rows=6, pixel_spacing=(1.0, 1.0))
+    write_series(study, description="T2 oblique", series_number=7, prefix="c", iop=oblique_iop())
+    write_series(study, description="3-plane loc", series_number=1, prefix="d", n_slices=3,
+                 slice_iops={1: (0, 1, 0, 0, 0, -1), 2: (1, 0, 0, 0, 0, -1)})
+    monkeypatch.setenv(roots.ROOTS_ENV, str(root))
+    return root
+
+
+def _read_folder(at):
+    at.radio(key="dicom_source").set_value(dicom_panel.SOURCE_FOLDER).run()
+    label = next(opt for opt in at.selectbox(key="dicom_root").options if opt.endswith("dicomroot"))
+    at.selectbox(key="dicom_root").set_value(label)
+    at.text_input(key="dicom_sub").set_value("study1")
+    return at.button(key="dicom_read").click().run()
+
+
+def test_dicom_tab_lists_series_and_opens_a_case(dicom_root: Path, app_env: Path) -> None:
+    at = run_page(BROWSER, timeout=60)
+    assert not at.exception
+    assert dicom_panel.dicom.PHI_NOTE in texts(at.info)
+    at = _read_folder(at)
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    assert "4 series in" in texts(at.caption)
+    frames = [df.value for df in at.dataframe]
+    refused = next(f for f in frames if "Reason" in f.columns)
+    assert list(refused["Series"]) == [1] and "mixed slice orientations" in refused["Reason"].iloc[0]
+    at.button(key="dicom_open").click().run()
+    assert not at.exception, at.exception
+    sel = at.session_state[ui.KEY_CASE]
+    assert sel["kind"] == "upload" and sel["case_id"].startswith("dicom-")
+    case = at.session_state[ui.KEY_UPLOADED]
+    assert set(case.modalities) == {"flair", "t1ce", "t2"}
+    assert "resampled onto the T1CE grid" in case.notes
+    page_text = "\n".join(texts(getattr(at, kind)) for kind in ("markdown", "caption", "info", "success", "warning"))
+    audit = (app_env / "audit.log.jsonl").read_text()
+    assert "dicom_convert" in audit
+    for s in PHI_STRINGS:
+        assert s.lower() not in page_text.lower() and s.lower() not in audit.lower()
+
+
+def test_dicom_tab_refuses_a_folder_outside_the_roots(dicom_root: Path) -> None:
+    at = run_page(BROWSER, timeout=60)
+    at.radio(key="dicom_source").set_value(dicom_panel.SOURCE_FOLDER).run()
+    at.text_input(key="dicom_sub").set_value("../../..")
+    at.button(key="dicom_read").click().run()
+    assert not at.exception
+    assert "inside the allowed data roots" in texts(at.error)
