@@ -61,7 +61,7 @@ def write_series(folder: str | os.PathLike[str], *, rows: int = 8, columns: int 
                  series_uid: str | None = None, drop: Sequence[int] = (), image_type: str = "ORIGINAL\\PRIMARY",
                  slice_iops: dict[int, Sequence[float]] | None = None, slice_shapes: dict[int, tuple[int, int]] | None = None,
                  rescale: tuple[float, float] | None = None, reverse_files: bool = True,
-                 modality: str = "MR", prefix: str = "") -> tuple[Path, str, list[np.ndarray]]:
+                 modality: str = "MR", prefix: str = "", rle: bool = False) -> tuple[Path, str, list[np.ndarray]]:
     """Write one series as DICOM Part-10 files (one per slice) and return (folder, SeriesInstanceUID, positions).
 
     Args:
@@ -71,6 +71,7 @@ def write_series(folder: str | os.PathLike[str], *, rows: int = 8, columns: int 
         rescale: (slope, intercept) written on every slice.
         reverse_files: name the files in reverse position order (converters must sort by position).
         prefix: file name prefix (to put several series in one folder).
+        rle: store the pixels RLE Lossless compressed (pydicom's own encoder).
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -122,6 +123,10 @@ def write_series(folder: str | os.PathLike[str], *, rows: int = 8, columns: int 
         jj, ii = np.meshgrid(np.arange(r_k), np.arange(c_k), indexing="ij")
         pixels = (100 * k + 10 * jj + ii + 1).astype("<i2")  # (rows, columns)
         ds.PixelData = pixels.tobytes()
+        if rle:
+            from pydicom.uid import RLELossless
+
+            ds.compress(RLELossless, encoding_plugin="pydicom")
         index = n_slices - 1 - k if reverse_files else k
         ds.save_as(out / f"{prefix}im{index:04d}.dcm", enforce_file_format=True)
     return out, uid, positions

@@ -101,6 +101,11 @@ def test_rescale_is_applied(tmp_path: Path) -> None:
     assert data.min() == pytest.approx(1 * 0.5 - 3.0) and data.max() == pytest.approx((100 * 5 + 77 + 1) * 0.5 - 3)
 
 
+def test_rle_compressed_series(tmp_path: Path) -> None:
+    vol, positions, _ = _convert_one(tmp_path, rle=True)
+    assert _max_error_mm(vol, AXIAL, (1.2, 0.9), positions) < TOL_MM
+
+
 # ---- refusals ---------------------------------------------------------------------------------------------------
 
 def _only_series(tmp_path: Path, **kwargs) -> dicom.Series:
@@ -320,6 +325,37 @@ def test_study_volumes_and_resampling(tmp_path: Path) -> None:
     assert set(vols) == {"flair", "t1ce"}
     same = dicom.resample_onto(vols["flair"], vols["flair"])
     np.testing.assert_allclose(np.asarray(same.data), np.asarray(vols["flair"].data), atol=1e-3)
+
+
+def test_open_as_case_volumes_puts_every_series_on_the_reference_grid(tmp_path: Path) -> None:
+    folder = tmp_path / "study"
+    write_series(folder, description="AX FLAIR", series_number=2, prefix="a")
+    write_series(folder, description="AX T1 +C", series_number=5, prefix="b", rows=6, pixel_spacing=(1.0, 1.0))
+    study = dicom.read_study(folder)
+    vols, note = dicom.open_as_case_volumes(study)
+    assert set(vols) == {"flair", "t1ce"}
+    assert vols["flair"].shape == vols["t1ce"].shape and np.allclose(vols["flair"].affine, vols["t1ce"].affine)
+    assert "FLAIR resampled onto the T1CE grid" in note and "not BraTS space" in note
+    # Same origin, same slices: the FLAIR voxel at the T1CE grid's corner is the FLAIR pixel at that position.
+    t1ce_orig = vols["t1ce"].original_affine
+    corner = t1ce_orig @ np.array([0, 0, 0, 1.0])
+    flair_native = dicom.series_volume(next(s for s in study.series if s.n == 2))
+    ijk = np.linalg.solve(flair_native.affine, corner)[:3]
+    expected = np.asarray(flair_native.data)[tuple(np.round(ijk).astype(int))]
+    got = np.asarray(vols["flair"].data)[tuple(np.round(np.linalg.solve(vols["flair"].affine, corner)[:3]).astype(int))]
+    assert got == pytest.approx(float(expected), abs=1e-3)
+    with pytest.raises(DicomError, match="at least one series set to flair"):
+        dicom.open_as_case_volumes(study, {"2": "none", "5": "skip"})
+
+
+def test_conversion_zip_holds_the_files_and_no_identifier(tmp_path: Path) -> None:
+    study = dicom.read_study(_study_folder(tmp_path))
+    blob = dicom.conversion_zip(study, {"6": "t1ce"})
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        names = sorted(zf.namelist())
+        zf.extractall(tmp_path / "unzipped")
+    assert names == ["dicom_series.json", "flair.nii.gz", "series-5.nii.gz", "series-9.nii.gz", "t1ce.nii.gz"]
+    _assert_no_phi(tmp_path / "unzipped")
 
 
 # ---- CLI --------------------------------------------------------------------------------------------------------
