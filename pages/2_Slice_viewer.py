@@ -1,5 +1,9 @@
 """Slice viewer: linked axial / coronal / sagittal views of one cursor, overlays, window/level, montage and 3-D.
 
+The three planes are drawn in the browser by default (``core.app.slice_client``: the case is sent once, paging,
+window/level and overlays need no rerun; a click moves the shared cursor and shows the exact readout here); the
+server-drawn plotly views stay available (sidebar "Three planes drawn").
+
 Session state used: ``ui.KEY_CASE`` (selected case), ``ui.KEY_CURSOR`` ({x, y, z} shared with other pages),
 ``"prediction"`` (a ``core.engine.inference.Prediction`` stored by the segmentation page, optional) and
 ``"corrected_labels"`` (an (X, Y, Z) label array or an object with ``.labels``, optional), each shown only when
@@ -15,7 +19,9 @@ import streamlit as st
 
 from core import config
 from core.app import ui
-from core.views import figures, viewer
+from core.app.slice_client import case_payload, slice_client
+from core.errors import BratsViewerError
+from core.views import coords, figures, viewer
 
 ui.page_header("Slice viewer", icon=":material/view_in_ar:")
 case = ui.require_case()
@@ -25,6 +31,11 @@ shape = case.shape
 ALL_FOUR = "all"
 SLIDER_KEYS = {n: f"viewer_cursor_{n}" for n in figures.AXIS_NAMES}
 PLANE_OF_AXIS = {"x": "sagittal", "y": "coronal", "z": "axial"}
+ENGINE_CLIENT, ENGINE_SERVER = "In the browser (fast)", "On the server (plotly)"
+CLIENT_KEY = "viewer_client"  # the component's value (last click); dropped when the page is left
+CLIENT_START = "viewer_client_start"  # cursor the component opened at (fixed while it stays on screen)
+CLIENT_SEQ = "viewer_client_seq"  # last click applied to the shared cursor
+CLIENT_RULER = "viewer_client_ruler"  # last two-point ruler [[x, y, z], [x, y, z]] of the component
 PLOT_CONFIG = {"displaylogo": False, "scrollZoom": True,
                "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "toImage"]}
 
@@ -68,6 +79,10 @@ def _jump(target: dict[str, int] | None) -> None:
 # ---- sidebar: display controls -------------------------------------------------------------------------------
 with st.sidebar:
     st.divider()
+    engine = st.radio("Three planes drawn", [ENGINE_CLIENT, ENGINE_SERVER], key="viewer_engine",
+                      help="In the browser: the case is sent once and paging (wheel, arrow keys), window/level "
+                      "(right-drag) and overlays run on your computer. On the server: each change is redrawn by "
+                      "the server (slower; zoomable plotly figures).")
     st.markdown("**Display**")
     mod_options = [*case.modalities, ALL_FOUR] if len(case.modalities) > 1 else list(case.modalities)
     modality = st.selectbox("Image", mod_options, key="viewer_modality",
@@ -125,21 +140,23 @@ if show_corr and corrected is not None:
 if show_err and can_err:
     layers.append(figures.Overlay(pred, max(opacity, 0.5), classes, contour, reference=gt))
 
-# ---- cursor controls -----------------------------------------------------------------------------------------
-cols = st.columns([1, 1, 1, 0.9], vertical_alignment="bottom")
-for col, n in zip(cols[:3], figures.AXIS_NAMES, strict=True):
-    col.slider(f"{PLANE_OF_AXIS[n].capitalize()} slice ({n})", 0, shape[figures.AXIS_NAMES.index(n)] - 1,
-               key=SLIDER_KEYS[n], on_change=_on_slider, args=(n,))
+# ---- cursor controls (the browser viewer has its own) ----------------------------------------------------------
+client = engine == ENGINE_CLIENT
 jump_target = stats.tumour_cursor
 jump_source = "ground truth"
 if jump_target is None and pred is not None:
     jump_target, jump_source = figures.most_tumour_cursor(pred), "prediction"
-with cols[3]:
-    st.button("Most tumour", icon=":material/my_location:", on_click=_jump, args=(jump_target,),
-              disabled=jump_target is None, width="stretch",
-              help=f"Jump to the slices with most tumour ({jump_source})" if jump_target else "No tumour labels")
-    st.button("Centre", icon=":material/center_focus_strong:", on_click=_jump, args=(stats.centre,),
-              width="stretch", help="Jump to the centre of the brain")
+if not client:
+    cols = st.columns([1, 1, 1, 0.9], vertical_alignment="bottom")
+    for col, n in zip(cols[:3], figures.AXIS_NAMES, strict=True):
+        col.slider(f"{PLANE_OF_AXIS[n].capitalize()} slice ({n})", 0, shape[figures.AXIS_NAMES.index(n)] - 1,
+                   key=SLIDER_KEYS[n], on_change=_on_slider, args=(n,))
+    with cols[3]:
+        st.button("Most tumour", icon=":material/my_location:", on_click=_jump, args=(jump_target,),
+                  disabled=jump_target is None, width="stretch",
+                  help=f"Jump to the slices with most tumour ({jump_source})" if jump_target else "No tumour labels")
+        st.button("Centre", icon=":material/center_focus_strong:", on_click=_jump, args=(stats.centre,),
+                  width="stretch", help="Jump to the centre of the brain")
 
 legend = "".join(
     f'<span style="display:inline-flex;align-items:center;margin-right:16px;">'
@@ -152,7 +169,8 @@ tab_views, tab_montage, tab_3d = st.tabs([":material/grid_view: Three planes", "
 
 def cursor_caption() -> str:
     x, y, z = cursor["x"], cursor["y"], cursor["z"]
-    parts = [f"Cursor voxel ({x}, {y}, {z})"]
+    ras = coords.voxel_to_ras_mm(case.reference.affine, (x, y, z))
+    parts = [f"Cursor voxel ({x}, {y}, {z}), RAS ({ras[0]:.1f}, {ras[1]:.1f}, {ras[2]:.1f}) mm"]
     for key in case.modalities:
         parts.append(f"{config.MODALITY_TITLES[key]} {case.images[key].data[x, y, z]:.4g}")
     for name, lab in (("GT", gt), ("prediction", pred)):
@@ -162,7 +180,46 @@ def cursor_caption() -> str:
     return " | ".join(parts)
 
 
-if tab_views.open:
+def browser_view() -> None:
+    """The in-browser viewer; a click there moves the shared cursor (and may close a two-point ruler)."""
+    global cursor
+    if CLIENT_KEY not in st.session_state:  # (re)opened: start at the shared cursor, count clicks afresh
+        st.session_state[CLIENT_START] = dict(cursor)
+        st.session_state[CLIENT_SEQ] = None
+    overlays = {name: lab for name, lab in (("Ground truth", gt), ("Prediction", pred), ("Corrected", corrected))
+                if lab is not None}
+    from core.app.segstate import labels_digest
+
+    label_keys = "|".join(f"{n}:{labels_digest(v) if n != 'Ground truth' else ''}" for n, v in overlays.items())
+    payload = case_payload(case, overlays, label_keys, stats)
+    shown = [n for n, on in (("Ground truth", show_gt), ("Prediction", show_pred), ("Corrected", show_corr))
+             if on and n in overlays]
+    settings = {"modality": modality if modality != ALL_FOUR else case.modalities[0], "show": shown,
+                "radiological": radiological, "opacity": opacity}
+    value = slice_client(payload, st.session_state[CLIENT_START], settings, height=620, key=CLIENT_KEY)
+    st.markdown(f'<div style="font-size:0.85rem;">{legend}</div>', unsafe_allow_html=True)
+    if value and value.get("seq") != st.session_state.get(CLIENT_SEQ):
+        st.session_state[CLIENT_SEQ] = value.get("seq")
+        moved = viewer.clamp_cursor(value.get("cursor"), shape)
+        if moved is not None:
+            cursor = moved
+            st.session_state[ui.KEY_CURSOR] = moved
+        st.session_state[CLIENT_RULER] = value.get("ruler")
+    st.caption(cursor_caption())
+    ruler = st.session_state.get(CLIENT_RULER)
+    if ruler:
+        try:
+            d_mm = coords.distance_mm(ruler[0], ruler[1], case.spacing_mm)
+            st.caption(f"Ruler: {d_mm:.1f} mm from voxel {tuple(ruler[0])} to {tuple(ruler[1])} "
+                       f"(voxel size {' x '.join(f'{v:g}' for v in case.spacing_mm)} mm)")
+        except (BratsViewerError, TypeError, IndexError):
+            st.session_state[CLIENT_RULER] = None
+
+
+if tab_views.open and client:
+    with tab_views:
+        browser_view()
+elif tab_views.open:
     with tab_views:
         if modality == ALL_FOUR:
             index = cursor[figures.AXIS_NAMES[figures.PLANE_AXIS[plane_2x2]]]

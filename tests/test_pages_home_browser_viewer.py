@@ -231,8 +231,50 @@ def test_viewer_empty_state() -> None:
     assert not at.get("plotly_chart")
 
 
-def test_viewer_demo_shows_three_linked_views_and_legend() -> None:
+SERVER_VIEWS = {"viewer_engine": "On the server (plotly)"}  # the plotly views (the browser viewer is the default)
+
+
+def client_args(at: AppTest) -> dict:
+    """The arguments the page sent to the in-browser viewer (its only custom component)."""
+    (el,) = [e for e in at.get("component_instance") if e.proto.component_name.endswith("brats_slice_client")]
+    return json.loads(el.proto.json_args)
+
+
+def test_viewer_draws_in_the_browser_by_default() -> None:
     at = app(VIEWER, DEMO_SELECTION)
+    assert not at.exception
+    assert not at.get("plotly_chart")  # no server-drawn views, no slice sliders
+    assert not [s for s in at.slider if s.key and s.key.startswith("viewer_cursor_")]
+    args = client_args(at)
+    cursor = at.session_state[ui.KEY_CURSOR]
+    assert args["cursor"] == cursor
+    payload = args["payload"]
+    assert payload["shape"] == [240, 240, 155]
+    assert [im["key"] for im in payload["images"]] == ["flair", "t1", "t1ce", "t2"]
+    assert [lab["name"] for lab in payload["labels"]] == ["Ground truth"]
+    assert args["settings"] == {"modality": "flair", "show": ["Ground truth"], "radiological": True, "opacity": 0.4}
+    # the readout: the demo's RAS grid has affine x = i - 239, y = j, z = k (LPS file of 240 columns, 1 mm)
+    assert (f"Cursor voxel ({cursor['x']}, {cursor['y']}, {cursor['z']}), "
+            f"RAS ({cursor['x'] - 239:.1f}, {cursor['y']:.1f}, {cursor['z']:.1f}) mm") in texts(at.caption)
+
+
+def test_viewer_click_in_the_browser_moves_the_shared_cursor_and_measures() -> None:
+    at = app(VIEWER, DEMO_SELECTION)
+    start = client_args(at)["cursor"]
+    # what the component sends after a click, and after the second point of the ruler (x 100 -> 103, z 50 -> 54)
+    at.session_state["viewer_client"] = {"cursor": {"x": 100, "y": 120, "z": 50}, "seq": 1,
+                                          "ruler": [[100, 120, 50], [103, 120, 54]]}
+    at.run()
+    assert not at.exception
+    assert at.session_state[ui.KEY_CURSOR] == {"x": 100, "y": 120, "z": 50}
+    captions = texts(at.caption)
+    assert "Cursor voxel (100, 120, 50), RAS (-139.0, 120.0, 50.0) mm" in captions
+    assert "Ruler: 5.0 mm from voxel (100, 120, 50) to (103, 120, 54)" in captions  # 3-4-5 on 1 mm voxels
+    assert client_args(at)["cursor"] == start  # the case is not re-sent with a new cursor: the client keeps its own
+
+
+def test_viewer_demo_shows_three_linked_views_and_legend() -> None:
+    at = app(VIEWER, DEMO_SELECTION, **SERVER_VIEWS)
     assert not at.exception
     charts = at.get("plotly_chart")
     assert len(charts) == 3
@@ -256,7 +298,7 @@ def test_viewer_demo_shows_three_linked_views_and_legend() -> None:
 
 
 def test_viewer_convention_and_four_up() -> None:
-    at = app(VIEWER, DEMO_SELECTION)
+    at = app(VIEWER, DEMO_SELECTION, **SERVER_VIEWS)
     at.radio(key="viewer_convention").set_value("Neurological").run()
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     letters = {a["text"] for a in fig["layout"]["annotations"]}
@@ -278,6 +320,8 @@ def test_viewer_prediction_overlay_and_errors() -> None:
     pred.labels[100:140, 100:140, 60:90] = 2
     at = app(VIEWER, DEMO_SELECTION, prediction=pred)
     assert not at.exception
+    assert [lab["name"] for lab in client_args(at)["payload"]["labels"]] == ["Ground truth", "Prediction"]
+    at.radio(key="viewer_engine").set_value("On the server (plotly)").run()
     assert at.checkbox(key="viewer_show_pred").value is True
     assert not at.checkbox(key="viewer_show_err").disabled
     at.checkbox(key="viewer_show_err").check().run()
