@@ -197,7 +197,8 @@ def safe_extract_zip(source: str | os.PathLike[str] | bytes, dest: str | os.Path
         members = zf.infolist()
         files = [m for m in members if not m.is_dir()]
         if len(members) > max_files * 2 or len(files) > max_files:
-            raise DicomError(f"expected at most {max_files:,} files in the archive, got {len(files):,}")
+            raise DicomError(f"expected at most {max_files:,} files in the archive, got {len(files):,} files "
+                             f"in {len(members):,} entries")
         declared = sum(m.file_size for m in files)
         if declared > max_total_bytes:
             raise DicomError(f"expected at most {max_total_bytes // 2**20:,} MB once extracted, the archive "
