@@ -70,3 +70,18 @@ def test_dicom_tab_refuses_a_folder_outside_the_roots(dicom_root: Path) -> None:
     at.button(key="dicom_read").click().run()
     assert not at.exception
     assert "inside the allowed data roots" in texts(at.error)
+
+
+def test_uploaded_zip_is_read_without_using_member_names(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    folder, _, _ = write_series(tmp_path / "dcm", description="AX FLAIR")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in sorted(folder.iterdir()):
+            zf.write(p, f"DOE_JANETH/{p.name}")
+    study = dicom_panel._read_zip(buf.getvalue())
+    (s,) = study.series
+    assert s.usable and s.guess == "flair" and s.data is not None
+    assert all("DOE" not in str(p) for p in s.files)
