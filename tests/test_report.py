@@ -22,6 +22,7 @@ from core.analysis.report import (
     build_pdf,
     latin1,
     library_versions,
+    measurement_window,
     render_measurement,
     render_planes,
     report_file_name,
@@ -355,3 +356,36 @@ def test_render_measurement_draws_both_diameters() -> None:
     assert render_measurement(case, empty) is None
     with pytest.raises(CaseError, match="case grid"):
         render_measurement(case, lab[:, :, :-1])
+
+
+def test_measurement_window_zooms_on_the_lesion() -> None:
+    from core.analysis.measure import Lesion
+
+    les = Lesion(index=1, slice_z=3, d1_endpoints=((90.0, 100.0), (110.0, 100.0)),
+                 d2_endpoints=((100.0, 95.0), (100.0, 105.0)), d1_mm=20.0, d2_mm=10.0, product_mm2=200.0,
+                 measurable=True, volume_ml=1.0)
+    # a 60 mm square (more than 2.5 x 20 mm) centred on (100, 100)
+    assert measurement_window(les, (240, 240), (1.0, 1.0)) == (70, 130, 70, 130)
+    # anisotropic pixels: 60 mm = 120 voxels of 0.5 mm along x, 30 voxels of 2 mm along y; clipped to the slice
+    assert measurement_window(les, (150, 240), (0.5, 2.0)) == (40, 149, 85, 115)
+    big = Lesion(index=1, slice_z=3, d1_endpoints=((60.0, 100.0), (140.0, 100.0)),
+                 d2_endpoints=((100.0, 80.0), (100.0, 120.0)), d1_mm=80.0, d2_mm=40.0, product_mm2=3200.0,
+                 measurable=True, volume_ml=9.0)
+    assert measurement_window(big, (240, 240), (1.0, 1.0)) == (0, 200, 0, 200)  # 2.5 x 80 = 200 mm
+
+
+def test_render_measurement_of_a_small_lesion_is_zoomed() -> None:
+    from PIL import Image
+
+    shape = (120, 100, 4)
+    img = np.full(shape, 400, np.int16)
+    lab = np.zeros(shape, np.uint8)
+    lab[40:52, 30:42, 2] = 4  # 12 x 12 mm: the picture shows 60 mm around it, not the 120 x 100 mm slice
+    case = assemble_case("Z", {"flair": volume_from_array(img, np.eye(4), "f.nii")})
+    pic = render_measurement(case, lab)
+    assert pic is not None and pic.aspect == pytest.approx(1.0)
+    rgb = np.asarray(Image.open(io.BytesIO(pic.png)).convert("RGB")).astype(int)
+    d1 = np.argwhere((np.abs(rgb - np.array(MEASURE_D1_COLOUR)) <= 2).all(-1))
+    # the diagonal of a 12 mm square spans about a fifth of a 61 mm wide picture
+    extent = (d1[:, 1].max() - d1[:, 1].min()) / rgb.shape[1]
+    assert 0.15 <= extent <= 0.25

@@ -42,6 +42,7 @@ IMAGE_MAX_PX = 600  # pixels of an image's longer side: a 90 mm wide picture pri
 MEASURE_D1_COLOUR: tuple[int, int, int] = (255, 215, 0)  # yellow: the longest diameter
 MEASURE_D2_COLOUR: tuple[int, int, int] = (0, 230, 255)  # cyan: the perpendicular diameter
 MAX_LESION_ROWS = 8
+MEASURE_VIEW_MIN_MM = 60.0  # the measurement picture shows at least 60 mm around the lesion
 SLICE_NUMBERING = ("Slice numbers count from 0 (the first slice is 0), as in the app's viewer, on the RAS grid: "
                    "x increases toward the patient's right, y toward anterior, z toward superior.")
 _STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
@@ -303,21 +304,44 @@ def render_measurement(case: Case, labels: np.ndarray, rano: RanoResult | None =
         return None
     z = lesion.slice_z
     sx, sy, _ = case.spacing_mm
-    grey = _grey(case.images[key].data)[:, :, z]  # the window of the whole volume, as in the other pictures
-    img = _resized(_composite(axial_display(grey), axial_display(arr[:, :, z])), (sy, sx), max_px)
-    nx, ny = arr.shape[0], arr.shape[1]
+    x0, x1, y0, y1 = measurement_window(lesion, arr.shape[:2], (sx, sy))
+    grey = _grey(case.images[key].data)[x0:x1 + 1, y0:y1 + 1, z]  # the whole volume's window, as elsewhere
+    img = _resized(_composite(axial_display(grey), axial_display(arr[x0:x1 + 1, y0:y1 + 1, z])), (sy, sx), max_px)
+    nx, ny = x1 - x0 + 1, y1 - y0 + 1
 
     def to_px(p: tuple[float, float]) -> tuple[float, float]:
         # voxel (x, y) -> display column nx-1-x (radiological), row ny-1-y (anterior at the top), pixel centres
-        return ((nx - 1 - p[0]) + 0.5) * img.width / nx, ((ny - 1 - p[1]) + 0.5) * img.height / ny
+        return ((nx - 1 - (p[0] - x0)) + 0.5) * img.width / nx, ((ny - 1 - (p[1] - y0)) + 0.5) * img.height / ny
 
     draw = ImageDraw.Draw(img)
-    width = max(2, round(max(img.size) / 200))
+    width = max(3, round(max(img.size) / 150))
     for les in rano.lesions:
         if les.slice_z == z:
             draw.line([to_px(p) for p in les.d1_endpoints], fill=MEASURE_D1_COLOUR, width=width)
             draw.line([to_px(p) for p in les.d2_endpoints], fill=MEASURE_D2_COLOUR, width=width)
+    # scale bar: 10 mm, bottom left
+    bar_px = 10.0 * img.width / (nx * sx)
+    margin = img.width * 0.04
+    draw.line([(margin, img.height - margin), (margin + bar_px, img.height - margin)], fill=(255, 255, 255),
+              width=width)
     return PlaneImage("axial", z, arr.shape[2], _png_bytes(img), (nx * sx) / (ny * sy), "R", "L", "A", "P")
+
+
+def measurement_window(lesion: Lesion, shape_xy: tuple[int, int], spacing_xy_mm: tuple[float, float],
+                       min_side_mm: float = MEASURE_VIEW_MIN_MM) -> tuple[int, int, int, int]:
+    """The part of the axial slice the measurement picture shows, zoomed on the lesion: a square of
+    ``max(min_side_mm, 2.5 x d1)`` mm centred on the longest diameter, clipped to the slice.
+
+    Returns:
+        (x0, x1, y0, y1), inclusive voxel bounds.
+    """
+    (ax, ay), (bx, by) = lesion.d1_endpoints
+    cx, cy = (ax + bx) / 2.0, (ay + by) / 2.0
+    half_mm = max(min_side_mm, 2.5 * lesion.d1_mm) / 2.0
+    hx, hy = half_mm / spacing_xy_mm[0], half_mm / spacing_xy_mm[1]
+    x0, x1 = max(0, int(np.floor(cx - hx))), min(shape_xy[0] - 1, int(np.ceil(cx + hx)))
+    y0, y1 = max(0, int(np.floor(cy - hy))), min(shape_xy[1] - 1, int(np.ceil(cy + hy)))
+    return x0, x1, y0, y1
 
 
 # --------------------------------------------------------------------------------------------- provenance ---
@@ -658,8 +682,8 @@ def build_pdf(inputs: ReportInputs) -> bytes:
     pdf.multi_cell(0, 4, latin1(f"Background: {MODALITY_TITLES.get(bg_key, bg_key)}; the three planes go through "
                                 f"{through}, each at the slice holding most of it; overlay opacity "
                                 f"{OVERLAY_ALPHA:.0%}."
-                                + (" Measurement: longest diameter in yellow, perpendicular diameter in cyan."
-                                   if measurement is not None else "")),
+                                + (" Measurement (zoomed on the lesion): longest diameter in yellow, perpendicular "
+                                   "diameter in cyan; the white bar is 10 mm." if measurement is not None else "")),
                    new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "B", 8)
     pdf.multi_cell(0, 4, latin1(SLICE_NUMBERING), new_x="LMARGIN", new_y="NEXT")
