@@ -19,9 +19,9 @@ import streamlit as st
 
 from core.analysis.edits import EditStore
 from core.analysis.report import report_file_name, table_csv, volume_table
-from core.app import audit, segstate, ui
+from core.app import audit, measurement, segstate, ui
 from core.errors import BratsViewerError
-from core.views import figures_seg
+from core.views import figures, figures_measure, figures_seg
 
 ui.page_header("Volume report", icon=":material/summarize:")
 case = ui.require_case()
@@ -124,6 +124,39 @@ if with_gt:
                                 "HD95 (mm)": st.column_config.NumberColumn(format="%.1f"),
                                 "Sensitivity": st.column_config.NumberColumn(format="%.3f"),
                                 "Precision": st.column_config.NumberColumn(format="%.3f")})
+
+# ---- RANO-style measurement of enhancing tumour -----------------------------------------------------------------
+st.subheader("Enhancing tumour: bidimensional measurement (RANO-style)")
+try:
+    rano = measurement.cached_rano(case, source.labels)
+except BratsViewerError as err:
+    st.error(f"Cannot measure this segmentation: {err}", icon=":material/error:")
+    rano = None
+if rano is not None and not rano.lesions:
+    st.info("No enhancing tumour (label 4) in this segmentation: nothing to measure.", icon=":material/straighten:")
+elif rano is not None:
+    if rano.targets:
+        parts = " + ".join(f"lesion {t.index}: {t.product_mm2:.0f}" for t in rano.targets)
+        st.markdown(f"**Sum of the products of the target lesions:** {rano.sum_products_mm2:.0f} mm² ({parts})")
+    else:
+        st.markdown("**No measurable lesion** (both diameters ≥ 10 mm): no target lesion, no sum of products.")
+    m_table, m_fig = st.columns([1, 1.2], gap="large")
+    with m_table:
+        st.dataframe(pd.DataFrame(figures_measure.lesion_rows(rano)), hide_index=True, width="stretch")
+        shown = st.selectbox("Lesion drawn", [les.index for les in rano.lesions], key="report_rano_lesion",
+                             format_func=lambda i: f"Lesion {i} (axial slice z = {rano.lesions[i - 1].slice_z})")
+        st.caption("Each enhancing lesion is a 3-D connected component of label 4, measured on the axial slice where "
+                   "it is largest: the longest diameter (yellow) and the longest diameter perpendicular to it "
+                   "(cyan), in mm from the voxel size. Measurable: both ≥ 10 mm; targets: up to two measurable "
+                   "lesions with the largest products (RANO 2.0). Slices count from 0, as in the viewer. An "
+                   "automatic measurement: a response assessment also needs a reader and clinical data.")
+    with m_fig:
+        bg = next((k for k in ("t1ce", "flair") if k in case.images), case.modalities[0])
+        window = figures.window_from_percentiles(ui.case_display_stats(case).percentiles[bg],
+                                                 *figures.AUTO_PERCENTILES)
+        st.plotly_chart(figures_measure.measurement_figure(case.images[bg].data, source.labels, rano, shown, window,
+                                                           spacing_mm=case.spacing_mm),
+                        config={"displaylogo": False}, key="report_rano_fig")
 
 # ---- downloads -------------------------------------------------------------------------------------------------
 st.subheader("Downloads")

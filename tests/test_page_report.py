@@ -155,3 +155,58 @@ def test_segment_from_the_report_page(tiny_model: Path, demo_case, _isolated: Pa
     assert "Prediction (mL)" in volume_frame(at).columns and len(downloads(at)) == 3
     events = read_events(_isolated / "audit.log.jsonl", action="segment")
     assert len(events) == 1 and events[0]["extra"]["page"] == "report"
+
+
+# ---- the RANO-style measurement (issue 12) ---------------------------------------------------------------------
+
+def rano_frame(at: AppTest):
+    return next(d.value for d in at.dataframe if "Lesion" in d.value.columns)
+
+
+def rano_traces(at: AppTest) -> tuple[str, list[dict]]:
+    """(title, scatter traces) of the measurement figure."""
+    for el in at.get("plotly_chart"):
+        spec = json.loads(el.proto.spec)
+        title = ((spec.get("layout") or {}).get("title") or {}).get("text", "")
+        if "counted from 0" in title:
+            return title, [t for t in spec["data"] if t.get("type") == "scatter"]
+    raise AssertionError("no measurement figure on the page")
+
+
+def test_the_measurement_is_listed_and_drawn(tiny_model: Path, demo_case) -> None:
+    from core.analysis.measure import measure_rano
+    from core.views.figures_measure import lesion_rows
+
+    at = app(tiny_model, report_use_gt=True)  # the demo's reference: two enhancing lesions, one measurable
+    rano = measure_rano(np.asarray(demo_case.seg.data), demo_case.spacing_mm)
+    assert len(rano.lesions) >= 2 and rano.targets
+    assert any("bidimensional measurement" in s.value for s in at.subheader)
+    df = rano_frame(at)
+    expected = lesion_rows(rano)
+    assert list(df["Lesion"]) == [r["Lesion"] for r in expected]
+    assert list(df["Axial slice z"]) == [r["Axial slice z"] for r in expected]
+    assert list(df["Longest (mm)"]) == [r["Longest (mm)"] for r in expected]
+    assert list(df["Target"]) == [r["Target"] for r in expected]
+    assert f"{rano.sum_products_mm2:.0f} mm²" in texts(at.markdown)
+    title, traces = rano_traces(at)
+    first = rano.targets[0]
+    assert f"z = {first.slice_z} (counted from 0)" in title
+    assert traces[0]["name"].startswith(f"Lesion {first.index}: longest {first.d1_mm:.1f} mm")
+    assert "Slices count from 0" in texts(at.caption)
+    # another lesion: its own slice is drawn
+    other = rano.lesions[1]
+    at.selectbox(key="report_rano_lesion").set_value(other.index).run()
+    assert not at.exception, at.exception
+    title, traces = rano_traces(at)
+    assert f"z = {other.slice_z} (counted from 0)" in title and f"lesion {other.index}," in title
+    assert any(t["name"].startswith(f"Lesion {other.index}: ") for t in traces)
+
+
+def test_no_enhancing_tumour_nothing_to_measure(tiny_model: Path, demo_case, prediction) -> None:
+    corrected = np.asarray(demo_case.seg.data).copy()
+    corrected[corrected == 4] = 1
+    at = app(tiny_model, **with_prediction(prediction, demo_case),
+             **{ui.KEY_CORRECTED: corrected, ui.KEY_CORRECTED_CASE: demo_case.content_key})
+    assert "No enhancing tumour (label 4) in this segmentation: nothing to measure." in texts(at.info)
+    assert not [d for d in at.dataframe if "Lesion" in d.value.columns]
+    assert len(downloads(at)) == 3
