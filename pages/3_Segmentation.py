@@ -6,8 +6,9 @@ Session state used: ``ui.KEY_CASE`` (selected case), ``ui.KEY_CURSOR`` ({x, y, z
 ``ui.KEY_TTA``, ``ui.KEY_MODEL_DIR`` (through ``ui.get_model``). Set here: ``ui.KEY_PREDICTION`` +
 ``ui.KEY_PREDICTION_CASE`` (the cached ``Prediction`` and its case key), ``ui.KEY_CORRECTED`` +
 ``ui.KEY_CORRECTED_CASE`` (hand-corrected labels and their case key, present only while they differ from the
-model's), ``"slice_prediction"`` (the last single-slice result). Corrections live on disk (``EditStore``), so
-they survive a reload. TensorFlow is imported only when a segmentation is asked for.
+model's), ``"slice_prediction"`` (the last single-slice result). Corrections live on disk (``EditStore``): a
+data-folder case's survive a reload; an uploaded case's stay private to the session and go with it. TensorFlow
+is imported only when a segmentation is asked for.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.analysis.edits import EditStore, default_inside_tumour_only, mask_from_canvas
+from core.analysis.edits import default_inside_tumour_only, mask_from_canvas
 from core.analysis.report import volume_table
 from core.app import segstate, ui
 from core.config import MODALITY_TITLES, REGION_LONG_NAMES
@@ -31,7 +32,7 @@ case_key = case.content_key
 shape = case.shape
 stats = ui.case_display_stats(case)
 gt = case.seg.data if case.seg is not None else None
-store = EditStore()
+store = ui.edit_store(case)  # an upload's corrections stay in this session's private folder
 
 KEY_SLICE_PRED = "slice_prediction"
 Z_KEY = "seg_z"

@@ -17,7 +17,6 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.analysis.edits import EditStore
 from core.analysis.report import report_file_name, table_csv, volume_table
 from core.app import audit, measurement, segstate, ui
 from core.errors import BratsViewerError
@@ -40,11 +39,11 @@ corrected = st.session_state.get(ui.KEY_CORRECTED)
 corrected_key = st.session_state.get(ui.KEY_CORRECTED_CASE)
 corrected_sha = ""
 if corrected_key != case_key:  # not in this session: corrections saved on disk for this case?
-    saved = segstate.saved_corrections(EditStore(), case_key, shape)
+    saved = segstate.saved_corrections(ui.edit_store(case), case_key, shape)
     if saved is not None and saved.corrected:
         corrected, corrected_key, corrected_sha = saved.labels, case_key, saved.model_sha256
 else:
-    saved = segstate.saved_corrections(EditStore(), case_key, shape)
+    saved = segstate.saved_corrections(ui.edit_store(case), case_key, shape)
     corrected_sha = saved.model_sha256 if saved is not None else ""
 corrected_name = ""
 if prediction is not None and (not corrected_sha or prediction.model_sha256 == corrected_sha):

@@ -173,6 +173,10 @@ def run_page(page: str | None = None, selection: dict | None = None, model: Path
         at.session_state[ui.KEY_CASE] = selection
     if model is not None:
         at.session_state[ui.KEY_MODEL_DIR] = str(model)
+        # the administrator's model roots (core.data.roots.model_roots) must hold a test's model folder
+        allowed = [p for p in os.environ.get("BRATS_MODEL_ROOTS", "").split(os.pathsep) if p]
+        if str(Path(model).parent) not in allowed:
+            os.environ["BRATS_MODEL_ROOTS"] = os.pathsep.join([*allowed, str(Path(model).parent)])
     for key, value in state.items():
         at.session_state[key] = value
     return at.run()

@@ -118,10 +118,12 @@ def test_segment_whole_volume_scores_audits_and_caches(tiny_model: Path, _isolat
     assert len(events) == 2 and events[1]["extra"]["from_cache"] is True
 
 
-def test_a_flair_t1ce_case_is_segmented_and_labelled_as_such(tiny_model: Path, tmp_path: Path) -> None:
+def test_a_flair_t1ce_case_is_segmented_and_labelled_as_such(tiny_model: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import make_case_dir
 
     make_case_dir(tmp_path / "data", "BraTS2021_00077", modalities=("flair", "t1ce"), shape=(40, 36, 12))
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(tmp_path / "data"))  # a case folder must lie in the data roots
     at = app(tiny_model, {"kind": "folder", "folder": str(tmp_path / "data"), "case_id": "BraTS2021_00077"})
     button(at, "Segment whole volume").click().run()
     assert not at.exception, at.exception

@@ -26,6 +26,8 @@ KEY_UPLOADED = "uploaded_case"  # Case built from this session's uploads
 KEY_CURSOR = "cursor"  # dict: {"x": int, "y": int, "z": int} shared cross-hair on the RAS grid
 KEY_TTA = "use_tta"  # bool: test-time augmentation on (a setting, not a widget key: it must survive pages)
 KEY_MODEL_DIR = "model_dir"  # str: active model folder
+KEY_PRIVATE = "private_token"  # str: token of this session's private folder (server-side only, never shown)
+KEY_LAST_ACTIVE = "last_active_s"  # float: time.time() of this session's last page run
 
 
 def page_header(title: str, icon: str = ":material/neurology:") -> None:
@@ -33,6 +35,7 @@ def page_header(title: str, icon: str = ":material/neurology:") -> None:
     st.set_page_config(page_title=f"{title} - BraTS viewer", page_icon=icon, layout="wide")
     st.title(title)
     st.warning(config.DISCLAIMER, icon=":material/warning:")
+    expire_idle_uploads()
     sidebar()
 
 
@@ -97,18 +100,16 @@ def set_tta_from(widget_key: str) -> None:
 
 
 def active_model_dir() -> Path:
-    """The session's model folder when it is a folder of ``models/`` (or the administrator's default), else the
-    default: a session cannot point the app at another folder."""
+    """The session's model folder when it lies inside the model roots (``roots.model_roots``: ``models/`` and
+    the administrator's), else the default: a session cannot point the app at another folder."""
     value = st.session_state.get(KEY_MODEL_DIR)
-    default = config.active_model_dir()
     if value:
         try:
-            real = Path(value).resolve()
-            if real == default.resolve() or real.parent == config.MODELS_DIR.resolve():
-                return Path(value)
-        except OSError:
+            roots.resolve_model_folder(str(value))
+            return Path(value)
+        except BratsViewerError:
             pass
-    return default
+    return config.active_model_dir()
 
 
 def list_cases(folder: str | Path) -> list[dict[str, Any]]:
@@ -403,3 +404,106 @@ def segment_volume(case: Case, tta: bool, page: str) -> Any:
     if computed:
         st.toast(f"Segmented in {prediction.elapsed_s:.1f} s", icon=":material/check_circle:")
     return prediction
+
+
+# ---- uploads and their corrections belong to the session -----------------------------------------------------
+_SWEEP_EVERY_S = 60.0
+_last_sweep: dict[str, float] = {"at": 0.0}
+
+
+def _release_private(tokens: set[str]) -> None:
+    """Release hook of the session-scoped token set: the session ended, its private folders go."""
+    from core.app import private_store
+
+    for token in list(tokens):
+        try:
+            private_store.remove(token)
+        except (BratsViewerError, OSError):
+            pass
+
+
+@st.cache_resource(scope="session", on_release=_release_private, show_spinner=False)
+def _session_tokens() -> set[str]:
+    """The private tokens of this session; Streamlit drops the set (and calls ``_release_private``) when the
+    session disconnects or shuts down."""
+    return set()
+
+
+def private_dir() -> Path:
+    """This session's private folder (``work_dir()/sessions/<token>``, created and marked used). The token is
+    random and kept in the session's server-side state only."""
+    from core.app import private_store
+
+    token = st.session_state.get(KEY_PRIVATE)
+    if not isinstance(token, str) or len(token) != 32:
+        token = private_store.new_token()
+        st.session_state[KEY_PRIVATE] = token
+    _session_tokens().add(token)
+    return private_store.touch(token)
+
+
+def is_upload_selected() -> bool:
+    sel = st.session_state.get(KEY_CASE) or {}
+    return sel.get("kind") == "upload"
+
+
+def edit_store(case: Case) -> Any:
+    """The ``EditStore`` of a case's corrections: this session's private one for an uploaded case (another
+    session cannot open it; it is removed with the session), the shared ``work_dir()/corrections`` for a case of
+    a data folder (it survives a reload)."""
+    from core.analysis.edits import EditStore
+
+    if is_upload_selected() or getattr(case, "source", "") == "upload":
+        return EditStore(private_dir() / "corrections")
+    return EditStore()
+
+
+def drop_uploads() -> None:
+    """Forget this session's uploaded case (and what was derived from it) and delete its private folder."""
+    from core.app import private_store
+
+    upload = st.session_state.pop(KEY_UPLOADED, None)
+    if is_upload_selected():
+        st.session_state.pop(KEY_CASE, None)
+        st.session_state.pop(KEY_CURSOR, None)
+    if upload is not None:
+        key = getattr(upload, "content_key", None)
+        for value_key, case_key_key in ((KEY_PREDICTION, KEY_PREDICTION_CASE), (KEY_CORRECTED, KEY_CORRECTED_CASE)):
+            if st.session_state.get(case_key_key) == key:
+                st.session_state.pop(value_key, None)
+                st.session_state.pop(case_key_key, None)
+    st.session_state.pop("browser_upload_checks", None)
+    token = st.session_state.get(KEY_PRIVATE)
+    if token:
+        try:
+            private_store.remove(token)
+        except (BratsViewerError, OSError):
+            pass
+
+
+def expire_idle_uploads() -> None:
+    """On every page run: a session idle for longer than the administrator's limit
+    (``roots.upload_ttl_minutes``) loses its uploads and their corrections; once a minute per process, private
+    folders idle for longer than the limit are swept (sessions that ended without their release hook)."""
+    import time
+
+    from core.app import private_store
+
+    now = time.time()
+    ttl_min = roots.upload_ttl_minutes()
+    last = st.session_state.get(KEY_LAST_ACTIVE)
+    if isinstance(last, (int, float)) and now - float(last) > ttl_min * 60.0 and (
+            KEY_UPLOADED in st.session_state or KEY_PRIVATE in st.session_state):
+        drop_uploads()
+        st.info(f"Your uploaded files and their corrections were removed after {ttl_min:g} minutes without "
+                "activity.", icon=":material/timer_off:")
+    st.session_state[KEY_LAST_ACTIVE] = now
+    token = st.session_state.get(KEY_PRIVATE)
+    if token and private_store.session_dir(token).exists():
+        private_store.touch(token)
+    if now - _last_sweep["at"] > _SWEEP_EVERY_S:
+        _last_sweep["at"] = now
+        try:
+            private_store.sweep(ttl_min)
+        except OSError:
+            pass

@@ -9,6 +9,9 @@ Settings (read on every call, so a change applies without a restart):
   ``upload_ttl_minutes = 120`` bounds how long a session's uploads and corrections are kept;
 - always: the bundled demo (``assets/demo``) and the data folder given at start (``$BRATS_DATA_DIR``).
 
+Model folders a session may use are confined the same way to ``model_roots()`` (``models/`` and
+``$BRATS_MODEL_ROOTS``).
+
 A folder is allowed when its real path (every symbolic link followed, ``..`` collapsed) lies inside the real
 path of a root that exists. Text that could be an encoded way around this (percent-encoding, NUL or other
 control characters, backslashes, Unicode look-alikes that NFKC-normalise to something else) is refused
@@ -29,6 +32,7 @@ from core import config
 from core.errors import DataFolderError
 
 ROOTS_ENV = "BRATS_DATA_ROOTS"
+MODEL_ROOTS_ENV = "BRATS_MODEL_ROOTS"
 SERVER_CONFIG_ENV = "BRATS_SERVER_CONFIG"
 DEFAULT_SERVER_CONFIG: Path = config.PROJECT_ROOT / "server.toml"
 DEFAULT_UPLOAD_TTL_MINUTES: float = 120.0
@@ -176,6 +180,27 @@ def resolve_under(root: str | os.PathLike[str], name: str) -> Path:
     if not _inside(real, real_root) or real == real_root:
         raise DataFolderError(f"expected a name inside the output folder, got {name!r}")
     return real
+
+
+def model_roots() -> tuple[Path, ...]:
+    """Folders whose sub-folders a session may use as its model: ``models/``, the folder of the administrator's
+    ``$BRATS_MODEL``, ``$BRATS_MODEL_ROOTS`` (``os.pathsep``-separated) and the settings file's ``model_roots``;
+    real paths of existing folders only."""
+    raw: list[Path] = [config.MODELS_DIR, config.active_model_dir().parent]
+    raw += [Path(p.strip()) for p in os.environ.get(MODEL_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    listed = server_settings().get("model_roots", [])
+    raw += [Path(str(p)) for p in ([listed] if isinstance(listed, str) else listed if isinstance(listed, list) else [])]
+    return data_roots(roots=raw)
+
+
+def resolve_model_folder(user_path: str | os.PathLike[str]) -> Path:
+    """The real path of a model folder when it lies inside a model root (it need not exist yet: a missing
+    model is reported by the loader).
+
+    Raises:
+        DataFolderError: encoded or relative text, or a folder outside every model root.
+    """
+    return resolve_folder(user_path, roots=model_roots(), must_exist=False)
 
 
 def picker_folders(roots: Sequence[str | os.PathLike[str]] | None = None) -> dict[str, Path]:
