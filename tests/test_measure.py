@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from core.analysis.measure import (
+    MAX_OUTLINE_POINTS,
     MAX_TARGETS,
     MEASURABLE_MIN_MM,
     PERPENDICULAR_TOLERANCE_DEG,
@@ -248,3 +249,20 @@ def test_to_dict_is_json_ready_and_says_how_slices_count() -> None:
 def test_bad_input_is_refused(labels: np.ndarray, spacing, match: str) -> None:
     with pytest.raises(CaseError, match=match):
         measure_rano(labels, spacing)
+
+
+def test_ragged_lesion_with_thousands_of_outline_points() -> None:
+    # a comb: 55 one-voxel teeth joined by a spine, 12 000 outline points (thinned to MAX_OUTLINE_POINTS for the
+    # perpendicular search); the perpendicular diameter still lies inside the lesion
+    lab = np.zeros((130, 130, 3), np.uint8)
+    lab[10:120:2, 10:120, 1] = 4
+    lab[10:120, 10, 1] = 4
+    comb = lab[:, :, 1] == 4
+    assert len(outline_points(comb)) > 10 * MAX_OUTLINE_POINTS // 2
+    les = measure_rano(lab, (1.0, 1.0, 1.0)).lesions[0]
+    assert les.d1_mm == pytest.approx(math.hypot(110, 110), abs=2.0)
+    (x0, y0), (x1, y1) = les.d2_endpoints
+    t = np.linspace(0.05, 0.95, 50)
+    # (a chord may graze a gap voxel's corner: it runs along the outline, half-way between inside and outside)
+    assert comb[np.rint(x0 + (x1 - x0) * t).astype(int), np.rint(y0 + (y1 - y0) * t).astype(int)].mean() >= 0.8
+    assert 0.0 < les.d2_mm < 10.0 and not les.measurable

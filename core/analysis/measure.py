@@ -42,6 +42,9 @@ SLICE_INDEX_BASE = 0
 _INSIDE_LEVEL = 0.4  # bilinear value of the filled mask along a chord that still counts as inside the lesion
 _SAMPLE_STEP_VOXELS = 0.25
 _STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
+MAX_OUTLINE_POINTS = 2000  # outline points searched for the perpendicular diameter (memory and time bound)
+_PAIR_CHUNK = 2_000_000  # point pairs held at once
+_CHORD_BLOCK = 512  # chords checked at once, longest first
 
 Point = tuple[float, float]
 Segment = tuple[Point, Point]
@@ -177,18 +180,70 @@ def _hull(points_mm: np.ndarray) -> np.ndarray:
         return np.arange(len(points_mm))
 
 
-def _chords_inside(filled: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """For chords between voxel-coordinate points (M, 2) -> (M, 2), whether the whole chord lies in ``filled``."""
+def _bilinear(padded: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Bilinear values of a 2-D array padded by 2 zero voxels at voxel coordinates (x, y) of the unpadded array."""
+    x = np.clip(xs + 2.0, 0.0, padded.shape[0] - 1.001)
+    y = np.clip(ys + 2.0, 0.0, padded.shape[1] - 1.001)
+    x0, y0 = np.floor(x).astype(np.intp), np.floor(y).astype(np.intp)
+    fx, fy = x - x0, y - y0
+    return ((1 - fx) * (1 - fy) * padded[x0, y0] + fx * (1 - fy) * padded[x0 + 1, y0]
+            + (1 - fx) * fy * padded[x0, y0 + 1] + fx * fy * padded[x0 + 1, y0 + 1])
+
+
+def _chords_inside(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """For chords between voxel-coordinate points (M, 2) -> (M, 2), whether the whole chord lies in the lesion
+    (``padded``: the filled cross-section as float, padded by 2 zero voxels): every sample, a quarter voxel apart,
+    has a bilinear value >= 0.4. Nine samples first, the full check only for the chords that pass them."""
+    keep = np.ones(len(starts), dtype=bool)
     lengths = np.linalg.norm(ends - starts, axis=1)
-    n = max(2, int(math.ceil(float(lengths.max(initial=0.0)) / _SAMPLE_STEP_VOXELS)) + 1)
-    t = np.linspace(0.0, 1.0, n)[1:-1]
-    if t.size == 0:
-        return np.ones(len(starts), dtype=bool)
-    xs = starts[:, None, 0] + (ends - starts)[:, None, 0] * t[None, :]
-    ys = starts[:, None, 1] + (ends - starts)[:, None, 1] * t[None, :]
-    padded = np.pad(filled.astype(np.float32), 2)  # outside the array is outside the lesion, interpolated
-    vals = ndimage.map_coordinates(padded, [xs.ravel() + 2, ys.ravel() + 2], order=1, mode="nearest").reshape(xs.shape)
-    return (vals >= _INSIDE_LEVEL).all(axis=1)
+    n_full = max(2, int(math.ceil(float(lengths.max(initial=0.0)) / _SAMPLE_STEP_VOXELS)) + 1)
+    for n in (min(11, n_full), n_full):
+        t = np.linspace(0.0, 1.0, n)[1:-1]
+        idx = np.nonzero(keep)[0]
+        if t.size == 0 or idx.size == 0:
+            break
+        d = ends[idx] - starts[idx]
+        vals = _bilinear(padded, starts[idx, None, 0] + d[:, None, 0] * t[None, :],
+                         starts[idx, None, 1] + d[:, None, 1] * t[None, :])
+        keep[idx] = (vals >= _INSIDE_LEVEL).all(axis=1)
+    return keep
+
+
+def _thin_outline(pts: np.ndarray, max_points: int = MAX_OUTLINE_POINTS) -> np.ndarray:
+    """At most ``max_points`` outline points, evenly spread by angle around their centroid (a smooth lesion's
+    outline is far below the limit; only ragged, noisy cross-sections are thinned)."""
+    if len(pts) <= max_points:
+        return pts
+    centred = pts - pts.mean(axis=0)
+    order = np.lexsort((pts[:, 1], pts[:, 0], np.arctan2(centred[:, 1], centred[:, 0])))
+    step = int(math.ceil(len(pts) / max_points))
+    return pts[order[::step]]
+
+
+def _perpendicular_pairs(pts_mm: np.ndarray, u: np.ndarray, tolerance_deg: float
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j) of points (N, 2) in mm whose direction is within ``tolerance_deg`` of perpendicular to the
+    unit vector ``u``: (i, j, length_mm, |cos| of the angle to u), built in chunks to bound memory."""
+    n = len(pts_mm)
+    limit = math.sin(math.radians(tolerance_deg)) + 1e-12
+    rows = max(1, _PAIR_CHUNK // max(n, 1))
+    out_i, out_j, out_len, out_cos = [], [], [], []
+    for start in range(0, n, rows):
+        i = np.arange(start, min(n, start + rows))
+        vec = pts_mm[None, :, :] - pts_mm[i, None, :]  # (rows, n, 2)
+        length = np.sqrt((vec ** 2).sum(-1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = np.abs(vec @ u) / length
+        sel = (np.arange(n)[None, :] > i[:, None]) & (length > 0) & (cos <= limit)
+        r, j = np.nonzero(sel)
+        out_i.append(i[r])
+        out_j.append(j)
+        out_len.append(length[r, j])
+        out_cos.append(cos[r, j])
+    if not out_i:
+        empty = np.zeros(0)
+        return empty.astype(int), empty.astype(int), empty, empty
+    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_len), np.concatenate(out_cos)
 
 
 def measure_slice(mask2d: np.ndarray, spacing_xy_mm: tuple[float, float],
@@ -222,25 +277,20 @@ def measure_slice(mask2d: np.ndarray, spacing_xy_mm: tuple[float, float],
 
     # second diameter: pairs of outline points whose direction is within the tolerance of perpendicular to d1,
     # longest first, the first whose chord stays inside the (filled) lesion.
-    n = len(pts)
-    ii, jj = np.triu_indices(n, k=1)
-    vec = pts_mm[jj] - pts_mm[ii]
-    length = np.sqrt((vec ** 2).sum(1))
-    ok = length > 0
-    cos_to_d1 = np.zeros_like(length)
-    cos_to_d1[ok] = np.abs(vec[ok] @ u) / length[ok]
-    cand = np.nonzero(ok & (cos_to_d1 <= math.sin(math.radians(tolerance_deg)) + 1e-12))[0]
+    cand_pts = _thin_outline(pts)
+    ii, jj, length, cos_to_d1 = _perpendicular_pairs(cand_pts * scale, u, tolerance_deg)
     d2: Segment = ((float(a[0]), float(a[1])), (float(a[0]), float(a[1])))
     d2_mm = 0.0
-    if cand.size:
-        # longest first; ties broken by closeness to perpendicular, then by index (deterministic)
-        order = cand[np.lexsort((cand, np.round(cos_to_d1[cand], 12), -np.round(length[cand], 9)))]
-        for start in range(0, order.size, 256):
-            block = order[start:start + 256]
-            inside = _chords_inside(filled, pts[ii[block]], pts[jj[block]])
+    if ii.size:
+        padded = np.pad(filled.astype(np.float32), 2)  # outside the array is outside the lesion, interpolated
+        # longest first; ties broken by closeness to perpendicular, then by pair (deterministic)
+        order = np.lexsort((jj, ii, np.round(cos_to_d1, 12), -np.round(length, 9)))
+        for start in range(0, order.size, _CHORD_BLOCK):
+            block = order[start:start + _CHORD_BLOCK]
+            inside = _chords_inside(padded, cand_pts[ii[block]], cand_pts[jj[block]])
             if inside.any():
                 k = block[int(np.argmax(inside))]
-                p, q = pts[ii[k]], pts[jj[k]]
+                p, q = cand_pts[ii[k]], cand_pts[jj[k]]
                 d2 = ((float(p[0]), float(p[1])), (float(q[0]), float(q[1])))
                 d2_mm = float(length[k])
                 break
