@@ -389,3 +389,13 @@ def test_render_measurement_of_a_small_lesion_is_zoomed() -> None:
     # the diagonal of a 12 mm square spans about a fifth of a 61 mm wide picture
     extent = (d1[:, 1].max() - d1[:, 1].min()) / rgb.shape[1]
     assert 0.15 <= extent <= 0.25
+
+
+def test_pdf_prints_the_disclaimer_once() -> None:
+    case, lab = _case_with_lesion()
+    reader, text = _pdf_text(build_pdf(ReportInputs(case=case, labels=lab, model_name="m", model_sha256="n/a")))
+    flat = _flat(text)
+    assert len(reader.pages) == 3
+    assert flat.count(_flat(DISCLAIMER)) == 1 and flat.count("not a medical device") == 1
+    assert flat.count("RESEARCH USE ONLY") == 1
+    assert _flat(DISCLAIMER) in _flat(reader.pages[0].extract_text())  # on the first page, above everything else
