@@ -1,20 +1,20 @@
-"""Inference benchmark: this project's ``segment`` end to end vs the original design's inference, same machine.
+"""Inference benchmark: ``python -m core segment`` against the original design's inference, same machine, same run.
 
-(a) ``python -m core segment CASE`` with the shipped model (``models/unet2d_default``): NIfTI files ->
-    validated case -> preprocessing -> every brain slice -> probabilities back on the native grid -> written
-    ``_seg`` and ``_prob`` files in the input geometry.
-(b) The original design's inference, reimplemented: an untrained ``build_unet()`` with the design defaults
-    (128 x 128 x 2, 32 filters, depth 4; weights do not matter for time), nibabel load of FLAIR and T1CE,
-    slices 22..121 resized to 128 x 128 with ``cv2.INTER_AREA``, each slice scaled by its maximum,
-    ``model.predict``, argmax (results stay at 128 x 128 and are not written).
+Prints, for one case (default: the first complete case of the shared data):
 
-Each runs in its own fresh process (TensorFlow imported before the clock starts, so both pay the same import);
-the parent reports the in-process time, its breakdown, the whole process wall time and the child's peak RSS
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``).
+(a) ``python -m core segment CASE --out DIR`` with the shipped model, as a whole process: the default runtime
+    (ONNX Runtime when the model folder holds a valid ``model.onnx``) and, for comparison, ``--runtime
+    tensorflow``; the in-process breakdown (model load, case load, predict, write) from its JSON line;
+(b) the reference ``../shared/reference/seed_infer.py CASE OUT`` (the original design end to end: TensorFlow,
+    100 slices at 128 x 128, labels written), as a whole process;
+
+run alternately ``--repeat`` times; medians and the median of the per-round ratios (a)/(b); the peak RSS of
+each process (``ru_maxrss`` of a one-child wrapper); and for a folder of 8 copies of the case (symlinked
+files under other case ids) the cases per minute of ``segment FOLDER --workers 1`` and ``--workers 2``.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_inference.py [--case FOLDER] [--model models/unet2d_default] [--repeat 1]
+    .venv/bin/python benchmarks/bench_inference.py [--case FOLDER] [--model models/unet2d_default] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import argparse
 import json
 import os
 import platform
-import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,76 +35,22 @@ PROJECT = Path(__file__).resolve().parent.parent
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
-
-
-def _import_tf() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras  # noqa: F401
-    import tensorflow as tf  # noqa: F401
+# Runs a command as the wrapper's only child and prints that child's peak RSS in kB last.
+_WRAPPER = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+            "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, flush=True); "
+            "sys.exit(r.returncode)")
 
 
-# ------------------------------------------------------------------------------------------------ children ---
-
-def child_segment(case: str, model: str) -> dict:
-    _import_tf()
-    from core.__main__ import main
-
-    out = tempfile.mkdtemp(prefix="bench_segment_")
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MB, stdout) of ``cmd`` run as a whole process."""
     t0 = time.perf_counter()
-    code = main(["segment", case, "--out", out, "--model", model])
-    elapsed = time.perf_counter() - t0
-    return {"exit_code": code, "seconds": elapsed, "outputs": sorted(os.listdir(out)), "peak_rss_mb": _peak_rss_mb()}
-
-
-def child_reference(case: str) -> dict:
-    _import_tf()
-    import cv2
-    import nibabel as nib
-    import numpy as np
-
-    from core.data.cases import discover_cases
-    from core.engine.model import build_unet
-
-    ref = discover_cases(case)[0]
-    t0 = time.perf_counter()
-    model = build_unet()  # the design: 128x128x2, 32 filters, depth 4 (stands in for loading the .h5)
-    t_model = time.perf_counter()
-    flair = nib.load(str(ref.files["flair"])).get_fdata()
-    t1ce = nib.load(str(ref.files["t1ce"])).get_fdata()
-    t_load = time.perf_counter()
-    x = np.empty((100, 128, 128, 2), dtype=np.float32)
-    for j in range(100):
-        z = j + 22
-        x[j, :, :, 0] = cv2.resize(flair[:, :, z], (128, 128), interpolation=cv2.INTER_AREA)
-        x[j, :, :, 1] = cv2.resize(t1ce[:, :, z], (128, 128), interpolation=cv2.INTER_AREA)
-        for c in range(2):
-            mx = x[j, :, :, c].max()
-            if mx > 0:
-                x[j, :, :, c] /= mx
-    t_prep = time.perf_counter()
-    probs = model.predict(x, verbose=0)
-    labels = np.argmax(probs, axis=-1)
-    t_pred = time.perf_counter()
-    return {"seconds": t_pred - t0, "model_build_s": t_model - t0, "load_s": t_load - t_model,
-            "preprocess_s": t_prep - t_load, "predict_s": t_pred - t_prep, "labels_shape": list(labels.shape),
-            "peak_rss_mb": _peak_rss_mb()}
-
-
-# -------------------------------------------------------------------------------------------------- parent ---
-
-def run_child(args: list[str]) -> tuple[dict, float, str]:
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", *args], cwd=PROJECT, capture_output=True, text=True,
-                          timeout=900, check=False)
+    proc = subprocess.run([sys.executable, "-c", _WRAPPER, *cmd], cwd=PROJECT, capture_output=True, text=True,
+                          timeout=1800, check=False, env=env)
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"child {args[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    result_line = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")][-1]
-    segment_json = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    return json.loads(result_line[7:]), wall, (segment_json[-1] if segment_json else "")
+    if proc.returncode not in (0,):
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    peak = [line for line in proc.stdout.splitlines() if line.startswith("PEAK_RSS_KB ")][-1]
+    return wall, int(peak.split()[1]) / 1024.0, proc.stdout
 
 
 def pick_case(explicit: str | None) -> Path:
@@ -115,54 +62,93 @@ def pick_case(explicit: str | None) -> Path:
     root = shared_data_dir()
     if root is None:
         raise SystemExit("no shared data found (../shared/data or $BRATS_SHARED_DATA); pass --case FOLDER")
-    for ref in discover_cases(root / "brats" if (root / "brats").is_dir() else root):
-        if all(m in ref.files for m in ("flair", "t1", "t1ce", "t2")):
+    for ref in discover_cases(root / "brats" / "train" if (root / "brats" / "train").is_dir() else root):
+        # the reference script finds files named *flair / *t1ce (BraTS 2020/2021 names)
+        names = [p.name.split(".nii")[0].lower() for p in ref.files.values()]
+        if all(m in ref.files for m in ("flair", "t1", "t1ce", "t2")) and any(n.endswith("t1ce") for n in names):
             return ref.folder
     raise SystemExit(f"no case with all four modalities under {root}")
+
+
+def copies(case: Path, n: int, dest: Path) -> Path:
+    """``n`` cases under ``dest`` whose files are copies of ``case``'s, named BraTS2021_9000<i>."""
+    from core.data.cases import discover_cases
+
+    (ref,) = discover_cases(case)
+    for i in range(n):
+        cid = f"BraTS2021_{90000 + i}"
+        folder = dest / cid
+        folder.mkdir(parents=True)
+        for key, path in ref.files.items():
+            if key != "seg":
+                suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+                shutil.copyfile(path, folder / f"{cid}_{key}{suffix}")
+    return dest
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--case", help="a case folder (default: the first complete case of the shared data)")
     parser.add_argument("--model", default=str(PROJECT / "models" / "unet2d_default"))
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each (the best is reported)")
-    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=3, help="alternating rounds (medians are reported)")
+    parser.add_argument("--folder-cases", type=int, default=8, help="copies of the case for the workers figure")
     args = parser.parse_args()
-    if args.child:
-        kind = args.child[0]
-        result = child_segment(args.child[1], args.child[2]) if kind == "segment" else child_reference(args.child[1])
-        print("RESULT " + json.dumps(result), flush=True)
-        return 0
+    from core.config import shared_data_dir
+
+    shared = shared_data_dir()
+    seed = (shared.parent / "reference" / "seed_infer.py") if shared else None
+    if seed is None or not seed.is_file():
+        raise SystemExit("the reference ../shared/reference/seed_infer.py is missing")
     model = Path(args.model)
-    if not (model / "model.keras").is_file():
-        print(f"shipped model missing: {model / 'model.keras'} does not exist; train it first "
-              "(python -m core train ... --out models/unet2d_default)")
-        return 1
     case = pick_case(args.case)
-    print(f"case: {case}")
-    print(f"model: {model}")
+    card = json.loads((model / "model_card.json").read_text()) if (model / "model_card.json").is_file() else {}
+    print(f"case: {case}\nmodel: {model} (ONNX export: {'yes' if 'onnx' in card else 'no'})")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}")
-    seg_runs, ref_runs = [], []
-    seg_summary = ""
-    for _ in range(max(1, args.repeat)):
-        res, wall, seg_summary = run_child(["segment", str(case), str(model)])
-        seg_runs.append((res, wall))
-        res, wall, _ = run_child(["reference", str(case)])
-        ref_runs.append((res, wall))
-    seg, seg_wall = min(seg_runs, key=lambda r: r[0]["seconds"])
-    ref, ref_wall = min(ref_runs, key=lambda r: r[0]["seconds"])
-    times = json.loads(seg_summary)["time_s"] if seg_summary else {}
-    print("\n(a) segment end to end (files -> written _seg/_prob NIfTI, all brain slices, native grid)")
-    print(f"    time {seg['seconds']:.2f} s  [model load {times.get('model_load', float('nan')):.2f}, case load "
-          f"{times.get('load', float('nan')):.2f}, predict {times.get('predict', float('nan')):.2f}, write "
-          f"{times.get('write', float('nan')):.2f}]; process wall {seg_wall:.2f} s; peak RSS {seg['peak_rss_mb']:.0f} MB")
-    print(f"    outputs: {', '.join(seg['outputs'])}")
-    print("(b) original design (untrained build_unet(), FLAIR+T1CE, slices 22..121 at 128x128, predict, argmax)")
-    print(f"    time {ref['seconds']:.2f} s  [model build {ref['model_build_s']:.2f}, load {ref['load_s']:.2f}, "
-          f"preprocess {ref['preprocess_s']:.2f}, predict {ref['predict_s']:.2f}]; process wall {ref_wall:.2f} s; "
-          f"peak RSS {ref['peak_rss_mb']:.0f} MB")
-    print(f"ratio (a)/(b): {seg['seconds'] / ref['seconds']:.2f}  (process wall {seg_wall / ref_wall:.2f})")
-    print(f"peak RSS ratio (a)/(b): {seg['peak_rss_mb'] / ref['peak_rss_mb']:.2f}")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    tmp = Path(tempfile.mkdtemp(prefix="bench_inference_"))
+    rounds: list[dict] = []
+    try:
+        for r in range(max(1, args.repeat)):
+            row: dict = {}
+            for name, extra in (("segment", []), ("segment_tf", ["--runtime", "tensorflow"])):
+                out = tmp / f"{name}{r}"
+                wall, rss, stdout = timed([sys.executable, "-m", "core", "segment", str(case), "--out", str(out),
+                                           "--model", str(model), *extra], env)
+                summary = json.loads([ln for ln in stdout.splitlines() if ln.startswith("{")][-1])
+                row[name] = {"wall": wall, "rss": rss, "times": summary["time_s"],
+                             "runtime": summary["model"].get("runtime", "tensorflow"),
+                             "outputs": sorted(p.name for p in out.iterdir())}
+            wall, rss, _ = timed([sys.executable, str(seed), str(case), str(tmp / f"seed{r}.nii.gz")], env)
+            row["seed"] = {"wall": wall, "rss": rss}
+            rounds.append(row)
+            print(f"round {r + 1}: segment {row['segment']['wall']:.2f} s ({row['segment']['runtime']}), "
+                  f"segment --runtime tensorflow {row['segment_tf']['wall']:.2f} s, seed_infer {wall:.2f} s")
+
+        def med(key: str, field: str = "wall") -> float:
+            return statistics.median(r[key][field] for r in rounds)
+
+        ratio = statistics.median(r["segment"]["wall"] / r["seed"]["wall"] for r in rounds)
+        ratio_tf = statistics.median(r["segment_tf"]["wall"] / r["seed"]["wall"] for r in rounds)
+        times = rounds[-1]["segment"]["times"]
+        print(f"\n(a) segment, default runtime ({rounds[-1]['segment']['runtime']}): median {med('segment'):.2f} s "
+              f"whole process; last run: model load {times['model_load']:.2f}, case load {times['load']:.2f}, "
+              f"predict {times['predict']:.2f}, write {times['write']:.2f} s; peak RSS {med('segment', 'rss'):.0f} MB")
+        print(f"    outputs: {', '.join(rounds[-1]['segment']['outputs'])}")
+        t_tf = rounds[-1]["segment_tf"]["times"]
+        print(f"(a') segment --runtime tensorflow: median {med('segment_tf'):.2f} s; last run: model load "
+              f"{t_tf['model_load']:.2f}, predict {t_tf['predict']:.2f} s; peak RSS {med('segment_tf', 'rss'):.0f} MB")
+        print(f"(b) seed_infer.py (original design): median {med('seed'):.2f} s; peak RSS {med('seed', 'rss'):.0f} MB")
+        print(f"ratio (a)/(b), median of {len(rounds)} rounds: {ratio:.2f}   (a')/(b): {ratio_tf:.2f}")
+
+        folder = copies(case, args.folder_cases, tmp / "folder")
+        for workers in (1, 2):
+            out = tmp / f"batch{workers}"
+            wall, rss, _ = timed([sys.executable, "-m", "core", "segment", str(folder), "--out", str(out), "--model",
+                                  str(model), "--workers", str(workers)], env)
+            print(f"folder of {args.folder_cases} cases, --workers {workers}: {wall:.1f} s whole process, "
+                  f"{60.0 * args.folder_cases / wall:.1f} cases/min (peak RSS of the parent {rss:.0f} MB)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -88,6 +88,9 @@ def load_onnx(path: str | Path, threads: int | None = None) -> OnnxNetwork:
         raise ModelError("expected the onnxruntime package for the exported model, it is not installed") from err
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # Idle worker threads sleep instead of spinning: on a CPU shared by app sessions and batch workers spinning
+    # only burns cores that others need.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is None:
         env = os.environ.get("BRATS_RUNTIME_THREADS", "").strip()
         threads = int(env) if env.isdigit() and int(env) > 0 else None
