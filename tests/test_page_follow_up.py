@@ -1,0 +1,125 @@
+"""AppTest runs of the Follow-up comparison page (pages/6_Follow_up.py) on the synthetic patient of
+tests/followup_phantom.py written as two cases of a data folder: choosing the studies, the comparison, the linked
+views with one slice control, the table, the suggested category with its caveat, the PDF download, and the
+refusals shown in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_page, texts
+from followup_phantom import SHAPE, phantom, write_case, write_pair
+from streamlit.testing.v1 import AppTest
+
+from core import config
+from core.analysis.compare import CAVEAT
+from core.app import followup, ui
+
+PAGE = "pages/6_Follow_up.py"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(app_env: Path) -> Path:
+    return app_env
+
+
+@pytest.fixture
+def data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    write_pair(folder)
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(folder))
+    return folder
+
+
+def app(folder: Path | None = None, **state: object) -> AppTest:
+    if folder is not None:
+        state[ui.KEY_DATA_DIR] = str(folder.resolve())
+    at = run_page(PAGE, None, **state)
+    assert not at.exception, at.exception
+    return at
+
+
+def option_labels(at: AppTest, key: str) -> list[str]:
+    return [str(o) for o in at.selectbox(key=key).options]
+
+
+def test_needs_two_studies() -> None:
+    at = app()  # only the bundled demo: one study
+    assert "Two studies are needed" in texts(at.info)
+    assert config.DISCLAIMER in texts(at.warning)
+    assert not at.button
+
+
+def test_compare_shows_linked_views_table_category_and_pdf(data: Path) -> None:
+    at = app(data)
+    assert option_labels(at, "followup_baseline")[:2] == ["FU_Baseline (data folder: FU_Baseline)",
+                                                          "FU_Followup (data folder: FU_Followup)"]
+    assert at.selectbox(key="followup_followup").value != at.selectbox(key="followup_baseline").value
+    assert "Press **Compare**" in texts(at.info)
+    at.button(key="followup_run").click().run()
+    assert not at.exception, at.exception
+    assert not at.error
+    # registration summary: the shift of (3, -2, 1) voxels of 2 mm
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Registered on"] == "T1CE"
+    shift = [float(v) for v in metrics["Translation (mm)"].split(",")]
+    np.testing.assert_allclose(shift, [6.0, -4.0, 2.0], atol=2.0)
+    # one slice control drives both views, opened on the baseline's tumour core
+    assert len(at.get("image")) == 2
+    slider = at.slider(key="followup_slice_axial")
+    assert 20 <= slider.value <= 31  # the tumour cube spans axial slices 21..30
+    slider.set_value(5).run()
+    assert not at.exception
+    captions = [img.proto.imgs[0].caption for img in at.get("image")]
+    assert captions[0] == "Baseline FU_Baseline - axial 5 (R on the left, A at the top)"  # radiological
+    assert captions[1].startswith("Follow-up FU_Followup (registered) - axial 5")
+    # the table: WT 13.82 -> 4.10 mL, -70.4 %
+    frame = at.dataframe[0].value
+    wt = frame[frame["Structure"].str.startswith("WT")].iloc[0]
+    assert (wt["Baseline"], wt["Follow-up"], wt["Change (%)"]) == (13.82, 4.1, "-70.4 %")
+    assert "Sum of products" in " ".join(frame["Structure"])
+    assert "PR - partial response" in texts(at.info)
+    assert CAVEAT in texts(at.warning)
+    assert [d.proto.label for d in at.get("download_button")] == ["Download the follow-up report (PDF)"]
+
+
+def test_plane_switch_keeps_both_views(data: Path) -> None:
+    at = app(data)
+    at.button(key="followup_run").click().run()
+    at.radio(key="followup_plane").set_value("coronal").run()
+    assert not at.exception
+    slider = at.slider(key="followup_slice_coronal")
+    assert slider.max == SHAPE[1] - 1
+    assert len(at.get("image")) == 2
+
+
+def test_same_study_twice_is_refused(data: Path) -> None:
+    at = app(data)
+    at.selectbox(key="followup_followup").set_value(at.selectbox(key="followup_baseline").value).run()
+    assert "Choose two different studies." in texts(at.warning)
+    assert not at.button and not at.get("image")
+
+
+def test_a_study_without_segmentation_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    write_pair(folder, with_seg=False)
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(folder))
+    at = app(folder)
+    at.button(key="followup_run").click().run()
+    assert not at.exception
+    errors = texts(at.error)
+    assert "expected a segmentation of the baseline study 'FU_Baseline'" in errors and "\n" not in errors
+
+
+def test_poor_alignment_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    write_case(folder, "FU_Baseline", phantom())
+    write_case(folder, "Other", phantom(pattern=True))
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(folder))
+    at = app(folder)
+    at.button(key="followup_run").click().run()
+    assert not at.exception
+    assert "expected the follow-up to align with the baseline" in texts(at.error)
+    assert followup.KEY_RESULT not in at.session_state
