@@ -17,6 +17,8 @@ PAGES: tuple[tuple[str, str, str], ...] = (
     ("pages/3_Segmentation.py", "Segmentation - run the model and correct labels", ":material/auto_fix_high:"),
     ("pages/4_Volume_report.py", "Volume report - volumes, scores and PDF/CSV downloads", ":material/summarize:"),
     ("pages/5_Training.py", "Training - train or fine-tune the model", ":material/model_training:"),
+    ("pages/6_Follow_up.py", "Follow-up - compare two studies of one patient (registration, volumes, RANO)",
+     ":material/compare_arrows:"),
 )
 
 ui.page_header("Brain tumour MRI viewer", icon=":material/neurology:")
