@@ -9,8 +9,8 @@ Prints, for one case (default: the first complete case of the shared data):
     100 slices at 128 x 128, labels written), as a whole process;
 
 run alternately ``--repeat`` times; medians and the median of the per-round ratios (a)/(b); the peak RSS of
-each process (``ru_maxrss`` of a one-child wrapper); and for a folder of 8 copies of the case (symlinked
-files under other case ids) the cases per minute of ``segment FOLDER --workers 1`` and ``--workers 2``.
+each process (``ru_maxrss`` of a one-child wrapper); and for a folder of 8 copies of the case (copied
+files under other case ids) the cases per minute of ``segment FOLDER --workers 1``, ``--workers 2`` and ``--dask`` on a local cluster\nof 2 worker processes.
 
 Usage::
 
@@ -147,6 +147,19 @@ def main() -> int:
                                   str(model), "--workers", str(workers)], env)
             print(f"folder of {args.folder_cases} cases, --workers {workers}: {wall:.1f} s whole process, "
                   f"{60.0 * args.folder_cases / wall:.1f} cases/min (peak RSS of the parent {rss:.0f} MB)")
+        try:
+            from distributed import LocalCluster
+        except ImportError:
+            print("dask distributed not installed: no cluster figure")
+        else:
+            t0 = time.perf_counter()
+            with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                              dashboard_address=None) as cluster:
+                start_s = time.perf_counter() - t0
+                wall, _, _ = timed([sys.executable, "-m", "core", "segment", str(folder), "--out", str(tmp / "dask"),
+                                    "--model", str(model), "--dask", cluster.scheduler_address], env)
+            print(f"folder of {args.folder_cases} cases on a local Dask cluster (2 worker processes, loopback): "
+                  f"cluster start {start_s:.1f} s, {wall:.1f} s, {60.0 * args.folder_cases / wall:.1f} cases/min")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

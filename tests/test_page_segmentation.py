@@ -250,3 +250,36 @@ def test_pages_open_without_importing_tensorflow(tmp_path: Path) -> None:
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_first_segmentation_runs_without_tensorflow_when_the_model_is_exported(tmp_path: Path) -> None:
+    """A fresh server segments with the model's ONNX export: TensorFlow is never imported (issue: fast inference)."""
+    from core.engine.model import build_unet, save_for_inference
+    from core.engine.preprocess import PreprocessSpec
+    from core.engine.runtime import export_model_folder
+
+    folder = tmp_path / "models" / "tiny_onnx"
+    spec = PreprocessSpec(channels=("flair", "t1ce", "t1", "t2"), input_size=32, normalisation="zscore_brain",
+                          crop="brain_bbox")
+    save_for_inference(build_unet(32, 4, 4, 2, seed=2), folder, spec)
+    (folder / "model_card.json").write_text("{}")
+    export_model_folder(folder)
+    script = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        "from core.app import ui\n"
+        f"at = AppTest.from_file({HOME!r}, default_timeout=240)\n"
+        "at.switch_page('pages/3_Segmentation.py')\n"
+        f"at.session_state[ui.KEY_CASE] = {DEMO_SELECTION!r}\n"
+        f"at.session_state[ui.KEY_MODEL_DIR] = {str(folder)!r}\n"
+        "at.run()\n"
+        "next(b for b in at.button if b.label == 'Segment whole volume').click().run()\n"
+        "assert not at.exception, at.exception\n"
+        "pred = at.session_state[ui.KEY_PREDICTION]\n"
+        "print(pred.labels.shape, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    env = {**os.environ, config.WORK_DIR_ENV: str(tmp_path / "work"), "BRATS_MODEL_ROOTS": str(folder.parent)}
+    out = subprocess.run([sys.executable, "-c", script], cwd=config.PROJECT_ROOT, env=env, capture_output=True,
+                         text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "(240, 240, 155) False False"
