@@ -71,6 +71,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--n4", action="store_true",
                         help="N4 bias-field correction of every image before segmenting (about 4 s per image; for "
                              "raw scanner intensities)")
+    parser.add_argument("--native-study", type=Path, default=None, metavar="DIR",
+                        help="a case folder written by 'preprocess' (one case only): also write the labels on each "
+                             "original series' grid, <case_id>_seg_native_<seq>.nii.gz (nearest neighbour)")
     parser.set_defaults(run=run)
 
 
@@ -133,6 +136,16 @@ def _audit(summary: dict[str, Any], input_hashes: dict[str, str]) -> None:
         print(f"warning: audit log not written ({err})", file=sys.stderr)
 
 
+def _write_native(study: Path, summary: dict[str, Any], out: Path) -> dict[str, str]:
+    """The labels written back on each original series' grid (``core.data.study``): output key -> path."""
+    from core.data.io import load_volume
+    from core.data.study import write_native_labels
+
+    seg = load_volume(summary["outputs"]["seg"])
+    written = write_native_labels(study, seg, seg.data, out, output_stem(summary["case_id"]))
+    return {f"native_{seq}": str(path) for seq, path in written.items()}
+
+
 def run(args: argparse.Namespace) -> int:
     from core.engine.model import load_model
 
@@ -143,6 +156,12 @@ def run(args: argparse.Namespace) -> int:
     single, refs = find_cases(args.case)
     if args.out.exists() and not args.out.is_dir():
         raise DataFolderError(f"expected --out to be a folder, got {str(args.out)!r} which is a file")
+    if args.native_study is not None:
+        if not single:
+            raise DataFolderError("expected one case folder with --native-study, got a folder of cases")
+        from core.data.study import load_record
+
+        load_record(args.native_study)  # refuse a folder that holds no preprocessing record before segmenting
     model_path = resolve_model_path(args.model)
     opts = SegmentOptions(str(model_path), args.runtime, args.tta, args.probabilities, args.n4, args.batch_size)
     if single:
@@ -153,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
         case = load_case_folder(args.case, required=())  # missing modalities: core.engine.preprocess.check_modalities
         summary = segment_case(loaded, case, args.out, opts, time.perf_counter() - t1)
         summary["time_s"]["model_load"] = round(model_load_s, 3)
+        if args.native_study is not None:
+            summary["outputs"].update(_write_native(args.native_study, summary, args.out))
         print(json.dumps(summary))
         _audit(summary, case.input_hashes())
         return 0

@@ -1,0 +1,349 @@
+"""Tests of the raw-study path (``core.data.study``, ``core.data.registration``, ``core.data.brainmask``):
+name guessing, refusals, a known rigid transform recovered, write-back to native space, pass-through; and,
+with ``../shared/data``, the raw TCGA-FG-6692 study against BraTS's own preprocessing of it (TCIA-example)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import write_nifti
+
+from core.__main__ import main
+from core.data import study
+from core.data.io import load_volume, volume_from_array
+from core.data.registration import (
+    BRATS_AFFINE,
+    BRATS_SHAPE,
+    brats_volume,
+    chain,
+    inverse,
+    linear_transform,
+    matrix_of,
+    ncc,
+    normalised_mi,
+    ras_array,
+    register_rigid,
+    resample,
+    save_transform,
+    to_sitk,
+)
+from core.errors import RegistrationError, StudyError
+
+# A scanner-like grid: stored LAS, 2 x 2 x 4 mm voxels, oblique (10 degrees about the left-right axis).
+_TILT = np.deg2rad(10.0)
+NATIVE_AFFINE = np.array([
+    [-2.0, 0.0, 0.0, 40.0],
+    [0.0, 2.0 * np.cos(_TILT), -4.0 * np.sin(_TILT), -40.0],
+    [0.0, 2.0 * np.sin(_TILT), 4.0 * np.cos(_TILT), -30.0],
+    [0.0, 0.0, 0.0, 1.0],
+])
+NATIVE_SHAPE = (40, 40, 16)
+
+
+def phantom(shape: tuple[int, int, int] = NATIVE_SHAPE) -> np.ndarray:
+    """A head-like phantom in stored voxel order: scalp shell, brain, two unequal ventricles and a bright
+    off-centre lesion (no symmetry a rigid fit could fold onto). int16."""
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    r = np.sqrt(x**2 + (y / 0.9) ** 2 + (z / 0.8) ** 2)
+    img = np.zeros(shape, dtype=np.float64)
+    img[r < 0.95] = 900.0  # scalp and skull
+    img[r < 0.8] = 400.0  # brain
+    img[((x - 0.2) ** 2 + y**2 / 0.2 + z**2 / 0.3) < 0.05] = 100.0  # left ventricle
+    img[((x + 0.25) ** 2 + y**2 / 0.3 + z**2 / 0.2) < 0.03] = 150.0  # right ventricle
+    img[((x - 0.35) ** 2 + (y - 0.4) ** 2 + (z - 0.2) ** 2) < 0.02] = 1200.0  # lesion
+    return img.astype(np.int16)
+
+
+# ------------------------------------------------------------------------------------------- names ---
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("MRHR_FLAIR_AX_SE_IR_5_tir2d1_21_fla.nii.gz", "flair"),
+    ("MRHR_T1_AX_POST_GAD_SE_13_se2d1r_t1c.nii.gz", "t1ce"),
+    ("MRHR_T2_AX_SE_2_tse2d1_11_t2.nii.gz", "t2"),
+    ("T1_AX_OtherEXampleTCIA_SE_10_se2d1_t1.nii.gz", "t1"),
+    ("series_fla.nii", "flair"),
+    ("T2_FLAIR_axial.nii.gz", "flair"),
+    ("t1_gd.nii.gz", "t1ce"),
+    ("T1w_post_contrast.nii.gz", "t1ce"),
+    ("sub-01_T1w.nii.gz", "t1"),
+    ("sub-01_T2w.nii.gz", "t2"),
+    ("BraTS2021_00000_t1ce.nii.gz", "t1ce"),
+    ("localizer_3plane.nii.gz", None),
+    ("DWI_b1000.nii.gz", None),
+])
+def test_guess_sequence(name: str, expected: str | None) -> None:
+    assert study.guess_sequence(name) == expected
+
+
+def test_find_series_guesses_ignores_and_lets_flags_override(tmp_path: Path) -> None:
+    img = phantom()
+    for name in ("a_fla.nii.gz", "b_t1c.nii.gz", "c_t1.nii.gz", "scout.nii.gz"):
+        write_nifti(tmp_path / name, img, NATIVE_AFFINE)
+    other = write_nifti(tmp_path / "elsewhere" / "my_t1.nii.gz", img, NATIVE_AFFINE)
+    found = study.find_series(tmp_path)
+    assert {k: p.name for k, p in found.series.items()} == {"flair": "a_fla.nii.gz", "t1": "c_t1.nii.gz",
+                                                           "t1ce": "b_t1c.nii.gz"}
+    assert "scout.nii.gz" in found.ignored
+    found = study.find_series(tmp_path, {"t1": other})
+    assert found.series["t1"] == other
+    assert found.ignored["c_t1.nii.gz"].startswith("T1 named explicitly")
+
+
+def test_find_series_refuses_two_files_of_one_sequence(tmp_path: Path) -> None:
+    write_nifti(tmp_path / "x_t2.nii.gz", phantom(), NATIVE_AFFINE)
+    write_nifti(tmp_path / "y_T2w.nii.gz", phantom(), NATIVE_AFFINE)
+    with pytest.raises(StudyError, match="expected one T2 file in the study, got 2.*--t2"):
+        study.find_series(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- refusals ---
+
+def test_missing_reference_is_refused(tmp_path: Path) -> None:
+    p = write_nifti(tmp_path / "a_fla.nii.gz", phantom(), NATIVE_AFFINE)
+    q = write_nifti(tmp_path / "a_t2.nii.gz", phantom(), NATIVE_AFFINE)
+    with pytest.raises(StudyError, match="expected a T1CE series .*found FLAIR, T2"):
+        study.preprocess_study({"flair": p, "t2": q}, tmp_path / "out", "x")
+
+
+def test_reference_alone_is_refused(tmp_path: Path) -> None:
+    p = write_nifti(tmp_path / "a_t1c.nii.gz", phantom(), NATIVE_AFFINE)
+    with pytest.raises(StudyError, match="at least one other sequence"):
+        study.preprocess_study({"t1ce": p}, tmp_path / "out", "x")
+
+
+def test_localiser_is_refused(tmp_path: Path) -> None:
+    p = write_nifti(tmp_path / "a_t1c.nii.gz", phantom(), NATIVE_AFFINE)
+    scout = write_nifti(tmp_path / "a_fla.nii.gz", phantom((40, 40, 3)), NATIVE_AFFINE)
+    with pytest.raises(StudyError, match=r"FLAIR \(a_fla.nii.gz\): expected a 3-D series .* got shape \(40, 40, 3\)"):
+        study.preprocess_study({"t1ce": p, "flair": scout}, tmp_path / "out", "x")
+
+
+def test_coregistration_that_does_not_converge_is_refused(tmp_path: Path) -> None:
+    """Noise is no second sequence of the same head: the alignment measure stays under the threshold."""
+    p = write_nifti(tmp_path / "a_t1c.nii.gz", phantom(), NATIVE_AFFINE)
+    noise = np.random.default_rng(3).integers(0, 1000, size=NATIVE_SHAPE).astype(np.int16)
+    q = write_nifti(tmp_path / "a_t2.nii.gz", noise, NATIVE_AFFINE)
+    with pytest.raises(RegistrationError, match="co-registration of T2 to T1CE did not converge"):
+        study.preprocess_study({"t1ce": p, "t2": q}, tmp_path / "out", "x")
+
+
+def test_cli_missing_sequence_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_nifti(tmp_path / "s" / "a_fla.nii.gz", phantom(), NATIVE_AFFINE)
+    write_nifti(tmp_path / "s" / "a_t2.nii.gz", phantom(), NATIVE_AFFINE)
+    assert main(["preprocess", str(tmp_path / "s"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: expected a T1CE series")
+
+
+def test_segment_native_study_without_record_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = tmp_path / "c"
+    for seq in ("flair", "t1ce"):
+        write_nifti(case / f"c_{seq}.nii.gz", phantom((12, 10, 10)))
+    assert main(["segment", str(case), "--out", str(tmp_path / "o"), "--native-study", str(case)]) == 2
+    assert "preprocessing/study.json" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- geometry ---
+
+def test_to_sitk_keeps_world_positions() -> None:
+    """A voxel's ITK physical point is its nibabel world point with x and y negated (RAS -> LPS)."""
+    vol = volume_from_array(phantom(), NATIVE_AFFINE)
+    img = to_sitk(vol)
+    for ijk in [(0, 0, 0), (5, 7, 3), (39, 39, 15)]:
+        ras = vol.affine @ np.array([*ijk, 1.0])
+        lps = img.TransformIndexToPhysicalPoint([int(v) for v in ijk])
+        np.testing.assert_allclose(lps, [-ras[0], -ras[1], ras[2]], atol=1e-6)
+    np.testing.assert_array_equal(ras_array(img), vol.data.astype(np.float32))
+
+
+def test_brats_grid_matches_brats_files() -> None:
+    ref = brats_volume()
+    assert ref.original_shape == BRATS_SHAPE and ref.original_axcodes == ("L", "P", "S")
+    np.testing.assert_allclose(ref.original_affine, BRATS_AFFINE)
+
+
+def test_chain_and_inverse() -> None:
+    a = sitk.Euler3DTransform((1.0, 2.0, 3.0), 0.1, -0.2, 0.3, (5.0, 0.0, -2.0))
+    b = linear_transform(np.diag([1.0, 1.0, 1.0, 1.0]) + np.array([[0, 0, 0, 1.5], [0, 0, 0, 0], [0, 0, 0, 0],
+                                                                      [0, 0, 0, 0]]))
+    p = (10.0, -4.0, 7.0)
+    np.testing.assert_allclose(chain(a, b).TransformPoint(p), b.TransformPoint(a.TransformPoint(p)), atol=1e-9)
+    np.testing.assert_allclose(inverse(a).TransformPoint(a.TransformPoint(p)), p, atol=1e-9)
+    np.testing.assert_allclose(matrix_of(a)[:3, 3], np.array(a.TransformPoint((0.0, 0.0, 0.0))), atol=1e-9)
+
+
+def test_alignment_measures_by_hand() -> None:
+    a = np.arange(24, dtype=float).reshape(2, 3, 4)
+    assert ncc(a, 2 * a + 1) == pytest.approx(1.0)
+    assert ncc(a, -a) == pytest.approx(-1.0)
+    assert np.isnan(ncc(a, np.ones_like(a)))
+    assert normalised_mi(a, a, bins=4) == pytest.approx(2.0)
+    checker = np.indices((8, 8, 8)).sum(axis=0) % 2
+    rows = np.indices((8, 8, 8))[0] % 2
+    assert normalised_mi(checker, rows, bins=2) == pytest.approx(1.0)
+
+
+def test_known_rigid_transform_is_recovered() -> None:
+    """The phantom moved by 6 degrees and (4, -3, 5) mm: the rigid registration finds it within 1 mm."""
+    vol = volume_from_array(phantom(), NATIVE_AFFINE)
+    fixed = to_sitk(vol)
+    truth = sitk.Euler3DTransform()
+    truth.SetCenter(fixed.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in fixed.GetSize()]))
+    truth.SetRotation(np.deg2rad(6.0), 0.0, np.deg2rad(-4.0))
+    truth.SetTranslation((4.0, -3.0, 5.0))
+    # moving(p) = fixed(truth^-1(p)): registering moving onto fixed must find truth (fixed -> moving points).
+    moving_big = sitk.Resample(fixed, [60, 60, 30], inverse(truth), sitk.sitkLinear,
+                               fixed.TransformContinuousIndexToPhysicalPoint([-10, -10, -7]),
+                               fixed.GetSpacing(), fixed.GetDirection(), 0.0, fixed.GetPixelID())
+    reg = register_rigid(fixed, moving_big, shrink=(2, 1), sigmas_mm=(2.0, 0.0), sampling=0.5, iterations=300)
+    pts = np.array([fixed.TransformIndexToPhysicalPoint(ijk) for ijk in [(10, 10, 4), (30, 30, 12), (20, 5, 8)]])
+    found = np.array([reg.transform.TransformPoint(p.tolist()) for p in pts])
+    expected = np.array([truth.TransformPoint(p.tolist()) for p in pts])
+    assert np.abs(found - expected).max() < 1.0
+
+
+# ------------------------------------------------------------------------------------------- back to native ---
+
+def _fake_case(tmp_path: Path, atlas_tx: sitk.Transform, coreg: dict[str, sitk.Transform]) -> Path:
+    """A preprocessed case folder made by hand: the record and transforms ``write_native_labels`` reads."""
+    case = tmp_path / "case"
+    rec_dir = case / study.RECORD_DIR
+    rec_dir.mkdir(parents=True)
+    series = {}
+    for seq, tx in coreg.items():
+        save_transform(tx, rec_dir / f"coreg_{seq}.tfm")
+        series[seq] = {"file": f"raw_{seq}.nii.gz", "shape": list(NATIVE_SHAPE),
+                       "affine": NATIVE_AFFINE.tolist()}
+    save_transform(atlas_tx, rec_dir / "atlas.tfm")
+    (rec_dir / study.RECORD_FILE).write_text(json.dumps({"version": study.RECORD_VERSION, "series": series}))
+    return case
+
+
+def test_write_back_to_native_round_trip(tmp_path: Path) -> None:
+    """Labels drawn on a native grid, carried to BraTS space with the case's transforms, come back to the same
+    voxels on that grid (nearest neighbour both ways; the BraTS grid is finer, so nothing is lost)."""
+    native = volume_from_array(phantom(), NATIVE_AFFINE)
+    labels_native = np.zeros(native.shape, dtype=np.uint8)
+    labels_native[12:26, 14:24, 5:11] = 2
+    labels_native[16:22, 16:21, 7:9] = 4
+    atlas_tx = sitk.Euler3DTransform((0.0, 0.0, 0.0), 0.05, -0.1, 0.2, (-120.0, 110.0, -70.0))
+    coreg = {"t1ce": sitk.Euler3DTransform(), "t2": sitk.Euler3DTransform((0.0, 0.0, 0.0), 0.0, 0.03, 0.0,
+                                                                           (1.0, -2.0, 3.0))}
+    case = _fake_case(tmp_path, atlas_tx, coreg)
+    brats = brats_volume()
+    grid = to_sitk(brats, pixel=sitk.sitkUInt8)
+    to_native = study.native_transforms(case)
+    for seq in ("t1ce", "t2"):
+        in_brats = resample(to_sitk(native, labels_native, sitk.sitkUInt8), grid, to_native[seq], nearest=True)
+        labels_brats = ras_array(in_brats)
+        assert np.count_nonzero(labels_brats == 4) > 0
+        out = study.write_native_labels(case, brats, labels_brats, tmp_path / "out", "c", sequences=[seq])
+        written = nib.load(out[seq])
+        assert written.shape == NATIVE_SHAPE
+        np.testing.assert_allclose(written.affine, NATIVE_AFFINE, atol=1e-5)
+        back = load_volume(out[seq]).data
+        assert set(np.unique(back)) <= {0, 2, 4}
+        agree = np.mean(back == labels_native)
+        assert agree > 0.995, (seq, agree)
+
+
+def test_write_back_needs_a_record(tmp_path: Path) -> None:
+    with pytest.raises(StudyError, match="run python -m core preprocess first"):
+        study.load_record(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- pass-through ---
+
+def test_brats_space_study_is_passed_through_untouched(tmp_path: Path) -> None:
+    arr = np.zeros(BRATS_SHAPE, dtype=np.int16)
+    arr[60:180, 50:190, 20:130] = 300
+    src = tmp_path / "src"
+    paths = {seq: write_nifti(src / f"x_{seq}.nii.gz", arr + i, BRATS_AFFINE) for i, seq in
+             enumerate(("flair", "t1ce"))}
+    for p in paths.values():  # the added offset made the background nonzero: put it back to zero
+        img = nib.load(p)
+        data = np.asarray(img.dataobj)
+        write_nifti(p, np.where(arr > 0, data, 0).astype(np.int16), BRATS_AFFINE)
+    res = study.preprocess_study(paths, tmp_path / "out", "case 1")
+    assert res.case_id == "case_1" and res.record["passthrough"] is True
+    for seq, p in paths.items():
+        assert res.images[seq].name == f"case_1_{seq}.nii.gz"
+        assert res.images[seq].read_bytes() == p.read_bytes()
+    # write-back through identity transforms lands on the same grid
+    labels = np.zeros(BRATS_SHAPE, dtype=np.uint8)
+    labels[100:120, 100:120, 60:70] = 1
+    ref = load_volume(res.images["t1ce"])
+    out = study.write_native_labels(res.case_dir, ref, labels,
+                                    tmp_path / "seg", "c", sequences=["t1ce"])
+    np.testing.assert_array_equal(load_volume(out["t1ce"]).data, labels)
+
+
+def test_skull_on_study_in_brats_grid_is_not_passed_through() -> None:
+    full = np.full(BRATS_SHAPE, 100, dtype=np.int16)
+    vol = volume_from_array(full, BRATS_AFFINE)
+    assert not study.is_brats_ready({"t1ce": vol})
+
+
+# ------------------------------------------------------------------------------------------- the raw case ---
+
+@pytest.fixture(scope="module")
+def raw_result(tmp_path_factory: pytest.TempPathFactory) -> study.StudyResult:
+    from core import config
+
+    shared = config.shared_data_dir()
+    if shared is None or not (shared / "raw" / "TCGA-FG-6692").is_dir():
+        pytest.skip("../shared/data/raw/TCGA-FG-6692 not found: set BRATS_SHARED_DATA or place shared/ beside "
+                    "the project")
+    files = study.find_series(shared / "raw" / "TCGA-FG-6692")
+    messages: list[tuple[float, str]] = []
+    res = study.preprocess_study(files.series, tmp_path_factory.mktemp("raw"), "TCGA-FG-6692",
+                                 progress=lambda f, m: messages.append((f, m)))
+    res.record["_progress"] = messages
+    return res
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_raw_case_matches_brainles(raw_result: study.StudyResult) -> None:
+    """Against TCIA-example (the same study after BraTS's BrainLes pipeline): brain Dice >= 0.90 and every
+    sequence correlates with theirs; BraTS naming and grid; progress reported from 0 to 1."""
+    from core import config
+
+    ref_dir = config.shared_data_dir() / "brats" / "extra" / "TCIA-example"
+    theirs_brain = load_volume(ref_dir / "TCIA-example_t1ce.nii.gz").data != 0
+    mask = load_volume(raw_result.case_dir / "preprocessing" / "brain_mask.nii.gz").data > 0
+    dice = 2 * np.count_nonzero(mask & theirs_brain) / (mask.sum() + theirs_brain.sum())
+    assert dice >= 0.90
+    for seq in ("flair", "t1", "t1ce", "t2"):
+        ours = load_volume(raw_result.images[seq])
+        assert ours.original_shape == BRATS_SHAPE and ours.original_axcodes == ("L", "P", "S")
+        theirs = load_volume(ref_dir / f"TCIA-example_{seq}.nii.gz").data
+        assert ncc(ours.data, theirs, mask & theirs_brain) > 0.5, seq
+    fractions = [f for f, _ in raw_result.record["_progress"]]
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_raw_case_pseudo_label_goes_back_to_each_series(raw_result: study.StudyResult, tmp_path: Path) -> None:
+    """TCIA-example's pseudo-label written back on each original series' grid: same grid as the series, and the
+    tumour lands inside the head (voxels of the series above its background level)."""
+    from core import config
+
+    shared = config.shared_data_dir()
+    seg = load_volume(shared / "brats" / "extra" / "TCIA-example" / "TCIA-example_seg.nii.gz")
+    out = study.write_native_labels(raw_result.case_dir, seg, seg.data, tmp_path, "TCGA-FG-6692")
+    files = study.find_series(shared / "raw" / "TCGA-FG-6692").series
+    for seq, path in out.items():
+        native = load_volume(files[seq])
+        back = load_volume(path)
+        assert back.original_shape == native.original_shape
+        np.testing.assert_allclose(back.original_affine, native.original_affine, atol=1e-4)
+        tumour = back.data > 0
+        assert tumour.sum() * np.prod(native.spacing_mm) / 1000 > 5.0  # mL: the lesion is tens of mL
+        assert np.median(native.data[tumour]) > np.percentile(native.data, 60), seq
