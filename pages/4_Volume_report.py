@@ -139,16 +139,17 @@ elif rano is not None:
         st.markdown(f"**Sum of the products of the target lesions:** {rano.sum_products_mm2:.0f} mm² ({parts})")
     else:
         st.markdown("**No measurable lesion** (both diameters ≥ 10 mm): no target lesion, no sum of products.")
-    m_table, m_fig = st.columns([1, 1.2], gap="large")
+    st.dataframe(pd.DataFrame(figures_measure.lesion_rows(rano)), hide_index=True, width="stretch")
+    m_table, m_fig = st.columns([1, 1.4], gap="large")
     with m_table:
-        st.dataframe(pd.DataFrame(figures_measure.lesion_rows(rano)), hide_index=True, width="stretch")
         shown = st.selectbox("Lesion drawn", [les.index for les in rano.lesions], key="report_rano_lesion",
                              format_func=lambda i: f"Lesion {i} (axial slice z = {rano.lesions[i - 1].slice_z})")
         st.caption("Each enhancing lesion is a 3-D connected component of label 4, measured on the axial slice where "
                    "it is largest: the longest diameter (yellow) and the longest diameter perpendicular to it "
                    "(cyan), in mm from the voxel size. Measurable: both ≥ 10 mm; targets: up to two measurable "
-                   "lesions with the largest products (RANO 2.0). Slices count from 0, as in the viewer. An "
-                   "automatic measurement: a response assessment also needs a reader and clinical data.")
+                   "lesions with the largest products (RANO 2.0). Slices count from 0, as in the viewer. The "
+                   "picture opens zoomed on the lesion (double-click: back to this view). An automatic "
+                   "measurement: a response assessment also needs a reader and clinical data.")
     with m_fig:
         bg = next((k for k in ("t1ce", "flair") if k in case.images), case.modalities[0])
         window = figures.window_from_percentiles(ui.case_display_stats(case).percentiles[bg],

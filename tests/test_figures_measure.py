@@ -79,3 +79,21 @@ def test_lesion_rows() -> None:
     assert [r["Lesion"] for r in rows] == [1, 2] and [r["Axial slice z"] for r in rows] == [5, 2]
     assert rows[0]["Measurable"] and rows[0]["Target"] and not rows[1]["Measurable"] and not rows[1]["Target"]
     assert rows[1]["Volume (mL)"] == pytest.approx(0.02)  # 9 voxels x 2 mm^3
+
+
+def test_measurement_figure_opens_zoomed_on_the_lesion() -> None:
+    lab = np.zeros((200, 180, 3), np.uint8)
+    lab[90:102, 60:72, 1] = 4  # a 12 x 12 voxel lesion: the view is 60 mm around it, not the 200 x 180 slice
+    img = np.ones(lab.shape, np.float32)
+    result = measure_rano(lab, (1.0, 1.0, 1.0))
+    fig = measurement_figure(img, lab, result, window=(0.0, 2.0))
+    les = result.lesions[0]
+    (ax, ay), (bx, by) = les.d1_endpoints
+    cx, cy = (ax + bx) / 2, (ay + by) / 2
+    # radiological: voxel x at column 199 - x; voxel y at row 179 - y (the y axis runs top-down)
+    assert fig.layout.xaxis.range[0] == pytest.approx(199 - cx - 30.5, abs=1.5)
+    assert fig.layout.xaxis.range[1] - fig.layout.xaxis.range[0] == pytest.approx(62.0, abs=1.5)
+    assert fig.layout.yaxis.range[0] > fig.layout.yaxis.range[1]
+    assert (fig.layout.yaxis.range[0] + fig.layout.yaxis.range[1]) / 2 == pytest.approx(179 - cy, abs=1.0)
+    whole = measurement_figure(img, lab, result, window=(0.0, 2.0), zoom=False)
+    assert list(whole.layout.xaxis.range) == [-0.5, 199.5] and list(whole.layout.yaxis.range) == [179.5, -0.5]

@@ -16,6 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from core.analysis.measure import Lesion, RanoResult
+from core.analysis.report import measurement_window
 from core.errors import BratsViewerError
 from core.views import figures
 
@@ -59,8 +60,8 @@ def _lesion_of(result: RanoResult, lesion_index: int | None) -> Lesion:
 
 def measurement_figure(image: np.ndarray, labels: np.ndarray, result: RanoResult, lesion_index: int | None = None,
                        window: tuple[float, float] | None = None, radiological: bool = True,
-                       spacing_mm: Sequence[float] | None = None, opacity: float = 0.35, height: int = 480
-                       ) -> go.Figure:
+                       spacing_mm: Sequence[float] | None = None, opacity: float = 0.35, height: int = 480,
+                       zoom: bool = True) -> go.Figure:
     """The axial slice of a lesion with the label overlay and the two diameters of every lesion measured on
     that slice (longest in yellow, perpendicular in cyan, each labelled with its length).
 
@@ -71,6 +72,9 @@ def measurement_figure(image: np.ndarray, labels: np.ndarray, result: RanoResult
         lesion_index: the lesion whose slice is shown (default: the first target, else lesion 1).
         window: grey window (low, high) of ``image`` (default ``figures.auto_window``).
         spacing_mm: voxel size (X, Y, Z); anisotropic pixels are drawn to scale when given.
+        zoom: open zoomed on the lesion (``core.analysis.report.measurement_window``: 60 mm or 2.5 x its longest
+            diameter, the same view as the PDF's picture); a double click in the app returns to this view, the
+            zoom-out button of the mode bar to the whole slice.
 
     Returns:
         A figure with one ``go.Image`` trace, then two line traces (longest, perpendicular) per lesion on the
@@ -105,17 +109,24 @@ def measurement_figure(image: np.ndarray, labels: np.ndarray, result: RanoResult
                                 font=dict(color=D1_COLOUR, size=14)))
     letters = figures.orientation_letters("axial", radiological)
     font = dict(color="#ffd54f", size=15, family="Arial Black, Arial, sans-serif")
-    pos = {"top": (cols / 2, 2, "center", "top"), "bottom": (cols / 2, rows - 3, "center", "bottom"),
-           "left": (2, rows / 2, "left", "middle"), "right": (cols - 3, rows / 2, "right", "middle")}
-    annotations += [dict(x=x, y=y, text=f"<b>{letters[edge]}</b>", showarrow=False, font=font, xanchor=xa,
-                         yanchor=ya) for edge, (x, y, xa, ya) in pos.items()]
+    pos = {"top": (0.5, 0.99, "center", "top"), "bottom": (0.5, 0.01, "center", "bottom"),
+           "left": (0.01, 0.5, "left", "middle"), "right": (0.99, 0.5, "right", "middle")}
+    annotations += [dict(x=x, y=y, xref="x domain", yref="y domain", text=f"<b>{letters[edge]}</b>",
+                         showarrow=False, font=font, xanchor=xa, yanchor=ya) for edge, (x, y, xa, ya) in pos.items()]
+    x_range, y_range = [-0.5, cols - 0.5], [rows - 0.5, -0.5]
+    if zoom:
+        sp = spacing_mm if spacing_mm is not None else (1.0, 1.0, 1.0)
+        x0, x1, y0, y1 = measurement_window(lesion, (lab.shape[0], lab.shape[1]), (float(sp[0]), float(sp[1])))
+        (ca, ra), (cb, rb) = display_segment(((x0, y0), (x1, y1)), lab.shape[:2], radiological)
+        x_range = [min(ca, cb) - 0.5, max(ca, cb) + 0.5]
+        y_range = [max(ra, rb) + 0.5, min(ra, rb) - 0.5]
     fig.update_layout(
         title=dict(text=(f"Axial slice z = {z} (counted from 0): lesion {lesion.index}, "
                          f"{lesion.d1_mm:.1f} × {lesion.d2_mm:.1f} mm = {lesion.product_mm2:.0f} mm²"),
                    x=0.5, xanchor="center", font=dict(size=14)),
         annotations=annotations, height=height, margin=dict(l=0, r=0, t=36, b=0),
-        xaxis=dict(**_AXES_OFF, range=[-0.5, cols - 0.5], constrain="domain"),
-        yaxis=dict(**_AXES_OFF, range=[rows - 0.5, -0.5], scaleanchor="x",
+        xaxis=dict(**_AXES_OFF, range=x_range, constrain="domain"),
+        yaxis=dict(**_AXES_OFF, range=y_range, scaleanchor="x",
                    scaleratio=figures.pixel_aspect("axial", spacing_mm), constrain="domain"),
         legend=dict(orientation="h", yanchor="top", y=-0.02, x=0), showlegend=True,
         plot_bgcolor="black", paper_bgcolor="rgba(0,0,0,0)", dragmode="pan",
