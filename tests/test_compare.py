@@ -198,6 +198,7 @@ def test_json_summary_is_plain(result: compare.Comparison) -> None:
     assert out["sum_of_products_mm2"]["unit"] == "mm2"
 
 
-def test_focus_voxel_is_in_the_baseline_tumour_core(result: compare.Comparison) -> None:
-    x, y, z = compare.focus_voxel(result)
-    assert result.baseline_labels[x, y, z] in (1, 4)
+def test_focus_voxel_is_the_centre_of_the_baseline_tumour_core(result: compare.Comparison) -> None:
+    # the TC cube spans voxels 25..34, 17..26, 21..30: centre (29.5, 21.5, 25.5), rounded half to even
+    assert compare.focus_voxel(result) == (30, 22, 26)
+    assert result.baseline_labels[30, 22, 26] == 1  # inside the necrotic core

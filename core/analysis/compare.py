@@ -26,7 +26,6 @@ from scipy import ndimage
 
 from core.analysis.measure import measure_rano
 from core.analysis.metrics import label_volumes_ml
-from core.analysis.report import tumour_core_slices
 from core.config import LABEL_ET, MODALITY_TITLES
 from core.data.cases import Case, check_same_grid, normalise_labels
 from core.data.io import Volume
@@ -466,12 +465,22 @@ def suggest_response(products: Change, followup_et_ml: float, baseline_et_ml: fl
 
 
 def focus_voxel(comparison: Comparison) -> tuple[int, int, int]:
-    """The (x, y, z) voxel of the baseline grid the views open on: the slices through the baseline's tumour core
-    (``core.analysis.report.tumour_core_slices``), else the registered follow-up's, else the middle."""
-    (x, y, z), basis = tumour_core_slices(comparison.baseline_labels)
-    if basis == "middle":
-        (x, y, z), _ = tumour_core_slices(comparison.followup_labels_on_baseline)
-    return x, y, z
+    """The (x, y, z) voxel of the baseline grid the views open on: the centre of mass of the largest connected
+    component (26-connectivity) of the baseline's tumour core (TC), else of its whole tumour; else the same of
+    the registered follow-up; else the middle of the grid. A centre, not the slice of largest area, so that a
+    tumour that shrank around its centre shows at both times."""
+    for labels in (comparison.baseline_labels, comparison.followup_labels_on_baseline):
+        for region in ((1, 4), (1, 2, 4)):
+            mask = np.isin(np.asarray(labels), region)
+            if not mask.any():
+                continue
+            comps, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+            sizes = np.bincount(comps.ravel())
+            sizes[0] = 0
+            centre = ndimage.center_of_mass(comps == int(np.argmax(sizes)))
+            return int(round(centre[0])), int(round(centre[1])), int(round(centre[2]))
+    x, y, z = comparison.baseline.shape
+    return x // 2, y // 2, z // 2
 
 
 # ---- the comparison ------------------------------------------------------------------------------------------

@@ -175,7 +175,7 @@ def build_followup_pdf(comparison: Comparison, created_utc: datetime | None = No
     x, y, z = focus_voxel(c)
     pdf.multi_cell(0, 4, latin1(
         f"Background: {MODALITY_TITLES[r.modality]}; through voxel ({x}, {y}, {z}) of the baseline grid (the "
-        "baseline's tumour core); the follow-up resampled onto it (images linear, labels nearest neighbour). "
+        "centre of the baseline's tumour core); the follow-up resampled onto it (images linear, labels nearest neighbour). "
         "Slices count from 0."), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(1)
     xl, yl = pdf.l_margin, pdf.get_y()
