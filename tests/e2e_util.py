@@ -283,3 +283,36 @@ async def async_goto_sidebar_page(page: Any, label: str, timeout_s: float = 60.0
     await page.wait_for_url(f"**/{label.replace(' ', '_')}*", timeout=timeout_s * 1000)
     await page.get_by_role("heading", name=label).first.wait_for(timeout=timeout_s * 1000)
     await async_wait_idle(page, timeout_s)
+
+
+# ---- offline: nothing may leave for another host -------------------------------------------------------------
+
+LOCAL_SCHEMES: tuple[str, ...] = ("data:", "blob:", "about:")
+
+
+def foreign_requests(urls: list[str], origin: str) -> list[str]:
+    """The requested URLs that are not to ``origin`` (scheme://host:port; http and ws alike) nor local
+    (``data:``, ``blob:``, ``about:``): each would fail on a network with no internet."""
+    from urllib.parse import urlsplit
+
+    own = urlsplit(origin)
+    out = []
+    for url in urls:
+        if url.startswith(LOCAL_SCHEMES):
+            continue
+        parts = urlsplit(url)
+        if (parts.hostname, parts.port) != (own.hostname, own.port):
+            out.append(url)
+    return out
+
+
+def record_requests(page: Any, origin: str, block_foreign: bool = True) -> list[str]:
+    """Record every URL ``page`` requests (a live list); with ``block_foreign``, requests to other hosts are
+    aborted as on an offline network (they are still recorded)."""
+    seen: list[str] = []
+    page.on("request", lambda request: seen.append(request.url))
+    page.on("websocket", lambda ws: seen.append(ws.url))
+    if block_foreign:
+        page.route("**/*", lambda route: route.abort() if foreign_requests([route.request.url], origin)
+                   else route.continue_())
+    return seen

@@ -30,9 +30,16 @@ KEY_PRIVATE = "private_token"  # str: token of this session's private folder (se
 KEY_LAST_ACTIVE = "last_active_s"  # float: time.time() of this session's last page run
 
 
+PAGE_ICON: Path = config.PROJECT_ROOT / "assets" / "icon.png"  # served by the app itself
+
+
 def page_header(title: str, icon: str = ":material/neurology:") -> None:
-    """Page config, title and the research-use disclaimer (on every page), and the shared sidebar."""
-    st.set_page_config(page_title=f"{title} - BraTS viewer", page_icon=icon, layout="wide")
+    """Page config, title and the research-use disclaimer (on every page), and the shared sidebar.
+
+    The favicon is the bundled ``assets/icon.png``, never ``icon``: Streamlit fetches a ``:material/...:``
+    favicon from fonts.gstatic.com, which fails offline (``icon`` names the page's Material icon for callers;
+    icons inside the page come from the font Streamlit serves itself)."""
+    st.set_page_config(page_title=f"{title} - BraTS viewer", page_icon=str(PAGE_ICON), layout="wide")
     st.title(title)
     st.warning(config.DISCLAIMER, icon=":material/warning:")
     expire_idle_uploads()
