@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,24 @@ class Flow:
         assert e2e.exception_texts(self.page) == [], f"exception on {title}"
 
 
-def _axial_slider(page: Any) -> tuple[Any, Any]:
-    widget = page.locator('[data-testid="stSlider"]').filter(has_text="Axial slice (z)").first
-    return widget.locator('input[type="range"]'), widget.locator('[data-testid="stSliderThumbValue"]')
+def _viewer_frame(page: Any, timeout_s: float = PAGE_TIMEOUT_S) -> Any:
+    """The frame of the in-browser slice viewer once it has drawn its first image."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for frame in page.frames:
+            try:
+                if frame.evaluate("() => !!(window.__viewer && window.__viewer.ready)"):
+                    return frame
+            except Exception:  # noqa: BLE001 (frames come and go while the page runs)
+                continue
+        page.wait_for_timeout(100)
+    raise TimeoutError("the slice viewer drew no image")
+
+
+def _click_view(page: Any, frame: Any, plane: str, fx: float, fy: float) -> None:
+    """Click at (fx, fy) (fractions of width and height) of a plane's canvas in the slice viewer."""
+    box = frame.locator(f'.view[data-plane="{plane}"] canvas').bounding_box()
+    page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
 
 
 @pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
@@ -112,22 +128,32 @@ def test_main_flow_home_to_pdf_report(tmp_path: Path) -> None:
                 assert CASE_ID in page.locator('[data-testid="stSidebar"]').inner_text()
                 flow.shot("case_opened")
 
-                # ---- Slice viewer: move the axial slice with the keyboard
+                # ---- Slice viewer (drawn in the browser): page with the keyboard, click, measure
                 e2e.goto_sidebar_page(page, "Slice viewer", PAGE_TIMEOUT_S)
                 flow.check_page("Slice viewer")
-                slider, shown = _axial_slider(page)
-                start = int(shown.inner_text())
+                frame = _viewer_frame(page)
                 flow.shot("slice_viewer")
-                slider.focus()
-                for _ in range(5):
-                    page.keyboard.press("ArrowRight")
+                _click_view(page, frame, "axial", 0.5, 0.5)  # a click gives the viewer the keyboard
                 e2e.wait_idle(page, PAGE_TIMEOUT_S)
-                slider, shown = _axial_slider(page)
-                moved = int(shown.inner_text())
-                assert moved == start + 5, f"axial slider shows {moved} after 5 x ArrowRight from {start}"
-                assert int(slider.get_attribute("value")) == moved
-                e2e.wait_text(page, f"Axial z={moved}", PAGE_TIMEOUT_S)  # the axial view's title followed
-                flow.shot("slice_moved")
+                start = frame.evaluate("() => window.__viewer.cursor.slice()")
+                for _ in range(5):
+                    page.keyboard.press("ArrowUp")
+                frame.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+                assert frame.evaluate("() => window.__viewer.cursor[2]") == start[2] + 5
+                _click_view(page, frame, "sagittal", 0.5, 0.4)  # moves y and z in all three views
+                e2e.wait_idle(page, PAGE_TIMEOUT_S)
+                x, y, z = frame.evaluate("() => window.__viewer.cursor.slice()")
+                assert x == start[0] and (y, z) != (start[1], start[2] + 5)
+                e2e.wait_text(page, f"Cursor voxel ({x}, {y}, {z}), RAS ({x - 239:.1f}, {y:.1f}, {z:.1f}) mm")
+                frame.get_by_role("button", name="Ruler").click()
+                _click_view(page, frame, "axial", 0.35, 0.4)
+                _click_view(page, frame, "axial", 0.65, 0.6)
+                e2e.wait_idle(page, PAGE_TIMEOUT_S)
+                e2e.wait_text(page, "Ruler: ")
+                client_mm = re.search(r"Ruler (\d+\.\d) mm", frame.locator("#readout").inner_text()).group(1)
+                server_text = page.get_by_text("Ruler: ").first.inner_text()
+                assert f"Ruler: {client_mm} mm" in server_text, (client_mm, server_text)  # browser and core agree
+                flow.shot("slice_clicked_and_measured")
 
                 # ---- Segmentation: whole volume, then the probability maps
                 e2e.goto_sidebar_page(page, "Segmentation", PAGE_TIMEOUT_S)
