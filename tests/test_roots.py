@@ -175,3 +175,21 @@ def test_resolve_under(tmp_path: Path) -> None:
         roots.resolve_under(tmp_path, "out")
     with pytest.raises(DataFolderError, match="existing output root"):
         roots.resolve_under(tmp_path / "missing", "run")
+
+
+def test_model_folders_are_confined_to_the_model_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    models = tmp_path / "models"
+    (models / "m1").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere" / "m2"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.setattr(config, "MODELS_DIR", models)
+    monkeypatch.delenv(config.MODEL_ENV, raising=False)
+    monkeypatch.delenv(roots.MODEL_ROOTS_ENV, raising=False)
+    monkeypatch.setenv(roots.SERVER_CONFIG_ENV, str(tmp_path / "absent.toml"))
+    assert roots.resolve_model_folder(str(models / "m1")) == (models / "m1").resolve()
+    assert roots.resolve_model_folder(str(models / "not_yet")) == (models / "not_yet").resolve()  # may be missing
+    for bad in (str(elsewhere), f"{models}/../elsewhere/m2", "m1", f"{models}/%2e%2e/elsewhere"):
+        with pytest.raises(DataFolderError):
+            roots.resolve_model_folder(bad)
+    monkeypatch.setenv(roots.MODEL_ROOTS_ENV, str(elsewhere.parent))  # the administrator adds a model root
+    assert roots.resolve_model_folder(str(elsewhere)) == elsewhere.resolve()
