@@ -193,3 +193,13 @@ def test_model_folders_are_confined_to_the_model_roots(tmp_path: Path, monkeypat
             roots.resolve_model_folder(bad)
     monkeypatch.setenv(roots.MODEL_ROOTS_ENV, str(elsewhere.parent))  # the administrator adds a model root
     assert roots.resolve_model_folder(str(elsewhere)) == elsewhere.resolve()
+
+
+def test_the_example_settings_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """server.toml.example (the README's recipe) parses, and its keys are the ones roots reads."""
+    monkeypatch.setenv(roots.SERVER_CONFIG_ENV, str(config.PROJECT_ROOT / "server.toml.example"))
+    monkeypatch.delenv("BRATS_UPLOAD_TTL_MINUTES", raising=False)
+    settings = roots.server_settings()
+    assert set(settings) == {"data_roots", "model_roots", "upload_ttl_minutes"}
+    assert roots.upload_ttl_minutes() == float(settings["upload_ttl_minutes"])
+    assert [str(p) for p in roots.configured_roots()[-len(settings["data_roots"]):]] == settings["data_roots"]
