@@ -84,6 +84,9 @@ with st.sidebar:
                       "(right-drag) and overlays run on your computer. On the server: each change is redrawn by "
                       "the server (slower; zoomable plotly figures).")
     st.markdown("**Display**")
+    if engine == ENGINE_CLIENT:
+        st.caption("The browser viewer has its own controls above the views and opens with the image, convention "
+                   "and overlays chosen here; these settings drive the montage and the plotly views.")
     mod_options = [*case.modalities, ALL_FOUR] if len(case.modalities) > 1 else list(case.modalities)
     modality = st.selectbox("Image", mod_options, key="viewer_modality",
                             format_func=lambda k: "All modalities (2x2)" if k == ALL_FOUR else config.MODALITY_TITLES[k])
