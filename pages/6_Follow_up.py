@@ -77,8 +77,8 @@ reg = comparison.registration
 st.subheader("Registration")
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Registered on", config.MODALITY_TITLES[reg.modality])
-m2.metric("Translation (mm)", ", ".join(f"{v:+.1f}" for v in reg.translation_mm))
-m3.metric("Rotation (degrees)", ", ".join(f"{v:+.1f}" for v in reg.rotation_deg))
+m2.metric("Translation (mm)", ", ".join(f"{round(v, 1) + 0.0:+.1f}" for v in reg.translation_mm))  # no "-0.0"
+m3.metric("Rotation (degrees)", ", ".join(f"{round(v, 1) + 0.0:+.1f}" for v in reg.rotation_deg))
 m4.metric("Alignment (correlation in brain)", f"{reg.ncc:.2f}",
           help=f"Normalised cross-correlation of the baseline and the registered follow-up inside the baseline "
                f"brain (brain overlap Dice {reg.brain_dice:.2f}; final Mattes mutual information "

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import run_page, texts
-from followup_phantom import SHAPE, phantom, write_case, write_pair
+from followup_phantom import SHAPE, followup_case, phantom, write_case, write_pair
 from streamlit.testing.v1 import AppTest
 
 from core import config
@@ -123,3 +123,22 @@ def test_poor_alignment_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert not at.exception
     assert "expected the follow-up to align with the baseline" in texts(at.error)
     assert followup.KEY_RESULT not in at.session_state
+
+
+def test_the_sessions_upload_is_offered_as_a_study(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    write_case(folder, "FU_Baseline", phantom())
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(folder))
+    uploaded = followup_case()  # in memory, as the Case browser keeps an upload
+    at = app(folder, **{ui.KEY_UPLOADED: uploaded, ui.KEY_CASE: {"kind": "upload", "case_id": uploaded.case_id}})
+    labels = option_labels(at, "followup_baseline")
+    assert labels == ["FU_Baseline (data folder: FU_Baseline)", "TCIA-example (demo: TCIA-example)",
+                      "FU_Followup (uploaded in this session)"]
+    # the selected case (the upload) is the default baseline; choose the folder case as baseline instead
+    assert at.selectbox(key="followup_baseline").value == followup.UPLOAD_OPTION
+    at.selectbox(key="followup_baseline").select_index(0)
+    at.selectbox(key="followup_followup").select_index(2).run()
+    assert at.selectbox(key="followup_followup").value == followup.UPLOAD_OPTION
+    at.button(key="followup_run").click().run()
+    assert not at.exception and not at.error
+    assert "PR - partial response" in texts(at.info)
