@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import tomllib
 import unicodedata
 from collections.abc import Sequence
@@ -37,6 +38,8 @@ SERVER_CONFIG_ENV = "BRATS_SERVER_CONFIG"
 DEFAULT_SERVER_CONFIG: Path = config.PROJECT_ROOT / "server.toml"
 DEFAULT_UPLOAD_TTL_MINUTES: float = 120.0
 MAX_PICKER_FOLDERS = 200  # folders offered by the picker (roots first)
+PICKER_CACHE_S = 10.0  # the picker's folder scan is reused this long (it runs on every page run)
+_picker_cache: dict[tuple[Any, ...], tuple[float, dict[str, Path]]] = {}
 _ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
 _MAX_PATH_CHARS = 4096
 
@@ -209,12 +212,26 @@ def picker_folders(roots: Sequence[str | os.PathLike[str]] | None = None) -> dic
 
     Labels: ``demo`` for the bundled demo, ``data`` for the start folder, a root's own name otherwise (made
     unique), and ``<root label>/<relative path>`` for sub-folders. Hidden folders and links leading out of
-    their root are left out; at most ``MAX_PICKER_FOLDERS`` entries.
+    their root are left out; at most ``MAX_PICKER_FOLDERS`` entries. The scan is reused for
+    ``PICKER_CACHE_S`` seconds for the same roots (paths are checked again by ``resolve_folder`` on use).
     """
     allowed = data_roots(roots)
     demo = Path(os.path.realpath(config.DEMO_DATA_DIR))
     start_raw = os.environ.get(config.DATA_DIR_ENV, "").strip()
     start = Path(os.path.realpath(Path(start_raw).expanduser())) if start_raw else None
+    key = (allowed, start)
+    now = time.monotonic()
+    hit = _picker_cache.get(key)
+    if hit is not None and now - hit[0] < PICKER_CACHE_S:
+        return dict(hit[1])
+    result = _picker_folders(allowed, demo, start)
+    if len(_picker_cache) > 32:
+        _picker_cache.clear()
+    _picker_cache[key] = (now, result)
+    return dict(result)
+
+
+def _picker_folders(allowed: tuple[Path, ...], demo: Path, start: Path | None) -> dict[str, Path]:
     out: dict[str, Path] = {}
     labels: list[tuple[str, Path]] = []
     for root in allowed:
