@@ -7,6 +7,7 @@ symbolic link ``root/train/escape -> outside/``; ``outside/`` holds a case no we
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,15 @@ def test_a_model_folder_outside_models_is_not_used(layout: dict[str, Path], tmp_
     assert not at.exception
     assert "rogue_model" not in texts(at.sidebar.markdown)
     assert config.active_model_dir().name in texts(at.sidebar.markdown)
+
+
+def test_case_notes_behind_a_link_out_are_not_read(layout: dict[str, Path]) -> None:
+    """CASE_NOTES.json of a data folder that is a link to a file outside the roots is ignored."""
+    secret = layout["outside"] / "notes.json"
+    secret.write_text(json.dumps({INSIDE_ID: "secret text from outside"}))
+    (layout["root"] / "train" / "CASE_NOTES.json").symlink_to(secret)
+    at = browser(**{ui.KEY_CASE: {"kind": "folder", "folder": str(layout["root"] / "train"),
+                                  "case_id": INSIDE_ID}}).run()
+    assert not at.exception
+    assert f"Selected case: {INSIDE_ID}" in [h.value for h in at.subheader]
+    assert "secret text from outside" not in everything(at)

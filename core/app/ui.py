@@ -142,6 +142,8 @@ def _list_cases_cached(folder: str) -> list[dict[str, Any]]:
 def case_notes(folder: str | Path) -> dict[str, str]:
     """Optional ``CASE_NOTES.json`` of a data folder: case id -> note (e.g. pseudo-label warnings)."""
     path = Path(folder) / "CASE_NOTES.json"
+    if path.is_symlink():  # a link could read a file outside the data roots
+        return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
