@@ -111,8 +111,8 @@ st.markdown(" &nbsp; ".join(f'<span style="color:{colour}">&#9632;</span> {name}
 # ---- table and category --------------------------------------------------------------------------------------
 def _row(name: str, c: Change, digits: int) -> dict[str, object]:
     return {"Structure": name, "Baseline": round(c.baseline, digits), "Follow-up": round(c.followup, digits),
-            "Change": round(c.change, digits),
-            "Change (%)": "undefined (baseline 0)" if c.change_pct is None else f"{c.change_pct:+.1f} %"}
+            "Change": round(c.change, digits) + 0.0,  # + 0.0: no "-0"
+            "Change (%)": "undefined (baseline 0)" if c.change_pct is None else f"{round(c.change_pct, 1) + 0.0:+.1f} %"}
 
 
 st.subheader("Volumes and bidimensional products")
