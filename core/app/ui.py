@@ -302,17 +302,33 @@ def _prediction_slot(case_key: str, model_sha: str, tta: bool) -> dict[str, Any]
     return {"lock": threading.Lock(), "value": None}
 
 
-def cached_prediction(case: Case, loaded: Any, tta: bool, progress: Any = None) -> Any:
+def cached_prediction(case: Case, loaded: Any, tta: bool, progress: Any = None, on_wait: Any = None) -> Any:
     """The whole-volume ``Prediction`` of a case, computed once per (case content, model weights, TTA) and
-    shared read-only; ``progress(fraction, message)`` is called only when it is computed."""
+    shared read-only; ``progress(fraction, message)`` is called only when it is computed.
+
+    Predictions of all sessions take turns in the process's fair queue (``inference_queue.shared_queue``);
+    while this one waits, ``on_wait(message)`` is called about twice a second with its place. A session that
+    asks for a case another session is computing waits for that result instead of computing it again."""
+    from core.app.inference_queue import shared_queue
     from core.engine.inference import predict_case
 
     slot = _prediction_slot(case.content_key, loaded.sha256, bool(tta))
-    with slot["lock"]:
+    while not slot["lock"].acquire(timeout=0.5):  # polling, so a session that leaves stops waiting
+        if on_wait is not None:
+            on_wait("Another session is segmenting this case; its result will be shown here...")
+    try:
         if slot["value"] is None:
-            slot["value"] = predict_case(loaded, case, tta=bool(tta), progress=progress,
-                                         prepared=prepared_for(case, loaded))
+            def _waiting(ahead: int) -> None:
+                if on_wait is not None:
+                    on_wait(f"Waiting for the model: {ahead} segmentation{'s' if ahead != 1 else ''} ahead of "
+                            "yours...")
+
+            with shared_queue().turn(on_wait=_waiting):
+                slot["value"] = predict_case(loaded, case, tta=bool(tta), progress=progress,
+                                             prepared=prepared_for(case, loaded))
         return slot["value"]
+    finally:
+        slot["lock"].release()
 
 
 def store_prediction(case: Case, prediction: Any) -> None:
@@ -400,8 +416,11 @@ def segment_volume(case: Case, tta: bool, page: str) -> Any:
         computed.append(frac)
         bar.progress(float(min(max(frac, 0.0), 1.0)), text=message)
 
+    def _wait(message: str) -> None:
+        bar.progress(0.0, text=message)
+
     try:
-        prediction = cached_prediction(case, loaded, tta, _progress)
+        prediction = cached_prediction(case, loaded, tta, _progress, on_wait=_wait)
     except BratsViewerError as err:
         st.error(str(err))
         return None
