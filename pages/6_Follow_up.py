@@ -84,6 +84,9 @@ m4.metric("Alignment (correlation in brain)", f"{reg.ncc:.2f}",
                f"brain (brain overlap Dice {reg.brain_dice:.2f}; final Mattes mutual information "
                f"{reg.final_metric:.3f}). Below the threshold the comparison is refused.")
 
+st.caption(f"Final Mattes mutual information {reg.final_metric:.3f} (lower is better); brain overlap Dice "
+           f"{reg.brain_dice:.2f}; translation and rotation map the baseline onto the follow-up (RAS, mm).")
+
 # ---- linked views ------------------------------------------------------------------------------------------
 st.subheader("Side by side (follow-up registered onto the baseline grid)")
 shape = comparison.baseline.shape

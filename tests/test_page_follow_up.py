@@ -66,6 +66,7 @@ def test_compare_shows_linked_views_table_category_and_pdf(data: Path) -> None:
     assert metrics["Registered on"] == "T1CE"
     shift = [float(v) for v in metrics["Translation (mm)"].split(",")]
     np.testing.assert_allclose(shift, [6.0, -4.0, 2.0], atol=2.0)
+    assert "Final Mattes mutual information -" in texts(at.caption)
     # one slice control drives both views, opened through the centre of the baseline's tumour core
     assert len(at.get("image")) == 2
     slider = at.slider(key="followup_slice_axial")
