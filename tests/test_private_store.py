@@ -131,6 +131,9 @@ def test_an_idle_session_loses_its_upload_after_the_time_limit(work: Path, tmp_p
     assert ui.KEY_UPLOADED not in a.session_state and ui.KEY_CASE not in a.session_state
     assert not (work / "sessions" / token).exists()
     assert [p for p in files_under(work) if p.name != "audit.log.jsonl"] == []
+    a.session_state[ui.KEY_LAST_ACTIVE] = time.time() - 6 * 60
+    a.run()  # idle again with nothing left to remove: no second notice
+    assert "without activity" not in texts(a.info)
 
 
 def test_folders_of_sessions_gone_without_their_hook_are_swept(work: Path, tmp_path: Path) -> None:

@@ -501,7 +501,7 @@ def drop_uploads() -> None:
                 st.session_state.pop(value_key, None)
                 st.session_state.pop(case_key_key, None)
     st.session_state.pop("browser_upload_checks", None)
-    token = st.session_state.get(KEY_PRIVATE)
+    token = st.session_state.pop(KEY_PRIVATE, None)
     if token:
         try:
             private_store.remove(token)
