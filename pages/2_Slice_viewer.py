@@ -208,7 +208,7 @@ def browser_view() -> None:
             cursor = moved
             st.session_state[ui.KEY_CURSOR] = moved
         st.session_state[CLIENT_RULER] = value.get("ruler")
-    st.caption(cursor_caption())
+    st.caption("At the last click (exact intensities; paging does not reach the server): " + cursor_caption())
     ruler = st.session_state.get(CLIENT_RULER)
     if ruler:
         try:
