@@ -215,7 +215,7 @@ def browser_view() -> None:
             d_mm = coords.distance_mm(ruler[0], ruler[1], case.spacing_mm)
             st.caption(f"Ruler: {d_mm:.1f} mm from voxel {tuple(ruler[0])} to {tuple(ruler[1])} "
                        f"(voxel size {' x '.join(f'{v:g}' for v in case.spacing_mm)} mm)")
-        except (BratsViewerError, TypeError, IndexError):
+        except (BratsViewerError, TypeError, IndexError, KeyError):  # the browser's value is untrusted
             st.session_state[CLIENT_RULER] = None
 
 

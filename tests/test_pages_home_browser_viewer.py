@@ -271,6 +271,12 @@ def test_viewer_click_in_the_browser_moves_the_shared_cursor_and_measures() -> N
     assert "Cursor voxel (100, 120, 50), RAS (-139.0, 120.0, 50.0) mm" in captions
     assert "Ruler: 5.0 mm from voxel (100, 120, 50) to (103, 120, 54)" in captions  # 3-4-5 on 1 mm voxels
     assert client_args(at)["cursor"] == start  # the case is not re-sent with a new cursor: the client keeps its own
+    # a malformed value (the browser is not trusted) changes nothing and breaks nothing
+    at.session_state["viewer_client"] = {"cursor": "x", "seq": 2, "ruler": {"a": 1}}
+    at.run()
+    assert not at.exception
+    assert at.session_state[ui.KEY_CURSOR] == {"x": 100, "y": 120, "z": 50}
+    assert "Ruler:" not in texts(at.caption)
 
 
 def test_viewer_demo_shows_three_linked_views_and_legend() -> None:
