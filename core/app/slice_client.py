@@ -1,6 +1,6 @@
 """The in-browser slice viewer as a Streamlit component (``slice_client/index.html``, no external resource).
 
-The page sends one case at a time (``core.views.client_volume.pack_case``: cropped, 8-bit, deflated, base64),
+The page sends one case at a time (``core.views.client_volume.pack_case``: cropped, 8-bit, deflated, as bytes),
 cached here per case content so that a rerun re-sends an identical message, which Streamlit's message cache
 turns into a reference. Paging, window/level and overlays then run in the browser; the component returns
 ``{"cursor": {x, y, z}, "seq": int, "ruler": [[x, y, z], [x, y, z]] | None}`` after a click only.
@@ -22,7 +22,7 @@ _component = components.declare_component("brats_slice_client", path=str(_FRONTE
 
 
 @st.cache_resource(max_entries=3, show_spinner="Preparing the case for the browser...")
-def _payload_cached(key: str, _case: Case, _labels: dict[str, np.ndarray], _stats: Any) -> dict[str, Any]:
+def _payload_cached(key: str, _case: Case, _labels: dict[str, np.ndarray], _stats: Any) -> tuple[dict[str, Any], bytes]:
     from core.views.client_volume import pack_case
 
     return pack_case({k: _case.images[k].data for k in _case.modalities}, _stats.percentiles, _labels,
@@ -30,7 +30,8 @@ def _payload_cached(key: str, _case: Case, _labels: dict[str, np.ndarray], _stat
                      cursors={"tumour": _stats.tumour_cursor, "centre": _stats.centre})
 
 
-def case_payload(case: Case, labels: dict[str, np.ndarray], label_keys: str, stats: Any) -> dict[str, Any]:
+def case_payload(case: Case, labels: dict[str, np.ndarray], label_keys: str, stats: Any
+                 ) -> tuple[dict[str, Any], bytes]:
     """``pack_case`` of a case with its overlays, once per (case content, ``label_keys``: a digest of the
     overlays' content) and shared read-only (at most 3 kept)."""
     from core.app.ui import case_cache_key
@@ -38,14 +39,15 @@ def case_payload(case: Case, labels: dict[str, np.ndarray], label_keys: str, sta
     return _payload_cached(f"{case_cache_key(case)}|{label_keys}", case, labels, stats)
 
 
-def slice_client(payload: dict[str, Any], cursor: dict[str, int] | None, settings: dict[str, Any], height: int,
-                 key: str) -> dict[str, Any] | None:
+def slice_client(payload: tuple[dict[str, Any], bytes], cursor: dict[str, int] | None, settings: dict[str, Any],
+                 height: int, key: str) -> dict[str, Any] | None:
     """Show the viewer; returns the last click's ``{"cursor", "seq", "ruler"}`` or None before any click.
 
     Args:
-        payload: ``case_payload``.
+        payload: ``case_payload`` (metadata, blob): the blob goes as binary, the metadata as JSON.
         cursor: where to open ({x, y, z} on the full grid); the client keeps its own cursor afterwards.
         settings: {"modality": key, "show": [overlay names shown], "radiological": bool, "opacity": float}.
         height: pixels of the component.
     """
-    return _component(payload=payload, cursor=cursor, settings=settings, height=height, key=key, default=None)
+    meta, blob = payload
+    return _component(payload=meta, blob=blob, cursor=cursor, settings=settings, height=height, key=key, default=None)

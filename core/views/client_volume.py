@@ -1,14 +1,14 @@
-"""Data for the in-browser slice viewer: a case's volumes cropped to the brain, scaled to 8 bits, deflated and
-base64-encoded once per case, so that paging, window/level and overlays run on the client without a rerun.
+"""Data for the in-browser slice viewer: a case's volumes cropped to the brain, scaled to 8 bits and deflated
+once per case, so that paging, window/level and overlays run on the client without a rerun.
 
 Arrays are (X, Y, Z) on the case's RAS grid. An encoded volume is the cropped (nx, ny, nz) block written
-x-fastest (the bytes of the (nz, ny, nx) C-order transpose: index ``(z * ny + y) * nx + x``), zlib-deflated
-(``DecompressionStream("deflate")`` in the browser) and base64-encoded.
+x-fastest (the bytes of the (nz, ny, nx) C-order transpose: index ``(z * ny + y) * nx + x``) and zlib-deflated
+(``DecompressionStream("deflate")`` in the browser). A packed case is JSON-ready metadata plus one binary blob
+holding every encoded volume back to back (sent as bytes: no base64, no JSON string to parse).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import zlib
 from collections.abc import Mapping, Sequence
@@ -71,24 +71,24 @@ def window_to_8bit(window: tuple[float, float], low: float, high: float) -> tupl
     return (round((window[0] - low) * scale, 2), round((window[1] - low) * scale, 2))
 
 
-def encode_block(block: np.ndarray) -> str:
-    """A uint8 (nx, ny, nz) block as base64 of its deflated x-fastest bytes (see the module docstring)."""
+def encode_block(block: np.ndarray) -> bytes:
+    """A uint8 (nx, ny, nz) block as its deflated x-fastest bytes (see the module docstring)."""
     if block.dtype != np.uint8 or block.ndim != 3:
         raise BratsViewerError(f"expected a uint8 (X, Y, Z) block, got {block.dtype} of shape {block.shape}")
     raw = np.ascontiguousarray(block.transpose(2, 1, 0)).tobytes()
-    return base64.b64encode(zlib.compress(raw, 1)).decode("ascii")  # level 1: 2x faster than 6, 2 % larger
+    return zlib.compress(raw, 1)  # level 1: twice as fast as 6 on the demo, 2 % larger
 
 
-def decode_block(text: str, size: Sequence[int]) -> np.ndarray:
+def decode_block(data: bytes, size: Sequence[int]) -> np.ndarray:
     """Inverse of ``encode_block``: the uint8 (nx, ny, nz) block of ``size``.
 
     Raises:
-        BratsViewerError: the text does not decode to ``prod(size)`` bytes.
+        BratsViewerError: the bytes do not inflate to ``prod(size)`` voxels.
     """
     try:
-        raw = zlib.decompress(base64.b64decode(text, validate=True))
-    except (ValueError, zlib.error) as err:
-        raise BratsViewerError(f"expected base64 of deflated voxels, got undecodable text ({err})") from err
+        raw = zlib.decompress(data)
+    except zlib.error as err:
+        raise BratsViewerError(f"expected deflated voxels, got undecodable bytes ({err})") from err
     nx, ny, nz = (int(s) for s in size)
     if len(raw) != nx * ny * nz:
         raise BratsViewerError(f"expected {nx * ny * nz} voxels for a block of {nx}x{ny}x{nz}, got {len(raw)}")
@@ -109,8 +109,8 @@ def plane_layouts() -> dict[str, dict[str, Any]]:
 
 def pack_case(images: Mapping[str, np.ndarray], percentiles: Mapping[str, Mapping[float, float]],
               labels: Mapping[str, np.ndarray], affine: np.ndarray, spacing_mm: Sequence[float],
-              cursors: Mapping[str, Mapping[str, int] | None] | None = None) -> dict[str, Any]:
-    """Everything the client viewer needs for one case, JSON-ready.
+              cursors: Mapping[str, Mapping[str, int] | None] | None = None) -> tuple[dict[str, Any], bytes]:
+    """Everything the client viewer needs for one case: JSON-ready metadata and the blob of encoded volumes.
 
     Args:
         images: modality key -> (X, Y, Z) intensities, in display order.
@@ -121,10 +121,11 @@ def pack_case(images: Mapping[str, np.ndarray], percentiles: Mapping[str, Mappin
         cursors: named cursors {x, y, z} on the full grid (e.g. "tumour", "centre"); None values are left out.
 
     Returns:
-        {"shape", "offset", "size", "affine", "spacing_mm", "images": [{key, title, low, high, data,
-        windows}], "labels": [{name, data}], "colours", "label_names", "layouts", "cursors", "digest"} where
-        ``offset``/``size`` are the crop box on the full grid and ``low``/``high`` the intensities of 8-bit
-        0/255; windows are named (low, high) pairs in 8-bit units.
+        (meta, blob): meta is {"shape", "offset", "size", "affine", "spacing_mm", "images": [{key, title, low,
+        high, span, windows}], "labels": [{name, span}], "colours", "label_names", "layouts", "cursors",
+        "digest"} where ``offset``/``size`` are the crop box on the full grid, ``low``/``high`` the intensities
+        of 8-bit 0/255, windows named (low, high) pairs in 8-bit units, and ``span`` the [start, length] of a
+        volume's ``encode_block`` bytes in ``blob``.
 
     Raises:
         BratsViewerError: no image, shapes differ, or a label map does not fit the grid.
@@ -138,22 +139,27 @@ def pack_case(images: Mapping[str, np.ndarray], percentiles: Mapping[str, Mappin
             raise BratsViewerError(f"expected {name} labels of shape {shape}, got {tuple(lab.shape)}")
     start, stop = crop_box(arrays)
     sl = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
-    digest = hashlib.sha256()
+    parts: list[bytes] = []
+
+    def span(data: bytes) -> list[int]:
+        start = sum(len(p) for p in parts)
+        parts.append(data)
+        return [start, len(data)]
+
     packed_images = []
     for key, data in images.items():
         low, high = scale_range(percentiles[key])
-        block = to_uint8(np.asarray(data)[sl], low, high)
-        text = encode_block(block)
-        digest.update(text.encode("ascii"))
         windows = {name: window_to_8bit(figures.window_from_percentiles(percentiles[key], *pct), low, high)
                    for name, pct in figures.presets_for(key).items()}
         packed_images.append({"key": key, "title": MODALITY_TITLES.get(key, key), "low": low, "high": high,
-                              "data": text, "windows": windows})
-    packed_labels = []
-    for name, lab in labels.items():
-        text = encode_block(np.asarray(lab)[sl].astype(np.uint8))
-        digest.update(name.encode() + text.encode("ascii"))
-        packed_labels.append({"name": name, "data": text})
+                              "span": span(encode_block(to_uint8(np.asarray(data)[sl], low, high))),
+                              "windows": windows})
+    packed_labels = [{"name": name, "span": span(encode_block(np.asarray(lab)[sl].astype(np.uint8)))}
+                     for name, lab in labels.items()]
+    blob = b"".join(parts)
+    digest = hashlib.sha256(blob)
+    digest.update(repr([(im["key"], im["span"]) for im in packed_images]
+                       + [(lab["name"], lab["span"]) for lab in packed_labels]).encode())
     aff = np.asarray(affine, dtype=float)
     if aff.shape != (4, 4):
         raise BratsViewerError(f"expected a 4x4 affine, got shape {aff.shape}")
@@ -166,4 +172,4 @@ def pack_case(images: Mapping[str, np.ndarray], percentiles: Mapping[str, Mappin
         "layouts": plane_layouts(),
         "cursors": {k: dict(v) for k, v in (cursors or {}).items() if v is not None},
         "digest": digest.hexdigest()[:16],
-    }
+    }, blob
