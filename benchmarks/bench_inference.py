@@ -10,7 +10,7 @@ Prints, for one case (default: the first complete case of the shared data):
 
 run alternately ``--repeat`` times; medians and the median of the per-round ratios (a)/(b); the peak RSS of
 each process (``ru_maxrss`` of a one-child wrapper); and for a folder of 8 copies of the case (copied
-files under other case ids) the cases per minute of ``segment FOLDER --workers 1``, ``--workers 2`` and ``--dask`` on a local cluster\nof 2 worker processes.
+files under other case ids) the cases per minute of ``segment FOLDER --workers 1``, ``--workers 2`` and ``--dask`` on a local cluster\nof 2 worker processes (1 inference thread each, as --workers 2 gives on 2 cores).
 
 Usage::
 
@@ -157,7 +157,7 @@ def main() -> int:
                               dashboard_address=None) as cluster:
                 start_s = time.perf_counter() - t0
                 wall, _, _ = timed([sys.executable, "-m", "core", "segment", str(folder), "--out", str(tmp / "dask"),
-                                    "--model", str(model), "--dask", cluster.scheduler_address], env)
+                                    "--model", str(model), "--dask", cluster.scheduler_address, "--threads", "1"], env)
             print(f"folder of {args.folder_cases} cases on a local Dask cluster (2 worker processes, loopback): "
                   f"cluster start {start_s:.1f} s, {wall:.1f} s, {60.0 * args.folder_cases / wall:.1f} cases/min")
     finally:

@@ -39,7 +39,7 @@ from typing import Any
 
 from core.config import MODELS_DIR, active_model_dir
 from core.data.cases import CaseRef, discover_cases, load_case_folder
-from core.engine.batch import SegmentOptions, output_stem, run_batch, segment_case
+from core.engine.batch import SegmentOptions, load_batch_model, output_stem, run_batch, segment_case
 from core.errors import BratsViewerError, DataFolderError, ModelError
 
 
@@ -68,6 +68,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                         help="folder mode: worker processes on this machine (default 1)")
     parser.add_argument("--dask", default=None, metavar="ADDRESS",
                         help="folder mode: run the cases on a Dask distributed scheduler, e.g. tcp://host:8786")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="inference threads per case (default: all cores; with --workers N, cores // N; with "
+                             "--dask, $BRATS_RUNTIME_THREADS on the workers or all their cores)")
     parser.add_argument("--n4", action="store_true",
                         help="N4 bias-field correction of every image before segmenting (about 4 s per image; for "
                              "raw scanner intensities)")
@@ -147,7 +150,6 @@ def _write_native(study: Path, summary: dict[str, Any], out: Path) -> dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.engine.model import load_model
 
     if args.batch_size < 1:
         raise BratsViewerError(f"expected --batch-size >= 1, got {args.batch_size}")
@@ -163,10 +165,13 @@ def run(args: argparse.Namespace) -> int:
 
         load_record(args.native_study)  # refuse a folder that holds no preprocessing record before segmenting
     model_path = resolve_model_path(args.model)
-    opts = SegmentOptions(str(model_path), args.runtime, args.tta, args.probabilities, args.n4, args.batch_size)
+    if args.threads is not None and args.threads < 1:
+        raise BratsViewerError(f"expected --threads >= 1, got {args.threads}")
+    opts = SegmentOptions(str(model_path), args.runtime, args.tta, args.probabilities, args.n4, args.batch_size,
+                          args.threads)
     if single:
         t0 = time.perf_counter()
-        loaded = load_model(model_path, runtime=args.runtime)
+        loaded = load_batch_model(opts)
         model_load_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         case = load_case_folder(args.case, required=())  # missing modalities: core.engine.preprocess.check_modalities
@@ -178,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         _audit(summary, case.input_hashes())
         return 0
     if not args.dask and args.workers == 1:
-        load_model(model_path, runtime=args.runtime)  # an unusable model stops the run before any case
+        load_batch_model(opts)  # an unusable model stops the run before any case (and is the one the run uses)
     failures = 0
 
     def report(row: dict[str, Any], done: int, total: int) -> None:

@@ -168,8 +168,12 @@ def is_done(manifest: dict[str, Any] | None, hashes: dict[str, str], model_sha25
 _LOADED: dict[tuple[str, str | None, int | None], Any] = {}
 
 
-def _model(opts: SegmentOptions) -> Any:
-    """The model, loaded once per process (and per path/runtime/threads)."""
+def load_batch_model(opts: SegmentOptions) -> Any:
+    """The model, loaded once per process (and per path/runtime/threads).
+
+    Raises:
+        ModelError: the model cannot be loaded.
+    """
     key = (opts.model_path, opts.runtime, opts.threads)
     if key not in _LOADED:
         from core.engine.model import load_model
@@ -194,7 +198,7 @@ def segment_ref(ref: CaseRef, out_dir: str, opts: SegmentOptions) -> dict[str, A
     row: dict[str, Any] = {"case_id": ref.case_id, "status": "error", "summary": None, "error": "",
                            "seconds": 0.0, "input_sha256": {}}
     try:
-        loaded = _model(opts)
+        loaded = load_batch_model(opts)
         hashes = file_hashes(ref)
         row["input_sha256"] = hashes
         manifest = read_manifest(out, ref.case_id)
