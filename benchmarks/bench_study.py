@@ -17,7 +17,7 @@ Runs ``core.data.study.preprocess_study`` on ``../shared/data/raw/TCGA-FG-6692``
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_study.py [--out DIR] [--no-deformable] [--segment] [--ants]
+    .venv/bin/python benchmarks/bench_study.py [--out DIR] [--deformable] [--existing CASE_DIR] [--segment] [--ants]
 """
 
 from __future__ import annotations
@@ -55,8 +55,10 @@ from core.data.study import (  # noqa: E402
     MIN_ATLAS_NCC,
     MIN_COREG_NMI,
     REFERENCE,
+    StudyResult,
     find_series,
     load_atlas,
+    load_record,
     native_transforms,
     preprocess_study,
 )
@@ -96,7 +98,9 @@ def perturbation() -> sitk.Euler3DTransform:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: a temporary one)")
-    parser.add_argument("--no-deformable", action="store_true")
+    parser.add_argument("--deformable", action="store_true", help="brain extraction with the B-spline stage")
+    parser.add_argument("--existing", type=Path, default=None, metavar="CASE_DIR",
+                        help="measure a case folder already written by preprocess instead of running it")
     parser.add_argument("--segment", action="store_true", help="also segment and score against the pseudo-label")
     parser.add_argument("--ants", action="store_true", help="also time the registrations with ANTsPy")
     args = parser.parse_args()
@@ -108,12 +112,16 @@ def main() -> None:
           f"ITK threads {sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}")
 
     files = find_series(raw)
-    t0 = time.perf_counter()
-    result = preprocess_study(files.series, out, "TCGA-FG-6692", deformable=not args.no_deformable)
-    wall = time.perf_counter() - t0
-    rec = result.record
-    print(f"\npreprocess (deformable brain fit: {not args.no_deformable}): {wall:.1f} s wall")
-    for k, v in rec["time_s"].items():
+    if args.existing is not None:
+        record = load_record(args.existing)
+        result = StudyResult(record["case_id"], args.existing,
+                             {s: args.existing / n for s, n in record["outputs"].items()}, record)
+        print(f"\nexisting preprocessed case {args.existing}")
+    else:
+        t0 = time.perf_counter()
+        result = preprocess_study(files.series, out, "TCGA-FG-6692", deformable=args.deformable)
+        print(f"\npreprocess (B-spline brain fit: {args.deformable}): {time.perf_counter() - t0:.1f} s wall")
+    for k, v in result.record["time_s"].items():
         print(f"  {k:22s} {v:7.2f} s")
 
     theirs = {s: load_volume(ref_dir / f"TCIA-example_{s}.nii.gz") for s in SEQS}
@@ -166,33 +174,38 @@ def main() -> None:
         print(f"atlas NCC (threshold {MIN_ATLAS_NCC}) {name}: {v:.4f}")
 
     if args.segment:
-        seg_out = out / "seg"
-        cmd = [sys.executable, "-m", "core", "segment", str(result.case_dir), "--out", str(seg_out),
-               "--native-study", str(result.case_dir)]
-        t1 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT, check=False)
-        print(f"\nsegment: exit {proc.returncode} in {time.perf_counter() - t1:.1f} s")
-        if proc.returncode != 0:
-            print(proc.stderr[-2000:])
-        else:
-            line = json.loads(proc.stdout.strip().splitlines()[-1])
-            print("  volumes_ml", line.get("volumes_ml"), "native outputs:",
-                  sorted(k for k in line["outputs"] if k.startswith("native")))
-            ev = subprocess.run([sys.executable, "-m", "core", "evaluate", "--pred", line["outputs"]["seg"],
-                                 "--gt", str(ref_dir / "TCIA-example_seg.nii.gz")], capture_output=True, text=True,
-                                cwd=PROJECT, check=False)
-            if ev.returncode == 0:
-                res = json.loads(ev.stdout)
-                regions = res.get("regions", res)
-                for r in ("WT", "TC", "ET"):
-                    if r in regions and isinstance(regions[r], dict):
-                        print(f"  {r} Dice vs pseudo-label {regions[r].get('dice')} "
-                              f"HD95 {regions[r].get('hd95_mm')} mm")
-            else:
-                print("  evaluate failed:", ev.stderr[-500:])
+        for name, case, extra in (("our preprocessing of the raw study", result.case_dir,
+                                   ["--native-study", str(result.case_dir)]),
+                                  ("BrainLes's (TCIA-example as shipped)", ref_dir, [])):
+            segment_and_score(name, case, out / f"seg_{case.name}", extra, ref_dir / "TCIA-example_seg.nii.gz")
 
     if args.ants:
         bench_ants(files.series, theirs, brain_ref, mask_ours)
+
+
+def segment_and_score(name: str, case: Path, out: Path, extra: list[str], gt: Path) -> None:
+    """``python -m core segment`` (shipped model) on a case, then ``evaluate`` against the pseudo-label."""
+    cmd = [sys.executable, "-m", "core", "segment", str(case), "--out", str(out), *extra]
+    t1 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT, check=False)
+    print(f"\nsegment, {name}: exit {proc.returncode} in {time.perf_counter() - t1:.1f} s")
+    if proc.returncode != 0:
+        print(proc.stderr[-2000:])
+        return
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    print("  volumes_ml", line.get("volumes_ml"), "quality", line.get("quality"),
+          "native outputs:", sorted(k for k in line["outputs"] if k.startswith("native")))
+    ev = subprocess.run([sys.executable, "-m", "core", "evaluate", "--pred", line["outputs"]["seg"], "--gt", str(gt)],
+                        capture_output=True, text=True, cwd=PROJECT, check=False)
+    if ev.returncode != 0:
+        print("  evaluate failed:", ev.stderr[-500:])
+        return
+    res = json.loads(ev.stdout)
+    regions = res.get("regions", res)
+    for r in ("WT", "TC", "ET"):
+        if r in regions and isinstance(regions[r], dict):
+            d, h = regions[r].get("dice"), regions[r].get("hd95_mm")
+            print(f"  {r} Dice vs pseudo-label {d:.3f}, HD95 {h:.1f} mm")
 
 
 def bench_ants(series: dict[str, Path], theirs: dict, brain_ref: np.ndarray, mask_ours: np.ndarray) -> None:
@@ -223,11 +236,14 @@ def bench_ants(series: dict[str, Path], theirs: dict, brain_ref: np.ndarray, mas
     grid = ants.image_read(str(config.shared_data_dir() / "brats" / "extra" / "TCIA-example" / "TCIA-example_t1ce.nii.gz"))
     both = brain_ref & mask_ours
     for s in SEQS:
-        # antsApplyTransforms applies the last transform of the list first: atlas (BraTS -> T1CE), then coreg
-        tx = (coreg[s] if s in coreg else []) + r["fwdtransforms"]
+        # ANTsPy's transformlist: the atlas transform (BraTS -> T1CE) first, then the co-registration (T1CE -> series)
+        tx = r["fwdtransforms"] + (coreg[s] if s in coreg else [])
         out = ants.apply_transforms(grid, ants.image_read(str(series[s])), transformlist=tx, interpolator="linear")
         arr = np.asarray(load_like(out))
-        print(f"  {s:6s} NCC with TCIA-example over both brains {ncc(arr, theirs[s].data, both):.4f}")
+        ours = theirs[s].with_data(arr)
+        mean_mm, max_mm = residual_mm(to_sitk(ours), to_sitk(theirs[s]), np.transpose(brain_ref, (2, 1, 0)))
+        print(f"  {s:6s} NCC with TCIA-example over both brains {ncc(arr, theirs[s].data, both):.4f}; residual "
+              f"misalignment mean {mean_mm:.2f} mm, max {max_mm:.2f} mm")
 
 
 def load_like(image) -> np.ndarray:  # noqa: ANN001

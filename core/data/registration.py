@@ -58,6 +58,13 @@ def ras_array(image: sitk.Image) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0)))
 
 
+def winsorize(array: np.ndarray, upper_percentile: float = 99.5) -> np.ndarray:
+    """``array`` with values above its ``upper_percentile`` clipped to it (float32): bright fat and vessels no longer
+    crowd the brain's tissues into a few histogram bins of the mutual information (ANTs does the same)."""
+    arr = np.asarray(array, dtype=np.float32)
+    return np.minimum(arr, np.float32(np.percentile(arr, upper_percentile)))
+
+
 def grid_volume(shape: Sequence[int], affine: np.ndarray, name: str = "") -> Volume:
     """An empty (uint8 zeros) volume of a stored grid: its RAS form is what outputs are written back through."""
     return volume_from_array(np.zeros(tuple(int(s) for s in shape), dtype=np.uint8), affine, name)
