@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import config
 from core.analysis import metrics
-from core.app import dicom_panel, ui
+from core.app import dicom_panel, study_panel, ui
 from core.data import roots
 from core.engine.preprocess import check_modalities
 from core.errors import BratsViewerError
@@ -237,12 +237,16 @@ def figures_legend_html() -> str:
     return f'<div style="font-size:0.85rem;">{items}</div>'
 
 
-tab_browse, tab_upload, tab_dicom = st.tabs([":material/folder: Cases in a folder", ":material/upload_file: Upload files",
-                                             ":material/radiology: DICOM study"])
+tab_browse, tab_upload, tab_dicom, tab_study = st.tabs([":material/folder: Cases in a folder",
+                                                        ":material/upload_file: Upload files",
+                                                        ":material/radiology: DICOM study",
+                                                        ":material/transform: Raw study to BraTS"])
 with tab_browse:
     browse_tab()
 with tab_upload:
     upload_tab()
 with tab_dicom:
     dicom_panel.dicom_tab()
+with tab_study:
+    study_panel.study_tab()
 selected_case_panel()
