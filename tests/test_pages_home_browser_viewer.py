@@ -154,6 +154,28 @@ def test_browser_opens_the_chosen_one_of_cases_sharing_an_id(monkeypatch: pytest
     assert "No ground-truth segmentation" in texts(at.info)
 
 
+def test_a_reload_reopens_the_same_one_of_cases_sharing_an_id(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_case_dir(data / "site_a", case_id="BraTS2021_00001", shape=(12, 10, 8))
+    make_case_dir(data / "site_b", case_id="BraTS2021_00001", shape=(10, 8, 6))
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(data))
+    key = "site_b/BraTS2021_00001/BraTS2021_00001"
+    at = app(BROWSER, {"kind": "folder", "folder": str(data.resolve()), "case_id": "BraTS2021_00001", "key": key})
+    assert not at.exception
+    assert at.query_params["key"] == key
+    reload = AppTest.from_file(HOME, default_timeout=60)
+    reload.switch_page(BROWSER)
+    for name in ("case", "src", "key"):
+        reload.query_params[name] = at.query_params[name]
+    reload.run()
+    assert not reload.exception
+    assert reload.session_state[ui.KEY_CASE]["key"] == key
+    assert "**Case**  \n`BraTS2021_00001` in `site_b/BraTS2021_00001`" in [m.value for m in reload.sidebar.markdown]
+    geometry = dict(zip(reload.dataframe[1].value["Property"], reload.dataframe[1].value["Value"], strict=True))
+    assert geometry["Grid (RAS, voxels)"] == "10 x 8 x 6"  # site_b's case
+
+
 def test_sidebar_data_folder_follows_the_pick_in_the_same_run(monkeypatch: pytest.MonkeyPatch,
                                                              tmp_path: Path) -> None:
     """Bug: the sidebar's "Data folder" showed the previous choice until the next run."""

@@ -47,7 +47,9 @@ def page_header(title: str, icon: str = ":material/neurology:") -> None:
 
 
 def _sync_case_with_url() -> None:
-    """Keep a folder case's id in the URL (``?case=ID&src=LABEL``) so a browser reload reopens it.
+    """Keep a folder case's id in the URL (``?case=ID&src=LABEL[&key=KEY]``) so a browser reload reopens it
+    (``key``, the ``cases.case_key`` of the selection, tells apart cases sharing an id; it is only compared with
+    the keys of discovered cases, never used as a path).
 
     ``src`` is the label of one of the data-root folders of the picker (``demo``, ``data``, ``<root>/<sub>``),
     never a path. On a fresh session the URL's case is accepted only if ``src`` is one of the picker's folders
@@ -58,16 +60,19 @@ def _sync_case_with_url() -> None:
     if sel is None and params.get("case"):
         folder = roots.picker_folders().get(str(params.get("src") or "data"))
         case_id = str(params.get("case"))
+        key = str(params.get("key")) if params.get("key") else None
         try:
-            if folder is not None and any(r.case_id == case_id for r in discover_cases(folder)):
-                st.session_state[KEY_CASE] = {"kind": "folder", "folder": str(folder), "case_id": case_id}
+            if folder is not None and _refs_of(str(folder), case_id, key):
+                select = {"kind": "folder", "folder": str(folder), "case_id": case_id}
+                st.session_state[KEY_CASE] = {**select, "key": key} if key else select
         except BratsViewerError:
             pass
         return
     if sel and sel.get("kind") == "folder":
         src = roots.folder_label(sel["folder"]) or "data"
-        if params.get("case") != sel["case_id"] or params.get("src") != src:
-            params.from_dict({"case": sel["case_id"], "src": src})
+        want = {"case": sel["case_id"], "src": src, **({"key": sel["key"]} if sel.get("key") else {})}
+        if {k: params.get(k) for k in ("case", "src", "key") if params.get(k)} != want:
+            params.from_dict(want)
     elif params.get("case"):
         params.clear()
 
@@ -81,7 +86,9 @@ def sidebar() -> None:
         model_dir = active_model_dir()
         st.markdown(f"**Model**  \n`{model_dir.name}`" + ("" if model_dir.exists() else " (missing)"))
         sel = st.session_state.get(KEY_CASE)
-        st.markdown(f"**Case**  \n`{sel['case_id']}`" if sel else "**Case**  \nnone selected")
+        where = Path(sel["key"]).parent.as_posix() if sel and sel.get("key") else ""
+        where = f" in `{where}`" if where not in ("", ".", sel and sel.get("case_id")) else ""  # ids can repeat
+        st.markdown(f"**Case**  \n`{sel['case_id']}`{where}" if sel else "**Case**  \nnone selected")
 
 
 def data_dir() -> Path:
