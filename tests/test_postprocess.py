@@ -69,6 +69,7 @@ def test_spec_round_trip_and_parsing(tmp_path: Path) -> None:
     assert PostprocessSpec.load(tmp_path / "absent") == PostprocessSpec()
     assert parse_variant("none") == PostprocessSpec()
     assert "islands < 2 mL beyond 10 mm" in spec.label
+    assert parse_variant("min_island_ml=5,keep_within_mm=0").label == "argmax, islands < 5 mL removed wherever they lie"
     with pytest.raises(ModelError, match="keys"):
         parse_variant("size=3")
     with pytest.raises(ModelError, match="decoding"):

@@ -50,6 +50,8 @@ class PostprocessSpec:
         parts = [self.decoding]
         if self.min_island_ml >= 1e6:
             parts.append("largest tumour component only")
+        elif self.min_island_ml > 0 and self.keep_within_mm <= 0:
+            parts.append(f"islands < {self.min_island_ml:g} mL removed wherever they lie")
         elif self.min_island_ml > 0:
             parts.append(f"islands < {self.min_island_ml:g} mL beyond {self.keep_within_mm:g} mm removed")
         if self.min_et_ml > 0:
