@@ -297,7 +297,7 @@ def preprocess_study(series: Mapping[str, str | Path], out_dir: str | Path, case
     images = {s: to_sitk(v) for s, v in vols.items()}  # resampled for the outputs
     for_reg = {s: to_sitk(v, winsorize(v.data)) for s, v in vols.items()}  # registered (bright outliers clipped)
     fixed = for_reg[REFERENCE]
-    fixed_head = foreground_mask(fixed)
+    fixed_head = foreground_mask(images[REFERENCE])
     fixed_head_arr = sitk.GetArrayFromImage(fixed_head) > 0
     steps: list[dict[str, Any]] = []
     coreg: dict[str, sitk.Transform] = {}
@@ -309,10 +309,11 @@ def preprocess_study(series: Mapping[str, str | Path], out_dir: str | Path, case
                              iterations=100, what=what,
                              progress=_stage(progress, 0.05 + 0.3 * n / len(others),
                                              0.05 + 0.3 * (n + 1) / len(others)))
-        before = normalised_mi(sitk.GetArrayFromImage(fixed),
-                               sitk.GetArrayFromImage(resample(for_reg[seq], fixed, sitk.Transform())), fixed_head_arr)
-        after = normalised_mi(sitk.GetArrayFromImage(fixed),
-                              sitk.GetArrayFromImage(resample(for_reg[seq], fixed, reg.transform)), fixed_head_arr)
+        fixed_arr = sitk.GetArrayFromImage(images[REFERENCE])  # measured on the intensities as stored
+        before = normalised_mi(fixed_arr, sitk.GetArrayFromImage(resample(images[seq], fixed, sitk.Transform())),
+                               fixed_head_arr)
+        after = normalised_mi(fixed_arr, sitk.GetArrayFromImage(resample(images[seq], fixed, reg.transform)),
+                              fixed_head_arr)
         coreg[seq] = reg.transform
         steps.append({"step": "coregister", "sequence": seq, "to": REFERENCE, "transform": "rigid",
                       "metric": "Mattes MI", "metric_value": round(reg.metric, 5), "iterations": reg.iterations,
