@@ -16,6 +16,7 @@ Prints, per viewer:
   event until the browser has painted after the last (two animation frames), and the slices actually moved
   (read from the viewer's cursor where the viewer exposes it);
   and the frames the viewer drew per second (steps faster than the screen refresh share a frame);
+- window/level: redraws per second while shift-dragging (own viewer);
 - draw: milliseconds to draw one cursor position (three planes) inside the page, without input (own viewer);
 - server CPU: CPU seconds of the server process tree per scroll step (user + system);
 - JS heap: the page's used JavaScript heap after loading (MB);
@@ -122,6 +123,25 @@ def scroll(page: Any, frame: Any, target: Any, steps: int, how: str, pid: int,
     return {"slices_per_s": steps / elapsed, "moved": moved, "frames_per_s": frames / elapsed, "server_cpu_ms_per_step": 1000 * cpu / steps}
 
 
+def drag_window(page: Any, frame: Any, target: Any, moves: int) -> float:
+    """Redraws per second while shift-dragging window/level over ``target`` (``moves`` mouse moves)."""
+    box = target.bounding_box()
+    x, y = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5
+    page.mouse.move(x, y)
+    page.keyboard.down("Shift")
+    page.mouse.down()
+    frames0 = frame.evaluate("() => window.__viewer.frames")
+    t0 = time.monotonic()
+    for i in range(moves):
+        page.mouse.move(x + 2 * (i + 1), y - (i + 1))
+    frame.evaluate(FRAME2)
+    elapsed = time.monotonic() - t0
+    frames = frame.evaluate("() => window.__viewer.frames") - frames0
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    return frames / elapsed
+
+
 def js_heap_mb(page: Any) -> float:
     cdp = page.context.new_cdp_session(page)
     metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]} \
@@ -191,6 +211,7 @@ def bench_own(pw: Any, steps: int, work: Path) -> None:
         wheel = scroll(page, frame, axial, steps, "wheel", server.process.pid, z)
         keys = scroll(page, frame, axial, steps, "keys", server.process.pid, z)
         keys["moved"] = -keys["moved"]
+        wl_per_s = drag_window(page, frame, axial, steps)
         draw_ms = frame.evaluate("""(n) => { const S = window.__viewer, t0 = performance.now();
             for (let i = 0; i < n; i++) { S.cursor[2] = S.data.offset[2] + (i % S.data.size[2]);
               for (const p of ["axial", "coronal", "sagittal"]) drawPlane(p, lut()); }
@@ -201,6 +222,7 @@ def bench_own(pw: Any, steps: int, work: Path) -> None:
         for name, r in (("wheel", wheel), ("keys", keys)):
             print(f"own viewer   {name}: {r['slices_per_s']:.1f} slices/s ({r['moved']:.0f} of {steps} slices "
                   f"moved, {r['frames_per_s']:.0f} frames drawn/s), server CPU {r['server_cpu_ms_per_step']:.1f} ms per step")
+        print(f"own viewer   window/level by shift-drag: {wl_per_s:.0f} redraws/s over {steps} mouse moves")
         print(f"own viewer   draw of one cursor position (3 planes, in page): {draw_ms:.1f} ms "
               f"(= {1000 / draw_ms:.0f} positions/s)")
 
