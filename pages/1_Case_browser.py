@@ -38,7 +38,14 @@ def folder_table(folder: Path) -> None:
     query = st.text_input("Search case id", placeholder="e.g. 00014", key="browser_search")
     table = pd.DataFrame(rows)
     if query.strip():
-        table = table[table["case_id"].str.contains(query.strip(), case=False, regex=False)]
+        matched = table[table["case_id"].str.contains(query.strip(), case=False, regex=False)]
+        if matched.empty:  # never filter the list (and the Open button) away without saying so
+            h1, h2 = st.columns([4, 1], vertical_alignment="center")
+            h1.warning(f"No case matches '{query.strip()}': all {len(rows)} cases are listed below.",
+                       icon=":material/search_off:")
+            h2.button("Clear search", icon=":material/backspace:", on_click=_clear_search, width="stretch")
+        else:
+            table = matched
     st.caption(f"{len(table)} of {len(rows)} cases. Click a row to open it; click a column header to sort.")
     picks = [(str(i), str(k)) for i, k in zip(table["case_id"], table["key"], strict=True)]
     st.session_state[TABLE_IDS_KEY] = (str(folder), picks)  # what the rows of the table are, for the callback
@@ -68,6 +75,11 @@ def folder_table(folder: Path) -> None:
                               if id_of.get(k) in repeated else id_of.get(k, k))
         c2.button("Open case", type="primary", icon=":material/open_in_new:", width="stretch",
                   on_click=ui.select_folder_case, args=(str(folder), id_of.get(choice, choice), choice))
+
+
+def _clear_search() -> None:
+    """Empty the search box (a callback: the widget's value may only change before it is drawn)."""
+    st.session_state["browser_search"] = ""
 
 
 def _on_table_pick() -> None:

@@ -217,6 +217,23 @@ def test_browser_demo_source_is_always_available(monkeypatch: pytest.MonkeyPatch
     assert list(at.dataframe[0].value["case_id"]) == ["TCIA-example"]
 
 
+def test_browser_search_without_match_says_so_and_keeps_the_demo_openable() -> None:
+    """Bug: a search text left in the box filtered the demo list to nothing and hid the Open button."""
+    at = app(BROWSER)
+    at.radio(key="browser_source").set_value("Bundled demo").run()
+    at.text_input(key="browser_search").set_value("xyz").run()
+    assert not at.exception
+    assert "No case matches 'xyz'" in texts(at.warning)
+    assert list(at.dataframe[0].value["case_id"]) == ["TCIA-example"]  # the list is not emptied
+    assert [b.label for b in at.button if b.label == "Open case"] == ["Open case"]
+    next(b for b in at.button if b.label == "Clear search").click().run()
+    assert not at.exception
+    assert at.text_input(key="browser_search").value == ""
+    assert "No case matches" not in texts(at.warning)
+    next(b for b in at.button if b.label == "Open case").click().run()
+    assert at.session_state[ui.KEY_CASE]["case_id"] == "TCIA-example"
+
+
 def test_browser_upload_shows_errors_next_to_files_and_builds_a_case(tmp_path: Path) -> None:
     folder = make_case_dir(tmp_path, case_id="BraTS2021_00042")
     good = [(p.name, p.read_bytes(), "application/gzip") for p in sorted(folder.iterdir())]
