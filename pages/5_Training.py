@@ -24,6 +24,11 @@ CURVES: tuple[tuple[str, str], ...] = (("loss", "Loss"), ("dice_coef", "Dice (me
                                        ("accuracy", "Accuracy"))
 NORMALISATIONS = ("robust_brain", "zscore_brain", "slice_max")
 CROPS = ("brain_bbox", "none")
+INPUT_SIZES = (128, 96, 64, 160, 192)
+BASE_FILTERS = (4, 8, 16, 32, 64)
+LOSSES = ("ce_dice", "ce")
+CONTEXTS = (0, 1, 2)
+SPLIT_FRACTIONS, SPLIT_CASES = "By fractions", "Choose validation cases"
 
 
 def default_data_folder() -> Path:
@@ -150,38 +155,63 @@ def training_form(job_alive: bool) -> None:
         return
     st.caption(f"{len(labelled)} labelled case(s) found: {', '.join(labelled[:12])}"
                + (" ..." if len(labelled) > 12 else ""))
+    recipe = jobs.recipe_defaults()  # the shipped model's settings (config.json), not numbers typed here
+
+    def pick(options: tuple, key: str, fallback: Any) -> int:
+        """Index of the recipe's value among ``options`` (else of ``fallback``)."""
+        value = recipe.get(key, fallback)
+        return options.index(value) if value in options else options.index(fallback)
+
+    st.caption("Defaults: the recipe of the shipped model `" + config.DEFAULT_MODEL_NAME + "` (its config.json)"
+               if recipe else "The shipped model's recipe was not found: generic defaults.")
+    split_mode = st.radio("Validation split", (SPLIT_FRACTIONS, SPLIT_CASES), horizontal=True, disabled=job_alive,
+                          key="train_split_mode",
+                          help="Either random fractions of the cases, or validation cases you name (the rest "
+                               "train; no test cases). Only the inputs of the chosen way are shown.")
     with st.form("train_form", border=True):
-        split_mode = st.radio("Validation split", ("By fractions", "Choose validation cases"), horizontal=True)
-        c1, c2, c3 = st.columns(3)
-        f_val = c1.number_input("Validation fraction", 0.0, 0.9, 0.15, 0.05)
-        f_test = c2.number_input("Test fraction", 0.0, 0.9, 0.15, 0.05)
-        val_cases = c3.multiselect("Validation cases", labelled, default=labelled[-1:] if len(labelled) > 1 else [])
+        f_val = f_test = 0.0
+        val_cases: list[str] = []
+        if split_mode == SPLIT_FRACTIONS:
+            c1, c2 = st.columns(2)
+            f_val = c1.number_input("Validation fraction", 0.0, 0.9, 0.15, 0.05)
+            f_test = c2.number_input("Test fraction", 0.0, 0.9, 0.15, 0.05)
+        else:
+            val_cases = st.multiselect("Validation cases", labelled,
+                                       default=labelled[-1:] if len(labelled) > 1 else [],
+                                       help="The other labelled cases train the model; none is kept for testing.")
         c1, c2, c3, c4 = st.columns(4)
-        epochs = c1.number_input("Epochs", 1, 500, 25)
-        batch_size = c2.number_input("Batch size", 1, 64, 8)
-        input_size = c3.selectbox("Slice size (pixels)", (128, 96, 64, 160, 192), index=0)
-        max_minutes = c4.number_input("Time limit (minutes, 0 = none)", 0.0, 24 * 60.0, 0.0, 5.0)
-        channels = st.multiselect("Input channels", list(config.MODALITIES), default=list(config.MODALITIES),
+        epochs = c1.number_input("Epochs", 1, 500, int(min(max(recipe.get("epochs", 25), 1), 500)))
+        batch_size = c2.number_input("Batch size", 1, 64, int(min(max(recipe.get("batch_size", 8), 1), 64)))
+        input_size = c3.selectbox("Slice size (pixels)", INPUT_SIZES, index=pick(INPUT_SIZES, "input_size", 128))
+        max_minutes = c4.number_input("Time limit (minutes, 0 = none)", 0.0, 24 * 60.0,
+                                      float(min(max(recipe.get("max_minutes", 0.0), 0.0), 24 * 60.0)), 5.0)
+        channels = st.multiselect("Input channels", list(config.MODALITIES),
+                                  default=list(recipe.get("channels", config.MODALITIES)),
                                   format_func=lambda m: config.MODALITY_TITLES[m])
         c1, c2, c3 = st.columns(3)
-        base_filters = c1.select_slider("Network width (base filters)", (4, 8, 16, 32, 64), value=16)
-        depth = c2.slider("Depth (poolings)", 2, 5, 4)
-        loss = c3.radio("Loss", ("ce_dice", "ce"), horizontal=True,
+        base_filters = c1.select_slider("Network width (base filters)", BASE_FILTERS,
+                                        value=BASE_FILTERS[pick(BASE_FILTERS, "base_filters", 16)])
+        depth = c2.slider("Depth (poolings)", 2, 5, int(min(max(recipe.get("depth", 4), 2), 5)))
+        loss = c3.radio("Loss", LOSSES, horizontal=True, index=pick(LOSSES, "loss", "ce_dice"),
                         format_func=lambda v: {"ce": "cross-entropy", "ce_dice": "cross-entropy + Dice"}[v])
         c1, c2 = st.columns(2)
-        normalisation = c1.selectbox("Normalisation", NORMALISATIONS,
+        normalisation = c1.selectbox("Normalisation", NORMALISATIONS, index=pick(NORMALISATIONS, "normalisation",
+                                                                                  "robust_brain"),
                                      help="robust_brain: z-score over brain voxels after clipping to the 0.5-99.5th "
                                           "percentiles; zscore_brain: z-score over brain voxels; slice_max: divide "
                                           "by slice max")
-        crop = c2.selectbox("Crop", CROPS, help="brain_bbox: crop to the brain's bounding box before resizing")
+        crop = c2.selectbox("Crop", CROPS, index=pick(CROPS, "crop", "brain_bbox"),
+                            help="brain_bbox: crop to the brain's bounding box before resizing")
         c1, c2, c3, c4 = st.columns(4)
-        context = c1.selectbox("Context slices each side", (1, 0, 2),
+        context = c1.selectbox("Context slices each side", CONTEXTS, index=pick(CONTEXTS, "context", 0),
                                help="Neighbouring axial slices given as extra channels (2.5-D)")
-        modality_dropout = c2.number_input("Modality dropout", 0.0, 0.9, 0.3, 0.1,
+        modality_dropout = c2.number_input("Modality dropout", 0.0, 0.9,
+                                           float(min(max(recipe.get("modality_dropout", 0.3), 0.0), 0.9)), 0.1,
                                            help="Share of training samples with some sequences zero-filled, so the "
                                                 "model segments cases that lack them")
-        bias_field = c3.number_input("Bias-field augmentation", 0.0, 1.0, 0.3, 0.1)
-        strong_augment = c4.checkbox("Strong intensity augmentation", value=True,
+        bias_field = c3.number_input("Bias-field augmentation", 0.0, 1.0,
+                                     float(min(max(recipe.get("bias_field", 0.3), 0.0), 1.0)), 0.1)
+        strong_augment = c4.checkbox("Strong intensity augmentation", value=bool(recipe.get("strong_augment", True)),
                                      help="Gamma, contrast, noise, blur and low resolution")
         name = st.text_input("Output name (letters, digits, - and _)", value=f"unet2d_{time.strftime('%Y%m%d_%H%M')}")
         submitted = st.form_submit_button("Start training", type="primary", disabled=job_alive,
@@ -202,7 +232,7 @@ def training_form(job_alive: bool) -> None:
                                "loss": loss, "max_minutes": float(max_minutes), "context": int(context),
                                "modality_dropout": float(modality_dropout), "bias_field": float(bias_field),
                                "strong_augment": bool(strong_augment)}
-        if split_mode == "By fractions":
+        if split_mode == SPLIT_FRACTIONS:
             f_train = round(1.0 - f_val - f_test, 6)
             if f_train <= 0:
                 raise jobs.JobError(f"expected validation + test fractions below 1, got {f_val + f_test:.2f}")

@@ -189,3 +189,30 @@ def test_set_active_model_writes_marker(tmp_path: Path, monkeypatch: pytest.Monk
     assert (tmp_path / "ACTIVE").read_text().strip() == "mine-2"
     assert config.active_model_dir() == tmp_path / "mine-2"
     assert jobs.active_model_name() == "mine-2"
+
+
+def test_recipe_defaults_read_config_json_then_the_card(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    assert jobs.recipe_defaults(folder) == {}  # nothing there
+    (folder / "model_card.json").write_text(json.dumps({"preprocess": {"channels": ["t2", "flair"], "context": 1}}))
+    assert jobs.recipe_defaults(folder) == {"channels": ("t2", "flair"), "context": 1}
+    (folder / "config.json").write_text(json.dumps({
+        "channels": ["flair", "t1ce", "t1", "t2"], "context": 0, "epochs": 20, "max_minutes": 50,
+        "strong_augment": True, "depth": True, "loss": 3, "data_dir": "/elsewhere"}))
+    got = jobs.recipe_defaults(folder)
+    assert got == {"channels": ("flair", "t1ce", "t1", "t2"), "context": 0, "epochs": 20, "max_minutes": 50.0,
+                   "strong_augment": True}  # wrong types (depth=True, loss=3) and non-form fields are dropped
+
+
+def test_recipe_defaults_refuse_unknown_channels(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"channels": ["flair", "dwi"], "context": 2}))
+    assert jobs.recipe_defaults(tmp_path) == {"context": 2}
+    (tmp_path / "config.json").write_text("{not json")
+    assert jobs.recipe_defaults(tmp_path) == {}
+
+
+def test_recipe_defaults_of_the_shipped_model() -> None:
+    shipped = json.loads((config.PROJECT_ROOT / "models" / config.DEFAULT_MODEL_NAME / "config.json").read_text())
+    got = jobs.recipe_defaults()
+    assert got["channels"] == tuple(shipped["channels"]) and got["context"] == shipped["context"]

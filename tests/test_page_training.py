@@ -86,12 +86,55 @@ def test_form_widgets_with_a_data_folder(dirs: Path, monkeypatch: pytest.MonkeyP
     labels = {w.label for w in [*at.number_input, *at.multiselect, *at.selectbox, *at.text_input, *at.radio,
                                 *at.slider, *at.select_slider]}
     for label in ("Epochs", "Batch size", "Input channels", "Network width (base filters)", "Depth (poolings)",
-                  "Loss", "Normalisation", "Crop", "Validation split", "Validation cases",
+                  "Loss", "Normalisation", "Crop", "Validation split", "Validation fraction", "Test fraction",
                   "Output name (letters, digits, - and _)", "Data folder (labelled BraTS cases)"):
         assert label in labels, label
     assert "2 labelled case(s) found" in texts(at)
     channels = next(w for w in at.multiselect if w.label == "Input channels")
     assert list(channels.options) == ["FLAIR", "T1", "T1CE", "T2"]
+
+
+def test_form_defaults_are_the_shipped_recipe(dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug: the form defaulted to FLAIR + T1CE with context 1 while the shipped model uses four channels and no
+    context; the defaults now come from models/unet2d_default/config.json."""
+    recipe = json.loads((config.PROJECT_ROOT / "models" / config.DEFAULT_MODEL_NAME / "config.json").read_text())
+    data = dirs / "data"
+    make_case_dir(data, "BraTS2021_00001", seed=1)
+    make_case_dir(data, "BraTS2021_00002", seed=2)
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(data))
+    at = run_page()
+    channels = next(w for w in at.multiselect if w.label == "Input channels")
+    assert channels.value == recipe["channels"] == ["flair", "t1ce", "t1", "t2"]
+    assert next(w for w in at.selectbox if w.label == "Context slices each side").value == recipe["context"] == 0
+    assert next(w for w in at.select_slider if w.label.startswith("Network width")).value == recipe["base_filters"]
+    assert next(w for w in at.radio if w.label == "Loss").value == recipe["loss"]
+    assert next(w for w in at.selectbox if w.label == "Normalisation").value == recipe["normalisation"]
+    assert "recipe of the shipped model" in texts(at)
+
+
+def test_form_shows_either_fractions_or_validation_cases(dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug: both the fractions and the case picker were shown, and one of them was silently ignored."""
+    from core.app import jobs
+
+    data = dirs / "data"
+    for i in (1, 2, 3):
+        make_case_dir(data, f"BraTS2021_0000{i}", seed=i)
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(data))
+    started: list[dict] = []
+    monkeypatch.setattr(jobs, "start_training", lambda cfg, out: started.append(dict(cfg)))
+    at = run_page()
+    shown = {w.label for w in [*at.number_input, *at.multiselect]}
+    assert {"Validation fraction", "Test fraction"} <= shown and "Validation cases" not in shown
+    next(w for w in at.radio if w.label == "Validation split").set_value("Choose validation cases").run()
+    shown = {w.label for w in [*at.number_input, *at.multiselect]}
+    assert "Validation cases" in shown and not {"Validation fraction", "Test fraction"} & shown
+    next(w for w in at.multiselect if w.label == "Validation cases").set_value(["BraTS2021_00002"])
+    next(b for b in at.button if b.label == "Start training").click()
+    at.run()
+    assert not at.exception
+    assert len(started) == 1
+    assert started[0]["val_cases"] == ("BraTS2021_00002",) and "split" not in started[0]
+    assert started[0]["channels"] == ("flair", "t1ce", "t1", "t2") and started[0]["context"] == 0
 
 
 def test_bad_output_name_is_refused(dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:

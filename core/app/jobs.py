@@ -401,3 +401,43 @@ def set_active_model(name: str, models_dir: str | Path | None = None) -> Path:
         raise JobError(f"expected an existing model folder under {base}, got {name!r}")
     atomic_write_bytes(base / ACTIVE_FILE, (name + "\n").encode())
     return folder
+
+
+# ---- the training form's defaults: the shipped model's recipe ---------------------------------------------------
+# What a recipe may set in the form, with the type each value must have (anything else is ignored).
+RECIPE_FIELDS: dict[str, type] = {
+    "channels": tuple, "context": int, "input_size": int, "normalisation": str, "crop": str, "base_filters": int,
+    "depth": int, "loss": str, "epochs": int, "batch_size": int, "max_minutes": float, "modality_dropout": float,
+    "bias_field": float, "strong_augment": bool,
+}
+
+
+def recipe_defaults(model_dir: str | Path | None = None) -> dict[str, Any]:
+    """The training settings of a model folder (default: the shipped ``models/unet2d_default`` of the project),
+    for the Training form's defaults: its ``config.json`` (the TrainConfig it was trained with), else the
+    ``preprocess`` block of its ``model_card.json``.
+
+    Only the ``RECIPE_FIELDS`` with a value of the right type are kept (channels: known modality keys, in the
+    recipe's order); an absent or unreadable folder gives ``{}``. No TensorFlow.
+    """
+    folder = Path(model_dir) if model_dir is not None else config.PROJECT_ROOT / "models" / config.DEFAULT_MODEL_NAME
+    raw: dict[str, Any] = {}
+    for name, pick in (("config.json", lambda d: d), ("model_card.json", lambda d: d.get("preprocess"))):
+        try:
+            data = pick(json.loads((folder / name).read_text(encoding="utf-8")))
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(data, dict) and data:
+            raw = data
+            break
+    out: dict[str, Any] = {}
+    for key, kind in RECIPE_FIELDS.items():
+        value = raw.get(key)
+        if kind is tuple:
+            if isinstance(value, list) and value and all(v in config.MODALITIES for v in value):
+                out[key] = tuple(dict.fromkeys(str(v) for v in value))
+        elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
+        elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            out[key] = value
+    return out
