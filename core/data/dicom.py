@@ -32,7 +32,7 @@ import os
 import re
 import stat
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -402,6 +402,11 @@ def _read_header(pydicom: Any, path: Path) -> tuple[_Header | None, set[str]]:
     meta = getattr(ds, "file_meta", None)
     if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_CLASS:
         return None, set()
+    return _header_of(ds, path), _phi_strings(ds)
+
+
+def _header_of(ds: Any, path: Path) -> _Header:
+    """The fields of one header (a pydicom Dataset) that grouping and the stack checks use."""
     frames = _int_or_none(ds, "NumberOfFrames") or 1
     return _Header(
         path=path, uid=_text(ds, "SeriesInstanceUID"), number=_int_or_none(ds, "SeriesNumber"),
@@ -411,7 +416,7 @@ def _read_header(pydicom: Any, path: Path) -> tuple[_Header | None, set[str]]:
         samples=_int_or_none(ds, "SamplesPerPixel") or 1, iop=_floats(ds, "ImageOrientationPatient", 6),
         ipp=_floats(ds, "ImagePositionPatient", 3), pixel_spacing=_floats(ds, "PixelSpacing", 2),
         has_pixels=ds.get("Rows") is not None and ds.get("Columns") is not None,
-    ), _phi_strings(ds)
+    )
 
 
 def _check_series(headers: list[_Header]) -> tuple[str | None, dict[str, Any]]:
@@ -483,6 +488,12 @@ def _check_series(headers: list[_Header]) -> tuple[str | None, dict[str, Any]]:
         return f"too large: {voxels:,} voxels, at most {MAX_VOXELS:,}", {}
     return None, {"row_cos": row_cos, "col_cos": col_cos, "spacing": (float(ps[1]), float(ps[0])),
                   "order": order, "step": step, "origin": pos[0], "normal": normal}
+
+
+def stack_geometry(datasets: Sequence[Any]) -> tuple[str | None, dict[str, Any]]:
+    """(refusal or None, geometry) of one series' single-frame headers (pydicom Datasets, any order): the checks
+    and the geometry that ``read_study`` uses (see ``_check_series``; ``order`` sorts ``datasets`` by position)."""
+    return _check_series([_header_of(ds, Path()) for ds in datasets])
 
 
 def series_affine(origin: np.ndarray, row_cos: np.ndarray, col_cos: np.ndarray, col_spacing_mm: float,
