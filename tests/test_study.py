@@ -343,3 +343,17 @@ def test_raw_case_pseudo_label_goes_back_to_each_series(raw_result: study.StudyR
         tumour = back.data > 0
         assert tumour.sum() * np.prod(native.spacing_mm) / 1000 > 5.0  # mL: the lesion is tens of mL
         assert np.median(native.data[tumour]) > np.percentile(native.data, 60), seq
+
+
+@pytest.mark.slow
+def test_atlas_registration_that_does_not_converge_is_refused(tmp_path: Path) -> None:
+    """A head of inverted contrast (dark brain, bright ventricles) co-registers with itself but cannot match the
+    T1 atlas: the correlation with the atlas stays under the threshold (about 10 s)."""
+    affine = np.diag([-3.0, 3.0, 4.0, 1.0])
+    affine[:3, 3] = (96.0, -96.0, -80.0)
+    head = phantom((64, 64, 40)).astype(np.float64)
+    inverted = np.where(head > 0, 1300.0 - head, 0.0).astype(np.int16)
+    p = write_nifti(tmp_path / "a_t1c.nii.gz", inverted, affine)
+    q = write_nifti(tmp_path / "a_t2.nii.gz", inverted, affine)
+    with pytest.raises(RegistrationError, match="to the atlas did not converge: correlation with the atlas"):
+        study.preprocess_study({"t1ce": p, "t2": q}, tmp_path / "out", "x")
