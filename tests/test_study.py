@@ -357,3 +357,39 @@ def test_atlas_registration_that_does_not_converge_is_refused(tmp_path: Path) ->
     q = write_nifti(tmp_path / "a_t2.nii.gz", inverted, affine)
     with pytest.raises(RegistrationError, match="to the atlas did not converge: correlation with the atlas"):
         study.preprocess_study({"t1ce": p, "t2": q}, tmp_path / "out", "x")
+
+
+@pytest.mark.slow
+def test_segment_native_study_writes_labels_on_each_series_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``segment CASE --native-study CASE`` on a preprocessed case (made by hand: BraTS-grid images, the record and
+    transforms) writes one label file per original series, on that series' grid, matching the BraTS labels."""
+    from core.engine.model import build_unet, save_for_inference
+    from core.engine.preprocess import PreprocessSpec
+
+    monkeypatch.setenv("BRATS_VIEWER_WORK_DIR", str(tmp_path / "work"))
+    model = tmp_path / "tiny"
+    spec = PreprocessSpec(channels=("flair", "t1ce"), input_size=32, normalisation="zscore_brain", crop="brain_bbox")
+    save_for_inference(build_unet(32, 2, 4, 2, seed=5), model, spec)
+    atlas_tx = sitk.Euler3DTransform((0.0, 0.0, 0.0), 0.05, -0.1, 0.2, (-120.0, 110.0, -70.0))
+    case = _fake_case(tmp_path, atlas_tx, {"t1ce": sitk.Euler3DTransform(), "flair": sitk.Euler3DTransform()})
+    arr = np.zeros(BRATS_SHAPE, dtype=np.int16)
+    arr[100:140, 90:150, 60:90] = 300
+    arr[110:125, 100:120, 70:80] = 900
+    for seq in ("flair", "t1ce"):
+        write_nifti(case / f"case_{seq}.nii.gz", arr, BRATS_AFFINE)
+    out = tmp_path / "seg"
+    code = main(["segment", str(case), "--out", str(out), "--model", str(model), "--native-study", str(case)])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"native_flair", "native_t1ce"} <= set(summary["outputs"])
+    seg = load_volume(summary["outputs"]["seg"])
+    to_native = study.native_transforms(case)
+    for seq in ("flair", "t1ce"):
+        written = nib.load(summary["outputs"][f"native_{seq}"])
+        assert written.shape == NATIVE_SHAPE
+        np.testing.assert_allclose(written.affine, NATIVE_AFFINE, atol=1e-5)
+        native = load_volume(summary["outputs"][f"native_{seq}"])
+        expected = resample(to_sitk(seg, seg.data, sitk.sitkUInt8),
+                            to_sitk(native, pixel=sitk.sitkUInt8), inverse(to_native[seq]), nearest=True)
+        np.testing.assert_array_equal(native.data, ras_array(expected))
