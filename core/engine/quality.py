@@ -46,7 +46,7 @@ class QualityThresholds:
     island_ml: float = 0.5
     wt_ml_range: tuple[float, float] = (0.5, 300.0)
     # Mean normalised entropy over predicted tumour voxels. On the CV table of the shipped recipe (single
-    # slices, islands < 5 mL beyond 30 mm removed; benchmarks/cv_analysis.py --config full_noctx --quality):
+    # slices, islands < 5 mL removed; benchmarks/cv_analysis.py --config full_noctx --quality):
     # every prediction with WT Dice < 0.80 is above 0.25 (0.28-0.39), and so are the raw TCIA predictions; the
     # BraTS-preprocessed ones with WT Dice >= 0.80 are below it (0.12-0.23).
     max_mean_entropy: float = 0.25
