@@ -393,3 +393,19 @@ def test_segment_native_study_writes_labels_on_each_series_grid(tmp_path: Path, 
         expected = resample(to_sitk(seg, seg.data, sitk.sitkUInt8),
                             to_sitk(native, pixel=sitk.sitkUInt8), inverse(to_native[seq]), nearest=True)
         np.testing.assert_array_equal(native.data, ras_array(expected))
+
+
+def test_cli_passes_a_brats_space_study_through(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``preprocess`` on a study already in BraTS space: exit 0, one JSON line, progress on stderr, files copied."""
+    arr = np.zeros(BRATS_SHAPE, dtype=np.int16)
+    arr[60:180, 50:190, 20:130] = 300
+    src = tmp_path / "My Study"
+    write_nifti(src / "ax_fla.nii.gz", arr, BRATS_AFFINE)
+    t1ce = write_nifti(tmp_path / "elsewhere" / "post.nii.gz", arr, BRATS_AFFINE)
+    assert main(["preprocess", str(src), "--t1ce", str(t1ce), "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip())
+    assert summary["case_id"] == "My_Study" and summary["passthrough"] is True
+    assert summary["missing"] == ["t1", "t2"]
+    assert Path(summary["images"]["t1ce"]).read_bytes() == t1ce.read_bytes()
+    assert "[100%]" in captured.err
