@@ -73,6 +73,11 @@ def phantom(shape: tuple[int, int, int] = NATIVE_SHAPE) -> np.ndarray:
     ("sub-01_T1w.nii.gz", "t1"),
     ("sub-01_T2w.nii.gz", "t2"),
     ("BraTS2021_00000_t1ce.nii.gz", "t1ce"),
+    ("flair.nii.gz", "flair"),  # the names python -m core convert writes
+    ("t1ce.nii.gz", "t1ce"),
+    ("t1.nii.gz", "t1"),
+    ("t2.nii.gz", "t2"),
+    ("series-7.nii.gz", None),
     ("localizer_3plane.nii.gz", None),
     ("DWI_b1000.nii.gz", None),
 ])
