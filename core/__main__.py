@@ -11,7 +11,7 @@ import sys
 
 from core.errors import BratsViewerError
 
-COMMANDS: tuple[str, ...] = ("info", "segment", "evaluate", "train", "report", "measure", "export", "convert", "preprocess", "compare")
+COMMANDS: tuple[str, ...] = ("info", "segment", "evaluate", "train", "report", "measure", "export", "convert", "preprocess", "compare", "export_seg")
 
 
 def build_parser() -> argparse.ArgumentParser:

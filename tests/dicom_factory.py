@@ -20,6 +20,7 @@ ACCESSION = "ACC-55501"
 PHI_STRINGS: tuple[str, ...] = ("Doe", "Janeth", PATIENT_ID, BIRTH_DATE, ACCESSION)
 
 AXIAL: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+FRAME_OF_REFERENCE_UID = "1.2.826.0.1.3680043.8.498.2"  # one scanner frame for every series of a test study
 
 
 def voxel_value(i: int, j: int, k: int) -> int:
@@ -96,6 +97,7 @@ def write_series(folder: str | os.PathLike[str], *, rows: int = 8, columns: int 
         ds.SOPInstanceUID = sop_uid
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = uid
+        ds.FrameOfReferenceUID = FRAME_OF_REFERENCE_UID
         ds.PatientName = PATIENT_NAME
         ds.PatientID = PATIENT_ID
         ds.PatientBirthDate = BIRTH_DATE
