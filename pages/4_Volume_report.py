@@ -1,6 +1,6 @@
 """Volume report: tumour volumes (NCR, ED, ET and the regions TC, WT) in mL from the header's voxel size, beside
 the ground truth when there is one, with a bar chart and downloads (PDF summary, CSV table, segmentation NIfTI
-in the input's own geometry).
+in the input's own geometry, and a DICOM SEG when the case was opened from DICOM in this session).
 
 Which segmentation (``core.app.segstate.choose_report_source``): the hand-corrected labels of this case (from the
 session, else from the saved edit session on disk), else the model's prediction of this case, else - on request
@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from core.analysis.report import report_file_name, table_csv, volume_table
-from core.app import audit, measurement, segstate, ui
+from core.app import audit, dicom_panel, measurement, segstate, ui
 from core.errors import BratsViewerError
 from core.views import figures, figures_measure, figures_seg
 
@@ -192,6 +192,8 @@ d3.download_button("Segmentation (NIfTI)",
                    data=_audited("export_nifti", lambda: segstate.nifti_download_bytes(case, source.labels)),
                    file_name=report_file_name(case.case_id, "seg.nii.gz"), mime="application/gzip",
                    icon=":material/download:", width="stretch", key="report_dl_nifti", on_click="ignore")
+dicom_panel.seg_download(case, source.labels, source.kind, source.model_name, source.model_sha256,
+                         report_file_name(case.case_id, "seg.dcm"), _audited)
 st.caption("The PDF and the NIfTI file are built when you press their button. The NIfTI file is written in the "
            f"input's own orientation and label convention (BraTS {case.label_convention}: enhancing tumour = "
            f"{3 if case.label_convention == '2023' else 4}).")

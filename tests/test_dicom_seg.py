@@ -305,3 +305,59 @@ def test_cli_export_seg_errors_are_one_line(tmp_path: Path, capsys: pytest.Captu
     assert main(["export-seg", str(folder), "--seg", str(good), "--out", str(out)]) == 2  # exists
     assert "--overwrite" in capsys.readouterr().err
     assert main(["export-seg", str(folder), "--seg", str(good), "--out", str(out), "--overwrite"]) == 0
+
+
+# ---- the app: the DICOM tab keeps the source series, the Volume report offers the SEG ----------------------------
+
+def test_case_opened_from_dicom_offers_a_dicom_seg_on_the_report(app_env: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import run_page, texts
+
+    from core.app import dicom_panel, ui
+    from core.data import roots
+
+    root = tmp_path / "dicomroot"
+    write_series(root / "study1", description="AX FLAIR", series_number=2, prefix="a")
+    write_series(root / "study1", description="AX T1 post gad", series_number=5, prefix="b", rows=6,
+                 iop=oblique_iop())
+    monkeypatch.setenv(roots.ROOTS_ENV, str(root))
+    at = run_page("pages/1_Case_browser.py", timeout=60)
+    assert dicom_seg.SEG_PHI_NOTE in texts(at.caption)
+    at.radio(key="dicom_source").set_value(dicom_panel.SOURCE_FOLDER).run()
+    label = next(opt for opt in at.selectbox(key="dicom_root").options if opt.endswith("dicomroot"))
+    at.selectbox(key="dicom_root").set_value(label)
+    at.text_input(key="dicom_sub").set_value("study1")
+    at.button(key="dicom_read").click().run()
+    at.button(key="dicom_open").click().run()
+    assert not at.exception, at.exception
+    case = at.session_state[ui.KEY_UPLOADED]
+    key, series = at.session_state[dicom_panel.KEY_SEG_SOURCE]
+    assert key == case.content_key and isinstance(series, dicom_seg.SourceSeries)
+    assert series.series_number == 5 and series.matches(case.reference)  # the T1CE grid the case lies on
+
+    vol = case.images["t1ce"]
+    src = hand_labels(vol.original_shape)
+    labels = to_ras(vol, src)
+    at.switch_page("pages/4_Volume_report.py")
+    at.session_state[ui.KEY_CORRECTED] = labels
+    at.session_state[ui.KEY_CORRECTED_CASE] = case.content_key
+    at.run()
+    assert not at.exception, at.exception
+    buttons = {el.proto.label for el in at.get("download_button")}
+    assert "Segmentation (DICOM SEG)" in buttons
+    captions = texts(at.caption)
+    assert "references series 5 (AX T1 post gad, 6 images)" in captions and "semiautomatic" in captions
+    assert dicom_seg.SEG_PHI_NOTE in captions
+    page = "\n".join(texts(getattr(at, k)) for k in ("markdown", "caption", "info", "success", "warning", "error"))
+    assert not any(phi.lower() in page.lower() for phi in PHI_STRINGS)
+    # what the button builds: the labels on the series' own voxels, referencing it
+    seg = read_seg(dicom_seg.seg_bytes(series, labels, case.reference.affine, algorithm_type="SEMIAUTOMATIC")[0])
+    px = seg.get_pixels_by_source_instance(list(series.sop_instance_uids), segment_numbers=[1, 2, 3])
+    for n, lab in enumerate((1, 2, 4)):
+        np.testing.assert_array_equal(px[..., n].astype(bool), (src == lab).transpose(2, 1, 0))
+
+    at.session_state[ui.KEY_CORRECTED] = np.zeros_like(labels)  # nothing to export: said, no button
+    at.run()
+    assert not at.exception, at.exception
+    assert "Segmentation (DICOM SEG)" not in {el.proto.label for el in at.get("download_button")}
+    assert "holds no tumour label" in texts(at.caption)
