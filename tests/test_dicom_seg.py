@@ -247,6 +247,22 @@ def test_source_checks(tmp_path: Path) -> None:
     assert "Doe" not in dicom_seg.source_series(headers).description
 
 
+def test_patient_module_comes_from_the_source_and_held_headers_are_not_changed(tmp_path: Path) -> None:
+    folder, _, _ = write_series(tmp_path / "s")  # no PatientSex, StudyID, StudyDate, StudyTime
+    vol, _ = case_volume(folder)
+    labels = np.zeros(vol.shape, np.uint8)
+    labels[2, 2, 2] = 4
+    series, _ = dicom_seg.read_source_series(folder, match=vol)
+    ds = pydicom.dcmread(io.BytesIO(dicom_seg.seg_bytes(series, labels, vol.affine)[0]))
+    assert ds.PatientSex == "" and ds.StudyID == ""  # type 2: present, empty (unknown)
+    assert "PatientSex" not in series.datasets[0]  # the held header itself is left as read
+    for held in series.datasets:
+        held.PatientSex, held.StudyID, held.StudyDate, held.StudyTime = "F", "S1", "20240102", "101500"
+        held.ReferringPhysicianName = ""
+    ds = pydicom.dcmread(io.BytesIO(dicom_seg.seg_bytes(series, labels, vol.affine)[0]))
+    assert (ds.PatientSex, ds.StudyID, ds.StudyDate, str(ds.PatientName)) == ("F", "S1", "20240102", "Doe^Janeth")
+
+
 # ---- command line --------------------------------------------------------------------------------------------
 
 def _seg_file(tmp_path: Path, vol: Volume, labels: np.ndarray, name: str = "seg.nii.gz") -> Path:

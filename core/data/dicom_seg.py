@@ -326,14 +326,16 @@ def _code(triple: tuple[str, str, str]) -> Any:
 
 
 def _prepared(series: SourceSeries) -> list[Any]:
-    """Copies of the headers with the type-2 attributes highdicom copies present (empty when absent)."""
+    """The headers with the type-2 attributes highdicom copies present (empty when absent: a copy is changed,
+    never the held header)."""
     out = []
     for ds in series.datasets:
-        c = copy.deepcopy(ds)
-        for tag in _TYPE2_COPIED:
-            if tag not in c or c.get(tag) is None:
-                setattr(c, tag, "")
-        out.append(c)
+        missing = [tag for tag in _TYPE2_COPIED if tag not in ds or ds.get(tag) is None]
+        if missing:
+            ds = copy.deepcopy(ds)
+            for tag in missing:
+                setattr(ds, tag, "")
+        out.append(ds)
     return out
 
 
