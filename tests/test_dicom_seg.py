@@ -261,6 +261,10 @@ def test_patient_module_comes_from_the_source_and_held_headers_are_not_changed(t
         held.ReferringPhysicianName = ""
     ds = pydicom.dcmread(io.BytesIO(dicom_seg.seg_bytes(series, labels, vol.affine)[0]))
     assert (ds.PatientSex, ds.StudyID, ds.StudyDate, str(ds.PatientName)) == ("F", "S1", "20240102", "Doe^Janeth")
+    for held in series.datasets:
+        held.PatientSex = "FEMALE"  # not a DICOM value (M, F, O): written as unknown rather than refused
+    ds = pydicom.dcmread(io.BytesIO(dicom_seg.seg_bytes(series, labels, vol.affine)[0]))
+    assert ds.PatientSex == "" and series.datasets[0].PatientSex == "FEMALE"
 
 
 # ---- command line --------------------------------------------------------------------------------------------

@@ -331,10 +331,13 @@ def _prepared(series: SourceSeries) -> list[Any]:
     out = []
     for ds in series.datasets:
         missing = [tag for tag in _TYPE2_COPIED if tag not in ds or ds.get(tag) is None]
-        if missing:
+        sex = str(ds.get("PatientSex", "") or "").strip().upper()
+        if missing or sex not in ("", "M", "F", "O"):
             ds = copy.deepcopy(ds)
             for tag in missing:
                 setattr(ds, tag, "")
+            if sex not in ("", "M", "F", "O"):  # a value outside DICOM's M/F/O (e.g. "Male") becomes unknown
+                ds.PatientSex = ""
         out.append(ds)
     return out
 
@@ -409,6 +412,7 @@ def build_seg(series: SourceSeries, labels: np.ndarray, affine: np.ndarray, *, a
             content_qualification="RESEARCH", omit_empty_frames=True)
     except (ValueError, TypeError, AttributeError, KeyError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        first = dicom.scrub_text(first, dicom._phi_strings(series.datasets[0]))  # never an identifier in a message
         raise DicomError(f"the DICOM SEG could not be built from this series ({first[:200]})") from err
     frames = int(seg.get("NumberOfFrames", 0) or 0)
     return seg, SegExport(labels=tuple(kept), frames=frames, exact=exact, notes=tuple(notes))
