@@ -41,8 +41,9 @@ def folder_table(folder: Path) -> None:
         matched = table[table["case_id"].str.contains(query.strip(), case=False, regex=False)]
         if matched.empty:  # never filter the list (and the Open button) away without saying so
             h1, h2 = st.columns([4, 1], vertical_alignment="center")
-            h1.warning(f"No case matches '{query.strip()}': all {len(rows)} cases are listed below.",
-                       icon=":material/search_off:")
+            h1.warning(f"No case matches '{query.strip()}': "
+                       + ("the only case is listed below." if len(rows) == 1 else f"all {len(rows)} cases are listed "
+                          "below."), icon=":material/search_off:")
             h2.button("Clear search", icon=":material/backspace:", on_click=_clear_search, width="stretch")
         else:
             table = matched
@@ -184,6 +185,9 @@ def selected_case_panel() -> None:
     case = ui.current_case()
     if case is None:
         st.subheader("Selected case")
+        problem = ui.url_case_problem()  # the URL names a case that could not be opened: say why
+        if problem:
+            st.warning(problem, icon=":material/link_off:")
         st.info("No case selected yet. Pick one in the table above, open the bundled demo, or upload files.",
                 icon=":material/info:")
         return

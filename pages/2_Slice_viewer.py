@@ -18,7 +18,7 @@ import numpy as np
 import streamlit as st
 
 from core import config
-from core.app import ui
+from core.app import ui, view_url
 from core.app.slice_client import case_payload, slice_client
 from core.errors import BratsViewerError
 from core.views import coords, figures, viewer
@@ -53,13 +53,14 @@ def _labels_of(obj: Any, owner_key: str) -> np.ndarray | None:
 
 
 gt = case.seg.data if case.seg is not None else None
+ui.session_prediction(case)  # after a reload: this case's prediction, when still cached in this process
 pred = _labels_of(st.session_state.get("prediction"), "prediction_case_key")
 corrected = _labels_of(st.session_state.get("corrected_labels"), "corrected_case_key")
 
 # ---- the shared cursor ---------------------------------------------------------------------------------------
 cursor = viewer.clamp_cursor(st.session_state.get(ui.KEY_CURSOR), shape)
-if cursor is None:
-    cursor = dict(stats.tumour_cursor or stats.centre)
+if cursor is None:  # a new session (a reload): the URL's cursor, checked against the grid
+    cursor = view_url.restore_cursor(shape) or dict(stats.tumour_cursor or stats.centre)
 st.session_state[ui.KEY_CURSOR] = cursor
 for n, key in SLIDER_KEYS.items():  # widgets follow the cursor (set before they are created)
     if st.session_state.get(key) != cursor[n]:
@@ -77,6 +78,8 @@ def _jump(target: dict[str, int] | None) -> None:
 
 
 # ---- sidebar: display controls -------------------------------------------------------------------------------
+mod_options = [*case.modalities, ALL_FOUR] if len(case.modalities) > 1 else list(case.modalities)
+view_url.seed_settings(mod_options)  # a reload brings the image, convention and overlays back from the URL
 with st.sidebar:
     st.divider()
     engine = st.radio("Three planes drawn", [ENGINE_CLIENT, ENGINE_SERVER], key="viewer_engine",
@@ -87,7 +90,6 @@ with st.sidebar:
     if engine == ENGINE_CLIENT:
         st.caption("The browser viewer has its own controls above the views and opens with the image, convention "
                    "and overlays chosen here; these settings drive the montage and the plotly views.")
-    mod_options = [*case.modalities, ALL_FOUR] if len(case.modalities) > 1 else list(case.modalities)
     modality = st.selectbox("Image", mod_options, key="viewer_modality",
                             format_func=lambda k: "All modalities (2x2)" if k == ALL_FOUR else config.MODALITY_TITLES[k])
     radiological = st.radio("Convention", ["Radiological", "Neurological"], key="viewer_convention",
@@ -293,3 +295,6 @@ if tab_3d.open:
             st.plotly_chart(fig, config={"displaylogo": False}, key="viewer_3d_fig")
             st.caption("Drag to rotate, scroll to zoom. Surfaces are drawn from block-averaged masks "
                        "(coarser than the voxels) - use the slice views for detail.")
+
+view_url.remember(st.session_state.get(ui.KEY_CURSOR),
+                  {k: st.session_state[k] for k in [*view_url.SETTINGS, *view_url.OVERLAY_KEYS] if k in st.session_state})

@@ -21,7 +21,7 @@ import streamlit as st
 
 from core.analysis.edits import default_inside_tumour_only, mask_from_canvas
 from core.analysis.report import volume_table
-from core.app import segstate, ui
+from core.app import segstate, ui, view_url
 from core.config import MODALITY_TITLES, REGION_LONG_NAMES
 from core.errors import BratsViewerError
 from core.views import figures, figures_seg, viewer
@@ -49,9 +49,11 @@ def _audit(event: str, model_sha: str, **extra: Any) -> None:
 
 
 # ---- the shared cursor (z drives this page) --------------------------------------------------------------------
-cursor = viewer.clamp_cursor(st.session_state.get(ui.KEY_CURSOR), shape) or dict(stats.tumour_cursor or stats.centre)
+cursor = (viewer.clamp_cursor(st.session_state.get(ui.KEY_CURSOR), shape) or view_url.restore_cursor(shape)
+          or dict(stats.tumour_cursor or stats.centre))  # the URL's cursor after a reload
 st.session_state[ui.KEY_CURSOR] = cursor
-if st.session_state.get(Z_KEY) != cursor["z"]:
+z_set_here = st.session_state.get(Z_KEY) != cursor["z"]  # the cursor moved elsewhere (a jump, another page)
+if z_set_here:
     st.session_state[Z_KEY] = cursor["z"]
 
 
@@ -144,7 +146,11 @@ elif pred is None and saved is None:
 
 # ---- slice selection -------------------------------------------------------------------------------------------
 c_z, c_jump, c_mod = st.columns([4, 1, 1], vertical_alignment="bottom")
-c_z.slider("Axial slice (z)", 0, shape[2] - 1, key=Z_KEY, on_change=_on_z)
+# The slider's default is the cursor's slice: a browser that (re)mounts the slider without its own value for it (a
+# run cut short by the next click under load, a layout shift above it) shows the default, which was 0 and sent the
+# next rerun back to z=0. A value set through st.session_state this run takes over (and the default must be None).
+c_z.slider("Axial slice (z)", 0, shape[2] - 1, value=None if z_set_here else int(cursor["z"]), key=Z_KEY,
+           on_change=_on_z)
 jump_labels = current if current is not None and np.any(current) else gt
 jump_target = figures.most_tumour_cursor(jump_labels) if jump_labels is not None else None
 c_jump.button("Most tumour", icon=":material/my_location:", on_click=_jump, args=(jump_target,),
@@ -181,23 +187,24 @@ if probs is None:
         msg = f"The single-slice result is for z={slice_pred['z']}: segment this slice or the whole volume."
     st.info(msg, icon=":material/info:")
 else:
+    # full width whether or not the uncertainty map is shown (it goes below, as large as one probability map)
+    underlay = {"image_xy": image[:, :, z], "window": window}
+    st.plotly_chart(figures_seg.probability_figure(probs, z, box=brain_box, **underlay), config=PLOT_CONFIG,
+                    key="seg_prob_fig", theme=None)
+    note_col = st
     if unc is not None:
-        p_col, u_col = st.columns([3, 1.15])
-        p_col.plotly_chart(figures_seg.probability_figure(probs, z, box=brain_box), config=PLOT_CONFIG,
-                           key="seg_prob_fig", theme=None)
-        u_col.plotly_chart(figures_seg.uncertainty_figure(unc, z, box=brain_box), config=PLOT_CONFIG,
+        u_col, note_col = st.columns([1.2, 2], vertical_alignment="center")
+        u_col.plotly_chart(figures_seg.uncertainty_figure(unc, z, box=brain_box, **underlay), config=PLOT_CONFIG,
                            key="seg_unc_fig", theme=None)
-    else:
-        st.plotly_chart(figures_seg.probability_figure(probs, z, box=brain_box), config=PLOT_CONFIG,
-                        key="seg_prob_fig", theme=None)
-    note = ("Axial view cropped to the brain, radiological convention (patient's right on the image's left), "
-            "anterior at the top.")
+    note = (f"Axial view cropped to the brain, radiological convention (patient's right on the image's left), "
+            f"anterior at the top; the maps are drawn over the {MODALITY_TITLES[modality]} slice (clear where "
+            "the value is near 0).")
     if unc is not None:
         note += (" Uncertainty: normalised entropy of the mean over the image and its flips (0 = all views agree "
                  "and are sure, 1 = uniform).")
     elif tta:
         note += " Segment again with TTA on to see the uncertainty map."
-    st.caption(note)
+    note_col.caption(note)
 
 # ---- agreement with the ground truth ---------------------------------------------------------------------------
 st.subheader("Agreement with the ground truth")
@@ -290,8 +297,9 @@ else:
                            background_image=background, width=background.width, height=background.height,
                            drawing_mode="freedraw", return_image_data=True, update_streamlit=True,
                            key=f"seg_canvas_{z}_{canvas_n}")
-        st.caption(f"Axial slice z={z}, radiological convention (patient's right on the image's left), "
-                   "current labels overlaid.")
+        st.markdown(figures_seg.legend_html(), unsafe_allow_html=True)
+        st.caption(f"Axial slice z={z}, radiological convention (patient's right on the image's left: letters "
+                   "at the edges), current labels overlaid.")
 
     def _done(message: str) -> None:
         st.session_state[CANVAS_N] = canvas_n + 1  # a fresh, empty canvas
@@ -342,3 +350,5 @@ else:
         st.dataframe(table, hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(format="%.1f") for c in table.columns[1:]})
         st.caption(segstate.hierarchy_caption(_hierarchy(segstate.labels_digest(current), current)))
+
+view_url.remember(st.session_state.get(ui.KEY_CURSOR))  # a reload keeps the slice

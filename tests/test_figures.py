@@ -283,6 +283,8 @@ def test_four_view_figure_has_one_image_per_modality() -> None:
     assert [t.type for t in fig.data] == ["image"] * 4
     assert len(fig.layout.shapes) == 8
     assert {s.xref for s in fig.layout.shapes} == {"x", "x2", "x3", "x4"}
+    # bug: the second row fell below a 1000 px window (controls end ~430 px down; the figure was 720 px tall)
+    assert fig.layout.height == F.FOUR_VIEW_HEIGHT_PX and 430 + fig.layout.height <= 1000 - 40
     three = F.four_view_figure({"flair": rgb, "t1": rgb, "t2": rgb}, "axial", {"x": 1, "y": 2, "z": 3}, SHAPE)
     assert len(three.data) == 3
     with pytest.raises(BratsViewerError):

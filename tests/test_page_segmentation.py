@@ -118,6 +118,36 @@ def test_segment_whole_volume_scores_audits_and_caches(tiny_model: Path, _isolat
     assert len(events) == 2 and events[1]["extra"]["from_cache"] is True
 
 
+def test_a_reload_brings_the_prediction_and_the_slice_back(tiny_model: Path) -> None:
+    """Bug: a browser reload (a new session) lost the prediction although it was still cached; it now comes back
+    for the same case and model, with the slice (the URL's cursor), on this page and in the viewer."""
+    at = app(tiny_model, **{ui.KEY_CURSOR: {"x": 120, "y": 120, "z": 80}})
+    button(at, "Segment whole volume").click().run()
+    pred = at.session_state[ui.KEY_PREDICTION]
+    assert at.query_params["cur"] == "120,120,80"
+    for page in (PAGE, "pages/2_Slice_viewer.py"):
+        again = AppTest.from_file(HOME, default_timeout=120)
+        again.switch_page(page)
+        again.session_state[ui.KEY_MODEL_DIR] = str(tiny_model)
+        for name in at.query_params:
+            again.query_params[name] = at.query_params[name]
+        again.run()
+        assert not again.exception, again.exception
+        assert again.session_state[ui.KEY_PREDICTION] is pred  # the cached object, not a new segmentation
+        assert again.session_state[ui.KEY_CURSOR] == {"x": 120, "y": 120, "z": 80}
+        if page == PAGE:
+            assert "Whole-volume prediction of model" in texts(again.caption)
+            assert again.slider(key="seg_z").value == 80
+    other = tiny_model.parent / "other"  # another model: its prediction is not this one
+    if not other.exists():
+        import shutil
+
+        shutil.copytree(tiny_model, other)
+    again = run_page(PAGE, DEMO_SELECTION, other)
+    assert ui.KEY_PREDICTION not in again.session_state
+    assert "No segmentation of this case yet" in texts(again.info)
+
+
 def test_a_flair_t1ce_case_is_segmented_and_labelled_as_such(tiny_model: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import make_case_dir
@@ -142,6 +172,10 @@ def test_tta_adds_the_uncertainty_map(tiny_model: Path) -> None:
     assert at.session_state[ui.KEY_PREDICTION].tta is True
     assert heatmap_count(at) == 4
     assert "Uncertainty" in texts(at.caption)
+    # bug: the maps had no anatomy under them; each map now lies over the greyscale slice
+    prob, unc = (next(f for f in charts(at) if f["data"][-1].get("name") == n) for n in ("ET", "uncertainty"))
+    assert [t["type"] for t in prob["data"]] == ["image", "heatmap"] * 3
+    assert [t["type"] for t in unc["data"]] == ["image", "heatmap"]
 
 
 def test_tta_setting_survives_a_visit_to_another_page(tiny_model: Path) -> None:

@@ -393,3 +393,69 @@ def test_viewer_ignores_a_prediction_of_another_case() -> None:
     at = app(VIEWER, DEMO_SELECTION, prediction=FakePrediction(), prediction_case_key="some-other-case")
     assert not at.exception
     assert at.checkbox(key="viewer_show_pred").disabled
+
+
+def reloaded(at: AppTest, page: str) -> AppTest:
+    """A browser reload of ``at``'s page: a new session with the same URL query parameters only."""
+    again = AppTest.from_file(HOME, default_timeout=60)
+    again.switch_page(page)
+    for name in at.query_params:
+        again.query_params[name] = at.query_params[name]
+    return again.run()
+
+
+def test_a_reload_keeps_the_cursor_and_the_overlay_settings() -> None:
+    """Bug: a reload kept the case but lost the cursor and the overlay settings."""
+    at = app(VIEWER, DEMO_SELECTION, **{ui.KEY_CURSOR: {"x": 100, "y": 120, "z": 50}})
+    at.radio(key="viewer_convention").set_value("Neurological").run()
+    at.slider(key="viewer_opacity").set_value(0.7).run()
+    at.checkbox(key="viewer_show_gt").uncheck().run()
+    at.checkbox(key="viewer_contour").check().run()
+    assert not at.exception
+    assert at.query_params["cur"] == "100,120,50" and at.query_params["conv"] == "neuro"
+    again = reloaded(at, VIEWER)
+    assert not again.exception
+    assert again.session_state[ui.KEY_CASE]["case_id"] == "TCIA-example"
+    assert again.session_state[ui.KEY_CURSOR] == {"x": 100, "y": 120, "z": 50}
+    assert again.radio(key="viewer_convention").value == "Neurological"
+    assert again.slider(key="viewer_opacity").value == pytest.approx(0.7)
+    assert again.checkbox(key="viewer_show_gt").value is False and again.checkbox(key="viewer_contour").value
+    assert client_args(again)["settings"] == {"modality": "flair", "show": [], "radiological": False,
+                                              "opacity": pytest.approx(0.7)}
+
+
+def test_a_reload_ignores_bad_cursor_and_settings_in_the_url() -> None:
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.switch_page(VIEWER)
+    for name, value in {"case": "TCIA-example", "src": "demo", "cur": "999,1,1", "op": "7", "conv": "x",
+                        "img": "../etc", "ov": "gt.rm"}.items():
+        at.query_params[name] = value
+    at.run()
+    assert not at.exception
+    cursor = at.session_state[ui.KEY_CURSOR]
+    assert cursor != {"x": 999, "y": 1, "z": 1} and cursor["x"] < 240  # out of the grid: the default cursor
+    assert at.slider(key="viewer_opacity").value == pytest.approx(0.4)
+    assert at.radio(key="viewer_convention").value == "Radiological"
+    assert at.selectbox(key="viewer_modality").value == "flair"
+    assert at.checkbox(key="viewer_show_gt").value is True
+
+
+def test_a_url_case_that_cannot_be_opened_says_why(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Bug: a URL naming a case of a folder that is not allowed (or a case that is gone) showed "No case
+    selected" with no explanation."""
+    data = tmp_path / "data"
+    make_case_dir(data, case_id="BraTS2021_00001")
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(data))
+    for params, why in (({"case": "BraTS2021_00001", "src": "elsewhere"}, "not one of the data folders"),
+                        ({"case": "BraTS2021_00099", "src": "data"}, "no longer in the data folder `data`")):
+        for page in (VIEWER, BROWSER):
+            at = AppTest.from_file(HOME, default_timeout=60)
+            at.switch_page(page)
+            for name, value in params.items():
+                at.query_params[name] = value
+            at.run()
+            assert not at.exception
+            assert ui.KEY_CASE not in at.session_state or at.session_state[ui.KEY_CASE] is None
+            warnings = [w.value for w in at.warning if why in w.value]
+            assert len(warnings) == 1 and "\n" not in warnings[0], (page, texts(at.warning))
+            assert (params["case"] in warnings[0]) == (params["src"] == "data")  # a foreign folder: no echo

@@ -229,6 +229,47 @@ def test_uncertainty_figure() -> None:
         figures_seg.uncertainty_figure(np.zeros((6, 5, 4)), 0)
 
 
+def test_probability_and_uncertainty_maps_over_an_anatomical_underlay() -> None:
+    probs = np.zeros((6, 5, 4), dtype=np.float32)
+    probs[..., 0] = 1.0
+    image = np.zeros((6, 5), dtype=np.float32)
+    image[5, 4] = 100.0  # patient right, anterior -> top left on screen (radiological)
+    fig = figures_seg.probability_figure(probs, z=3, image_xy=image, window=(0.0, 100.0))
+    assert [t.type for t in fig.data] == ["image", "heatmap"] * 3  # grey under each probability map
+    grey = np.asarray(fig.data[0].z)
+    assert grey.shape == (5, 6, 3) and tuple(grey[0, 0]) == (255, 255, 255) and grey[1:, 1:].max() == 0
+    scale = fig.layout.coloraxis.colorscale
+    assert scale[0][1].endswith(",0)") and scale[-1][0] == 1.0  # clear at probability 0: the anatomy shows
+    cropped = figures_seg.probability_figure(probs, 3, box=(4, 6, 3, 5), image_xy=image, window=(0.0, 100.0))
+    assert np.asarray(cropped.data[0].z).shape == (2, 2, 3) and tuple(np.asarray(cropped.data[0].z)[0, 0]) == (
+        255, 255, 255)
+    unc = figures_seg.uncertainty_figure(np.zeros((6, 5)), 3, image_xy=image, window=(0.0, 100.0))
+    assert [t.type for t in unc.data] == ["image", "heatmap"]
+    with pytest.raises(BratsViewerError):  # an underlay of another grid
+        figures_seg.probability_figure(probs, 3, image_xy=np.zeros((5, 5)))
+    assert [t.type for t in figures_seg.probability_figure(probs, 3).data] == ["heatmap"] * 3  # none asked
+
+
+def test_canvas_background_has_orientation_letters() -> None:
+    image = np.zeros((40, 30, 3), dtype=np.float32)
+    image[:, :, 1] = 50.0
+    plain = np.asarray(figures_seg.canvas_background(image, None, 1, (0.0, 100.0), target_px=240, letters=False))
+    lettered = np.asarray(figures_seg.canvas_background(image, None, 1, (0.0, 100.0), target_px=240))
+    assert plain.shape == lettered.shape == (180, 240, 3)
+    def yellowish(a: np.ndarray) -> np.ndarray:  # letters are anti-aliased: near the letter colour, not grey
+        r, g, b = (a[..., i].astype(int) for i in range(3))
+        return (r > 180) & (g > 140) & (b < r - 80)
+
+    yellow = yellowish(lettered)
+    assert not yellowish(plain).any()
+    h, w = yellow.shape
+    for rows, cols in ((slice(0, h // 6), slice(w // 3, 2 * w // 3)), (slice(5 * h // 6, h), slice(w // 3, 2 * w // 3)),
+                       (slice(h // 3, 2 * h // 3), slice(0, w // 8)), (slice(h // 3, 2 * h // 3), slice(7 * w // 8, w))):
+        assert yellow[rows, cols].any()  # a letter in the middle of each edge
+    assert not yellow[h // 4: 3 * h // 4, w // 4: 3 * w // 4].any()  # and none over the brain
+    assert "NCR" in figures_seg.legend_html() and "False positive" in figures_seg.legend_html(error=True)
+
+
 def test_volume_bar_figure_groups_prediction_and_ground_truth() -> None:
     rows = [{"structure": "NCR", "volume_ml": 1.5, "gt_volume_ml": 2.0}, {"structure": "WT", "volume_ml": 10.0,
                                                                           "gt_volume_ml": 9.0}]

@@ -8,6 +8,7 @@ kept in the uploading session's own state only, so sessions never see each other
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ KEY_TTA = "use_tta"  # bool: test-time augmentation on (a setting, not a widget 
 KEY_MODEL_DIR = "model_dir"  # str: active model folder
 KEY_PRIVATE = "private_token"  # str: token of this session's private folder (server-side only, never shown)
 KEY_LAST_ACTIVE = "last_active_s"  # float: time.time() of this session's last page run
+KEY_URL_FAILED = "url_case_failed"  # ((case, src, key), reason): the URL's case that could not be opened
 
 
 PAGE_ICON: Path = config.PROJECT_ROOT / "assets" / "icon.png"  # served by the app itself
@@ -58,15 +60,31 @@ def _sync_case_with_url() -> None:
     sel = st.session_state.get(KEY_CASE)
     params = st.query_params
     if sel is None and params.get("case"):
-        folder = roots.picker_folders().get(str(params.get("src") or "data"))
+        src = str(params.get("src") or "data")
         case_id = str(params.get("case"))
         key = str(params.get("key")) if params.get("key") else None
+        failed = st.session_state.get(KEY_URL_FAILED)
+        if failed and failed[0] == (case_id, src, key):
+            return  # already tried in this session: the page says why (url_case_problem)
+        folder = roots.picker_folders().get(src)
+        reason = None
+        # the URL's text is echoed only when it is a plain id (never a path or markup)
+        named = f" `{case_id}`" if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", case_id) else ""
         try:
-            if folder is not None and _refs_of(str(folder), case_id, key):
+            if folder is None:
+                reason = ("The link names a case in a folder that is not one of the data folders this server allows "
+                          "(BRATS_DATA_ROOTS): pick a case in the Case browser.")
+            elif _refs_of(str(folder), case_id, key):
                 select = {"kind": "folder", "folder": str(folder), "case_id": case_id}
                 st.session_state[KEY_CASE] = {**select, "key": key} if key else select
-        except BratsViewerError:
-            pass
+                st.session_state.pop(KEY_URL_FAILED, None)
+            else:
+                reason = (f"The link names case{named}, which is no longer in the data folder `{src}` (moved or "
+                          "deleted): pick a case in the Case browser.")
+        except (BratsViewerError, OSError):
+            reason = f"The link's case{named} cannot be opened from the data folder `{src}`: pick a case in the Case browser."
+        if reason:
+            st.session_state[KEY_URL_FAILED] = ((case_id, src, key), reason)
         return
     if sel and sel.get("kind") == "folder":
         src = roots.folder_label(sel["folder"]) or "data"
@@ -221,10 +239,24 @@ def current_case() -> Case | None:
         return None
 
 
+def url_case_problem() -> str | None:
+    """Why the case the URL names was not opened (outside the allowed data roots, or gone), while no case is
+    selected and the URL still names it; else None."""
+    failed = st.session_state.get(KEY_URL_FAILED)
+    params = st.query_params
+    if not failed or st.session_state.get(KEY_CASE) is not None or not params.get("case"):
+        return None
+    key = str(params.get("key")) if params.get("key") else None
+    return failed[1] if failed[0] == (str(params.get("case")), str(params.get("src") or "data"), key) else None
+
+
 def require_case() -> Case:
     """The selected case, or an empty state that says what to do, and stop the page."""
     case = current_case()
     if case is None:
+        problem = url_case_problem()
+        if problem:
+            st.warning(problem, icon=":material/link_off:")
         st.info("No case selected. Open the **Case browser** to pick a case or upload your own NIfTI files.",
                 icon=":material/info:")
         st.page_link("pages/1_Case_browser.py", label="Go to the case browser", icon=":material/folder_open:")
@@ -338,17 +370,62 @@ def cached_prediction(case: Case, loaded: Any, tta: bool, progress: Any = None, 
         slot["lock"].release()
 
 
+@st.cache_resource(show_spinner=False)
+def _recent_predictions() -> dict[tuple[str, str, bool], Any]:
+    """Process-wide index of the predictions kept in sessions: (case content key, model stamp, TTA) -> weak
+    reference. A reloaded page (a new session) finds its case's prediction here instead of losing it; the
+    index holds no prediction alive by itself (the prediction caches and sessions do)."""
+    return {}
+
+
+def _model_stamp() -> str | None:
+    """The active model's folder and weights modification time (no model load, no TensorFlow), or None."""
+    from core.engine.model import resolve_weights
+
+    try:
+        weights, _ = resolve_weights(active_model_dir())
+        return f"{weights.resolve()}:{weights.stat().st_mtime_ns}"
+    except (BratsViewerError, OSError):
+        return None
+
+
 def store_prediction(case: Case, prediction: Any) -> None:
-    """Keep a prediction (a reference to the cached object) in the session with the case it belongs to."""
+    """Keep a prediction (a reference to the cached object) in the session with the case it belongs to, and
+    index it for a later session of the same case and model (``session_prediction``)."""
+    import weakref
+
     st.session_state[KEY_PREDICTION] = prediction
     st.session_state[KEY_PREDICTION_CASE] = case.content_key
+    stamp = _model_stamp()
+    if stamp is None:
+        return
+    index = _recent_predictions()
+    for k in [k for k, ref in index.items() if ref() is None]:
+        index.pop(k, None)
+    try:
+        index[(case.content_key, stamp, bool(getattr(prediction, "tta", False)))] = weakref.ref(prediction)
+    except TypeError:  # not weak-referenceable: not indexed
+        pass
 
 
 def session_prediction(case: Case) -> Any:
-    """The session's prediction when it belongs to ``case``, else None."""
-    if st.session_state.get(KEY_PREDICTION_CASE) != case.content_key:
+    """The session's prediction when it belongs to ``case``; else (a reload, or the case opened again) the
+    prediction of this case by the active model still cached in this process (with the session's TTA setting
+    when there are both), kept in the session from then on; else None. Never computes one."""
+    if st.session_state.get(KEY_PREDICTION_CASE) == case.content_key:
+        return st.session_state.get(KEY_PREDICTION)
+    stamp = _model_stamp()
+    if stamp is None:
         return None
-    return st.session_state.get(KEY_PREDICTION)
+    index = _recent_predictions()
+    for tta in (use_tta(), not use_tta()):
+        ref = index.get((case.content_key, stamp, tta))
+        prediction = ref() if ref is not None else None
+        if prediction is not None:
+            st.session_state[KEY_PREDICTION] = prediction
+            st.session_state[KEY_PREDICTION_CASE] = case.content_key
+            return prediction
+    return None
 
 
 @st.cache_resource(max_entries=6, show_spinner="Scoring against the ground truth...")

@@ -24,9 +24,17 @@ from core.views import figures
 PROBABILITY_CLASSES: tuple[tuple[int, str], ...] = ((1, "NCR/NET"), (2, "ED"), (3, "ET"))  # softmax index, title
 PROBABILITY_SCALE = "Viridis"
 UNCERTAINTY_SCALE = "Plasma"
+# Drawn over a greyscale underlay: transparent at 0, more opaque as the value grows (same hues as the scales).
+PROBABILITY_OVER_SCALE: list[list[Any]] = [[0.0, "rgba(68,1,84,0)"], [0.05, "rgba(68,1,84,0.15)"],
+                                            [0.25, "rgba(59,82,139,0.55)"], [0.5, "rgba(33,145,140,0.7)"],
+                                            [0.75, "rgba(94,201,98,0.8)"], [1.0, "rgba(253,231,37,0.9)"]]
+UNCERTAINTY_OVER_SCALE: list[list[Any]] = [[0.0, "rgba(13,8,135,0)"], [0.05, "rgba(13,8,135,0.15)"],
+                                           [0.25, "rgba(126,3,168,0.55)"], [0.5, "rgba(204,71,120,0.7)"],
+                                           [0.75, "rgba(248,149,64,0.8)"], [1.0, "rgba(240,249,33,0.9)"]]
 SEGMENTATION_BAR = "#0f7c8c"  # the app's primary colour
 GROUND_TRUTH_BAR = "#9aa5ad"
 _AXES_OFF = dict(visible=False, showgrid=False, zeroline=False)
+LETTER_COLOUR = (255, 213, 79)  # orientation letters (the plotly figures' #ffd54f)
 
 
 def _check_slice(arr: np.ndarray, ndim: int, what: str) -> np.ndarray:
@@ -62,6 +70,19 @@ def _letters(fig: go.Figure, rows: int, cols: int, n: int, radiological: bool) -
                                showarrow=False, font=font, xanchor=xa, yanchor=ya)
 
 
+def _underlay(image_xy: np.ndarray | None, window: tuple[float, float] | None, shape_xy: tuple[int, int],
+              box: tuple[int, int, int, int] | None, radiological: bool) -> go.Image | None:
+    """The anatomical slice (X, Y) as a greyscale ``go.Image`` laid out like the maps, or None without one."""
+    if image_xy is None:
+        return None
+    img = _check_slice(image_xy, 2, "an anatomical slice (X, Y)")
+    if img.shape != tuple(shape_xy):
+        raise BratsViewerError(f"expected an anatomical slice of shape {tuple(shape_xy)}, got {img.shape}")
+    lo, hi = window if window is not None else figures.auto_window(img[..., None])
+    grey = figures.window_to_uint8(axial_display(_crop(img, box), radiological), lo, max(hi, lo + 1e-6))
+    return go.Image(z=np.repeat(grey[..., None], 3, axis=2), colormodel="rgb", hoverinfo="skip", name="image")
+
+
 def _crop(arr: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
     if box is None:
         return arr
@@ -72,20 +93,26 @@ def _crop(arr: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
 
 
 def probability_figure(probs_xy4: np.ndarray, z: int, radiological: bool = True, height: int = 380,
-                       box: tuple[int, int, int, int] | None = None) -> go.Figure:
-    """Heatmaps of the NCR, ED and ET probabilities of one axial slice, side by side, one colour bar 0..1.
+                       box: tuple[int, int, int, int] | None = None, image_xy: np.ndarray | None = None,
+                       window: tuple[float, float] | None = None) -> go.Figure:
+    """Heatmaps of the NCR, ED and ET probabilities of one axial slice, side by side, one colour bar 0..1;
+    with ``image_xy`` the maps are drawn semi-transparent (clear at 0) over that greyscale anatomical slice.
 
     Args:
         probs_xy4: (X, Y, 4) class probabilities of the slice (background, NCR, ED, ET).
         z: the slice's index (titles only).
         box: optional crop (x0, x1, y0, y1) on the slice grid (e.g. the brain's box), applied before display.
+        image_xy: optional (X, Y) intensities of the same slice (the underlay); ``window`` (low, high) maps
+            them to grey (default: ``figures.auto_window``).
 
     Returns:
-        A figure with three ``go.Heatmap`` traces sharing ``coloraxis`` (range 0..1).
+        A figure with three ``go.Heatmap`` traces sharing ``coloraxis`` (range 0..1), each after a greyscale
+        ``go.Image`` of the underlay when there is one.
     """
     probs = _check_slice(probs_xy4, 3, "slice probabilities (X, Y, 4)")
     if probs.shape[2] != len(CLASS_NAMES):
         raise BratsViewerError(f"expected {len(CLASS_NAMES)} classes on the last axis, got {probs.shape[2]}")
+    under = _underlay(image_xy, window, probs.shape[:2], box, radiological)
     probs = _crop(probs, box)
     titles = [f"P({title}) z={z}" for _, title in PROBABILITY_CLASSES]
     fig = make_subplots(rows=1, cols=3, subplot_titles=titles, horizontal_spacing=0.02)
@@ -93,10 +120,13 @@ def probability_figure(probs_xy4: np.ndarray, z: int, radiological: bool = True,
     for i, (cls, title) in enumerate(PROBABILITY_CLASSES):
         img = axial_display(probs[:, :, cls], radiological)
         rows, cols = img.shape
+        if under is not None:
+            fig.add_trace(under, row=1, col=i + 1)
         fig.add_trace(_heatmap(img, "coloraxis", title, "probability"), row=1, col=i + 1)
     _image_axes(fig, rows, cols, 3)
     _letters(fig, rows, cols, 3, radiological)
-    fig.update_layout(coloraxis=dict(colorscale=PROBABILITY_SCALE, cmin=0.0, cmax=1.0,
+    scale = PROBABILITY_OVER_SCALE if under is not None else PROBABILITY_SCALE
+    fig.update_layout(coloraxis=dict(colorscale=scale, cmin=0.0, cmax=1.0,
                                      colorbar=dict(title=dict(text="probability"), thickness=12, len=0.9)),
                       height=height, margin=dict(l=0, r=0, t=30, b=0), plot_bgcolor="black",
                       paper_bgcolor="rgba(0,0,0,0)")
@@ -104,16 +134,20 @@ def probability_figure(probs_xy4: np.ndarray, z: int, radiological: bool = True,
 
 
 def uncertainty_figure(unc_xy: np.ndarray, z: int, radiological: bool = True, height: int = 380,
-                       box: tuple[int, int, int, int] | None = None) -> go.Figure:
+                       box: tuple[int, int, int, int] | None = None, image_xy: np.ndarray | None = None,
+                       window: tuple[float, float] | None = None) -> go.Figure:
     """Heatmap of the normalised predictive entropy (0 certain .. 1 uniform) of one axial slice (X, Y),
-    optionally cropped to ``box`` (x0, x1, y0, y1)."""
-    unc = _crop(_check_slice(unc_xy, 2, "a slice uncertainty map (X, Y)"), box)
-    img = axial_display(unc, radiological)
+    optionally cropped to ``box`` (x0, x1, y0, y1); with ``image_xy`` (X, Y) drawn semi-transparent over that
+    greyscale anatomical slice (as ``probability_figure``)."""
+    unc_full = _check_slice(unc_xy, 2, "a slice uncertainty map (X, Y)")
+    under = _underlay(image_xy, window, unc_full.shape, box, radiological)
+    img = axial_display(_crop(unc_full, box), radiological)
     rows, cols = img.shape
-    fig = go.Figure(_heatmap(img, "coloraxis", "uncertainty", "entropy"))
+    fig = go.Figure([t for t in (under, _heatmap(img, "coloraxis", "uncertainty", "entropy")) if t is not None])
     _image_axes(fig, rows, cols, 1)
     _letters(fig, rows, cols, 1, radiological)
-    fig.update_layout(coloraxis=dict(colorscale=UNCERTAINTY_SCALE, cmin=0.0, cmax=1.0,
+    scale = UNCERTAINTY_OVER_SCALE if under is not None else UNCERTAINTY_SCALE
+    fig.update_layout(coloraxis=dict(colorscale=scale, cmin=0.0, cmax=1.0,
                                      colorbar=dict(title=dict(text="entropy"), thickness=12, len=0.9)),
                       title=dict(text=f"Uncertainty (TTA entropy) z={z}", x=0.5, xanchor="center",
                                  font=dict(size=14)),
@@ -123,19 +157,41 @@ def uncertainty_figure(unc_xy: np.ndarray, z: int, radiological: bool = True, he
 
 
 def canvas_background(image: np.ndarray, labels: np.ndarray | None, z: int, window: tuple[float, float],
-                      target_px: int = 480, opacity: float = 0.35, radiological: bool = True) -> Any:
+                      target_px: int = 480, opacity: float = 0.35, radiological: bool = True,
+                      letters: bool = True) -> Any:
     """The correction canvas's background: axial slice ``z`` of ``image`` (X, Y, Z) with ``labels`` blended in,
-    laid out as ``axial_display``, enlarged (nearest neighbour) so its longer side is ``target_px``.
+    laid out as ``axial_display``, enlarged (nearest neighbour) so its longer side is ``target_px``; with
+    ``letters``, the orientation letters (``figures.orientation_letters``) at the middle of each edge.
 
     Returns:
         A ``PIL.Image.Image`` (RGB) of size (X * s, Y * s) in (width, height), s = target_px / max(X, Y).
     """
-    from PIL import Image
+    from PIL import Image, ImageDraw, ImageFont
 
     overlays = [figures.Overlay(labels, opacity)] if labels is not None else []
     rgb = figures.compose_plane(image, "axial", z, window, radiological, overlays)
     width, height = canvas_size(image.shape[:3], target_px)
-    return Image.fromarray(rgb).resize((width, height), Image.Resampling.NEAREST)
+    out = Image.fromarray(rgb).resize((width, height), Image.Resampling.NEAREST)
+    if letters:
+        draw = ImageDraw.Draw(out)
+        size = max(10, min(width, height) // 22)
+        font = ImageFont.load_default(size=size)
+        pad = max(2, size // 4)
+        for edge, (x, y, anchor) in {"top": (width / 2, pad, "mt"), "bottom": (width / 2, height - pad, "mb"),
+                                     "left": (pad, height / 2, "lm"), "right": (width - pad, height / 2, "rm")
+                                     }.items():
+            draw.text((x, y), figures.orientation_letters("axial", radiological)[edge], fill=LETTER_COLOUR,
+                      font=font, anchor=anchor, stroke_width=max(1, size // 8), stroke_fill=(0, 0, 0))
+    return out
+
+
+def legend_html(error: bool = False) -> str:
+    """The label colours (``figures.legend_items``) as one line of HTML swatches, for beside a figure."""
+    items = "".join(
+        f'<span style="display:inline-flex;align-items:center;margin-right:14px;">'
+        f'<span style="width:12px;height:12px;background:{colour};display:inline-block;margin-right:6px;'
+        f'border-radius:2px;"></span>{name}</span>' for name, colour in figures.legend_items(error=error))
+    return f'<div style="font-size:0.85rem;">{items}</div>'
 
 
 def canvas_size(shape: Sequence[int], target_px: int = 480) -> tuple[int, int]:
