@@ -13,6 +13,7 @@ from dicom_factory import PHI_STRINGS, oblique_iop, write_series
 
 from core.app import dicom_panel, ui
 from core.data import roots
+from core.errors import DataFolderError
 
 BROWSER = "pages/1_Case_browser.py"
 
@@ -33,8 +34,8 @@ def dicom_root(app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def _read_folder(at):
     at.radio(key="dicom_source").set_value(dicom_panel.SOURCE_FOLDER).run()
     label = next(opt for opt in at.selectbox(key="dicom_root").options if opt.endswith("dicomroot"))
-    at.selectbox(key="dicom_root").set_value(label)
-    at.text_input(key="dicom_sub").set_value("study1")
+    at.selectbox(key="dicom_root").set_value(label).run()
+    at.selectbox(key="dicom_sub").set_value("study1")
     return at.button(key="dicom_read").click().run()
 
 
@@ -63,13 +64,19 @@ def test_dicom_tab_lists_series_and_opens_a_case(dicom_root: Path, app_env: Path
         assert s.lower() not in page_text.lower() and s.lower() not in audit.lower()
 
 
-def test_dicom_tab_refuses_a_folder_outside_the_roots(dicom_root: Path) -> None:
+def test_dicom_tab_offers_only_folders_inside_the_roots(dicom_root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside_dicom"
+    outside.mkdir()
+    (dicom_root / "link_out").symlink_to(outside, target_is_directory=True)
     at = run_page(BROWSER, timeout=60)
     at.radio(key="dicom_source").set_value(dicom_panel.SOURCE_FOLDER).run()
-    at.text_input(key="dicom_sub").set_value("../../..")
-    at.button(key="dicom_read").click().run()
-    assert not at.exception
-    assert "inside the allowed data roots" in texts(at.error)
+    label = next(opt for opt in at.selectbox(key="dicom_root").options if opt.endswith("dicomroot"))
+    at.selectbox(key="dicom_root").set_value(label).run()
+    options = at.selectbox(key="dicom_sub").options
+    assert "study1" in options and not any("link_out" in o or ".." in o for o in options)  # a picker, no free text
+    assert not [w for w in at.text_input if w.key == "dicom_sub"]
+    with pytest.raises(DataFolderError, match="inside the allowed data roots"):
+        roots.subfolders(outside)
 
 
 def test_uploaded_zip_is_read_without_using_member_names(tmp_path: Path) -> None:

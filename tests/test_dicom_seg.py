@@ -345,8 +345,8 @@ def test_case_opened_from_dicom_offers_a_dicom_seg_on_the_report(app_env: Path, 
     assert dicom_seg.SEG_PHI_NOTE in texts(at.caption)
     at.radio(key="dicom_source").set_value(dicom_panel.SOURCE_FOLDER).run()
     label = next(opt for opt in at.selectbox(key="dicom_root").options if opt.endswith("dicomroot"))
-    at.selectbox(key="dicom_root").set_value(label)
-    at.text_input(key="dicom_sub").set_value("study1")
+    at.selectbox(key="dicom_root").set_value(label).run()
+    at.selectbox(key="dicom_sub").set_value("study1")
     at.button(key="dicom_read").click().run()
     at.button(key="dicom_open").click().run()
     assert not at.exception, at.exception

@@ -32,8 +32,8 @@ def study_root(app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 def _read(at, sub: str):
     label = next(opt for opt in at.selectbox(key="study_root").options if opt.endswith("studyroot"))
-    at.selectbox(key="study_root").set_value(label)
-    at.text_input(key="study_sub").set_value(sub)
+    at.selectbox(key="study_root").set_value(label).run()
+    at.selectbox(key="study_sub").set_value(sub)
     return at.button(key="study_read").click().run()
 
 

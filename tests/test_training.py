@@ -185,7 +185,10 @@ def test_training_with_context_dropout_and_postprocess(data_dir: Path, tmp_path:
     assert card["epochs_run"] == 1 and card["split"]["val"] == []  # no validation: the "NA" log still counts
     loaded = load_model(out)
     assert loaded.spec.context == 1 and loaded.spec.n_inputs == 12
-    assert tuple(loaded.model.inputs[0].shape[1:]) == (32, 32, 12)
+    # training ends with the ONNX export (core.engine.runtime): inference runs it, its checksum is in the card
+    assert loaded.runtime == "onnxruntime" and card["onnx"]["keras_sha256"] == card["weights_sha256"]
+    assert tuple(loaded.model.input_shape[1:]) == (32, 32, 12)
+    assert tuple(load_model(out, runtime="tensorflow").model.inputs[0].shape[1:]) == (32, 32, 12)
     assert loaded.postprocess == PostprocessSpec("regions", 0.1)
     assert loaded.quality.trained_for_missing
     from core.data.cases import discover_cases, load_case

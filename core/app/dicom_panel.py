@@ -59,7 +59,9 @@ def _load_source() -> tuple[str, dicom.Study] | None:
         options = roots.picker_folders()
         c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="bottom")
         label = c1.selectbox("Data root", list(options), key="dicom_root")
-        sub = c2.text_input("Sub-folder with the DICOM files", key="dicom_sub", placeholder="e.g. patient01/study")
+        subs = roots.subfolders(options[label]) if label else []
+        sub = c2.selectbox("Sub-folder with the DICOM files", ["", *subs], key="dicom_sub",
+                           format_func=lambda s: s or "(the folder itself)")
         if not c3.button("Read folder", key="dicom_read", width="stretch"):
             return held if held and str(held[0]).startswith("folder:") else None
         if not label:

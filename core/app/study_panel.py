@@ -29,7 +29,9 @@ def _pick_folder() -> tuple[Path, study.StudyFiles] | None:
     options = roots.picker_folders()
     c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="bottom")
     label = c1.selectbox("Data root", list(options), key="study_root")
-    sub = c2.text_input("Sub-folder with the NIfTI series", key="study_sub", placeholder="e.g. raw/patient01")
+    subs = roots.subfolders(options[label]) if label else []
+    sub = c2.selectbox("Sub-folder with the NIfTI series", ["", *subs], key="study_sub",
+                       format_func=lambda s: s or "(the folder itself)")
     held = st.session_state.get(KEY_FILES)
     if not c3.button("Read folder", key="study_read", width="stretch"):
         return held

@@ -268,6 +268,31 @@ def _collections(root: Path, depth: int) -> list[Path]:
     return sorted(found)
 
 
+def subfolders(folder: str | os.PathLike[str], depth: int = 3, limit: int = MAX_PICKER_FOLDERS) -> list[str]:
+    """Relative paths (posix) of the visible folders inside an allowed ``folder``, ``depth`` levels down, for a
+    second picker (a study or DICOM folder inside a root): links leading out of ``folder`` are left out.
+
+    Raises:
+        DataFolderError: ``folder`` is not inside an allowed root.
+    """
+    base = resolve_folder(folder)
+    found: list[str] = []
+    frontier = [base]
+    for _ in range(depth):
+        nxt: list[Path] = []
+        for parent in frontier:
+            for child in _subdirs(parent):
+                real = Path(os.path.realpath(child))
+                if not _inside(real, base) or real == base:
+                    continue
+                found.append(child.relative_to(base).as_posix())
+                nxt.append(child)
+                if len(found) >= limit:
+                    return sorted(found)
+        frontier = nxt
+    return sorted(found)
+
+
 def _subdirs(folder: Path) -> list[Path]:
     try:
         with os.scandir(folder) as it:
