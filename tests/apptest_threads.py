@@ -6,7 +6,9 @@ AppTest keeps its own session state.
 (``Runtime._instance``) and sets it back to None when it ends, so a session finishing its run would pull the
 runtime from under a session still running (``Runtime hasn't been created!``). ``concurrent_apptests()`` makes
 ``Runtime.instance()`` answer, in each thread, the mock runtime of the run that thread belongs to (the caller's
-thread and the script thread it starts), and keeps ``global.appTest`` on for the whole time. Used by
+thread and the script thread it starts), keeps the process-wide "the app has a pages/ folder" flag from being
+reset by every run, compiles each page once for all sessions (as a server does) and keeps ``global.appTest`` on
+for the whole time. Used by
 ``tests/test_page_segmentation_concurrent.py`` and ``benchmarks/load_test.py --client apptest``.
 """
 
@@ -41,6 +43,22 @@ def concurrent_apptests() -> Iterator[None]:
             _local.runtime = made
         return made
 
+    class _KeepPagesFlag(type):
+        """Each run resets the process-wide ``PagesManager.uses_pages_directory`` to None before it sets it again:
+        a session running meanwhile would look its page links up as if the app had no pages/ folder."""
+
+        def __setattr__(cls, name: str, value: Any) -> None:
+            if name == "uses_pages_directory" and value is None:
+                return
+            super().__setattr__(name, value)
+
+    class PagesManager(app_test.PagesManager, metaclass=_KeepPagesFlag):
+        pass
+
+    shared_scripts = app_test.ScriptCache()  # one per process, as a server has: each page compiled once (and
+    # never in two threads at once: CPython 3.11's AST builder is not thread-safe, "AST constructor recursion
+    # depth mismatch")
+
     runner_cls = local_script_runner.LocalScriptRunner
     real_init = runner_cls.__init__
     real_thread = runner_cls._run_script_thread
@@ -67,6 +85,9 @@ def concurrent_apptests() -> Iterator[None]:
     st_config.set_option("global.appTest", True)
     try:
         with mock.patch.object(app_test, "MagicMock", recording_mock), \
+                mock.patch.object(app_test, "PagesManager", PagesManager), \
+                mock.patch.object(app_test, "ScriptCache", lambda: shared_scripts), \
+                mock.patch.object(local_script_runner, "ScriptCache", lambda: shared_scripts), \
                 mock.patch.object(runner_cls, "__init__", init), \
                 mock.patch.object(runner_cls, "_run_script_thread", script_thread), \
                 mock.patch.object(Runtime, "instance", classmethod(instance)), \

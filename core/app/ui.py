@@ -15,9 +15,12 @@ from typing import Any
 import streamlit as st
 
 from core import config
+from core.app import allocator
 from core.data import roots
 from core.data.cases import Case, CaseRef, case_key, discover_cases, load_case
 from core.errors import BratsViewerError
+
+allocator.limit_arenas()  # before sessions start: their threads would each hold on to memory of their own
 
 # ---- session-state keys (one place) -----------------------------------------------------------------------
 KEY_DATA_DIR = "data_dir"  # str: folder of cases in use
