@@ -355,20 +355,25 @@ def main_apptest(args: argparse.Namespace) -> int:
 def drive_apptest(args: argparse.Namespace, pid: int, sampler: RssSampler, gc: Any, pool_cls: Any) -> int:
     t_start = time.monotonic()
     rss_start = e2e.process_tree_rss_bytes(pid)
+    import os
+
+    from core.app import allocator
+
+    arenas = os.environ.get(allocator.ARENAS_ENV) or f"{allocator.DEFAULT_ARENAS} (core.app.allocator)"
     print(f"AppTest client: sessions are threads of this process (PID {pid}), which is the server; RSS "
-          f"{mib(rss_start)} with streamlit and the app's modules imported")
+          f"{mib(rss_start)} with streamlit and the app's modules imported; malloc arenas {arenas}")
 
     marks: dict[str, int] = {}
-    warm = apptest_session(-1, 0, t_start + args.time_limit, args.step_timeout, SessionResult(-1),
-                           segment_only=True,
+    warm = apptest_session(-1, 1, t_start + args.time_limit, args.step_timeout, SessionResult(-1),
                            on_step=lambda step: marks.__setitem__(step, e2e.process_tree_rss_bytes(pid)))
     if warm.errors:
         print("warm-up failed:", *warm.errors, sep="\n  ")
         return 1
-    print("\nOne session alone (warm-up):")
+    print("\nOne session alone (warm-up: every page's first use, the model loaded, the case segmented once):")
     prev = rss_start
-    for step in ("home", "open_case", "segment"):
-        print(f"  {step:<10} {warm.times_s[step][0]:6.1f} s   RSS {mib(marks[step])} ({(marks[step] - prev) / 2**20:+,.0f} MiB)")
+    for step in STEPS:
+        print(f"  {step:<12} {warm.times_s[step][0]:6.1f} s   RSS {mib(marks[step])} "
+              f"({(marks[step] - prev) / 2**20:+,.0f} MiB)")
         prev = marks[step]
     del warm
     gc.collect()
@@ -393,6 +398,9 @@ def drive_apptest(args: argparse.Namespace, pid: int, sampler: RssSampler, gc: A
     rss_after = e2e.process_tree_rss_bytes(pid)
     print(f"{args.idle_after:.0f} s after the sessions closed: {mib(rss_after)} "
           f"({(rss_after - rss_before) / 2**20:+,.0f} MiB over before)")
+    if allocator.trim():  # diagnosis: what malloc still held that the app had freed
+        rss_trim = e2e.process_tree_rss_bytes(pid)
+        print(f"after malloc_trim(0): {mib(rss_trim)} ({(rss_trim - rss_before) / 2**20:+,.0f} MiB over before)")
     return 1 if errors else 0
 
 
@@ -439,7 +447,7 @@ async def drive(browser: Any, server: e2e.AppServer, sampler: RssSampler, args: 
         prev = marks[step]
     print(f"  one open, segmented case: {mib(marks['segment'] - rss_start)} over the fresh server "
           f"(of which opening the case {mib(marks['open_case'] - marks['home'])}; the segment step includes the "
-          "one-off TensorFlow import and model load)")
+          "one-off model load in ONNX Runtime and the first prediction)")
     await asyncio.sleep(2)
 
     # ---- N concurrent sessions
