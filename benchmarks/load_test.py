@@ -18,8 +18,8 @@ model, move the Segmentation page's axial slider, the Volume report, build the P
 1. starts ``streamlit run Home.py`` (work folder in a temporary directory; the bundled demo case and the shipped
    model), and samples the resident memory (RSS) of the server process and its children every 0.5 s;
 2. one warm-up session, alone: Home -> open the demo case -> segment the whole volume; the RSS growth of each
-   step is printed (opening a case; the first segmentation, which includes importing TensorFlow and loading the
-   model once per process);
+   step is printed (opening a case; the first segmentation, which includes loading the model in ONNX Runtime
+   once per process);
 3. N sessions at once (one headless chromium, one browser context per session, Playwright's async API), each:
    Home -> open the demo case -> slice viewer -> segmentation (whole volume; a cache hit after the warm-up) ->
    ``--moves`` moves of the Segmentation page's axial slider (keyboard) -> volume report -> PDF download.
