@@ -251,11 +251,12 @@ def job_status() -> dict[str, Any]:
     if not job:
         return {"state": "idle", "alive": False, "progress": {}}
     pid = int(job.get("pid") or 0)
+    alive = is_alive(job)
+    # the exit code after the liveness check: a process that ends between the two is then both not alive and reaped
     code = _reap(pid) if pid else None
     if code is not None and job.get("returncode") is None:
         job["returncode"] = code
         _write_job(job)
-    alive = is_alive(job)
     progress = read_progress(job.get("out_dir", "")) if job.get("out_dir") else {}
     if float(progress.get("updated", 0) or 0) < float(job.get("started", 0) or 0) - 1.0:
         progress = {}  # left over from an earlier run in the same folder
