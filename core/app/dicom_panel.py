@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.data import dicom, dicom_seg, roots
+from core.app import ui
+from core.data import dicom, dicom_seg
 from core.data.cases import Case, assemble_case
 from core.errors import BratsViewerError, DicomError
 
@@ -56,17 +57,9 @@ def _load_source() -> tuple[str, dicom.Study] | None:
         with st.spinner("Reading the DICOM files..."):
             study = _read_zip(blob)
     else:
-        options = roots.picker_folders()
-        c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="bottom")
-        label = c1.selectbox("Data root", list(options), key="dicom_root")
-        subs = roots.subfolders(options[label]) if label else []
-        sub = c2.selectbox("Sub-folder with the DICOM files", ["", *subs], key="dicom_sub",
-                           format_func=lambda s: s or "(the folder itself)")
-        if not c3.button("Read folder", key="dicom_read", width="stretch"):
+        folder = ui.pick_folder_in_roots("dicom", "Sub-folder with the DICOM files")
+        if folder is None:
             return held if held and str(held[0]).startswith("folder:") else None
-        if not label:
-            raise dicom.DicomError("expected a data root, got none")
-        folder = roots.resolve_folder(str(options[label] / sub.strip()) if sub.strip() else str(options[label]))
         sid = f"folder:{folder}"
         with st.spinner("Reading the DICOM files..."):
             study = dicom.read_source(folder)

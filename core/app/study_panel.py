@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.app import ui
 from core.config import MODALITY_TITLES, work_dir
-from core.data import roots, study
+from core.data import study
 from core.data.cases import load_case_folder
 from core.errors import BratsViewerError
 
@@ -26,18 +27,10 @@ _CHOICES = ("flair", "t1", "t1ce", "t2", "skip")
 
 
 def _pick_folder() -> tuple[Path, study.StudyFiles] | None:
-    options = roots.picker_folders()
-    c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="bottom")
-    label = c1.selectbox("Data root", list(options), key="study_root")
-    subs = roots.subfolders(options[label]) if label else []
-    sub = c2.selectbox("Sub-folder with the NIfTI series", ["", *subs], key="study_sub",
-                       format_func=lambda s: s or "(the folder itself)")
     held = st.session_state.get(KEY_FILES)
-    if not c3.button("Read folder", key="study_read", width="stretch"):
+    folder = ui.pick_folder_in_roots("study", "Sub-folder with the NIfTI series")
+    if folder is None:
         return held
-    if not label:
-        raise study.StudyError("expected a data root, got none")
-    folder = roots.resolve_folder(str(options[label] / sub.strip()) if sub.strip() else str(options[label]))
     files = study.find_series(folder)
     st.session_state[KEY_FILES] = (folder, files)
     return folder, files

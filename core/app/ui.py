@@ -622,3 +622,28 @@ def expire_idle_uploads() -> None:
             private_store.sweep(ttl_min)
         except OSError:
             pass
+
+
+def pick_folder_in_roots(prefix: str, sub_label: str) -> Path | None:
+    """A data root and one of its sub-folders chosen from pickers (never free text), and a "Read folder" button.
+
+    Widget keys are ``<prefix>_root``, ``<prefix>_sub`` and ``<prefix>_read``.
+
+    Returns:
+        The chosen folder (checked again against the roots) when the button was pressed this run, else None.
+
+    Raises:
+        DataFolderError: no root to choose, or the folder is not inside the allowed roots.
+    """
+    from core.errors import DataFolderError
+
+    options = roots.picker_folders()
+    c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="bottom")
+    label = c1.selectbox("Data root", list(options), key=f"{prefix}_root")
+    subs = roots.subfolders(options[label]) if label else []
+    sub = c2.selectbox(sub_label, ["", *subs], key=f"{prefix}_sub", format_func=lambda s: s or "(the folder itself)")
+    if not c3.button("Read folder", key=f"{prefix}_read", width="stretch"):
+        return None
+    if not label:
+        raise DataFolderError("expected a data root, got none")
+    return roots.resolve_folder(str(options[label] / sub) if sub else str(options[label]))
