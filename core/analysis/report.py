@@ -457,6 +457,29 @@ def _make_pdf_class() -> type:
     return _ReportPDF
 
 
+def open_first_page(pdf: Any, heading: str, title: str, created: datetime) -> None:
+    """Page setup, document metadata, the first page's heading and the research disclaimer in a red box (the
+    only place it is printed)."""
+    pdf.set_auto_page_break(auto=True, margin=18)
+    pdf.set_margins(12, 10, 12)
+    pdf.set_creation_date(created)
+    pdf.set_title(latin1(title))
+    pdf.set_author("brats-viewer (research software)")
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 16)
+    pdf.cell(0, 9, latin1(heading), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_draw_color(190, 0, 0)
+    pdf.set_line_width(0.6)
+    pdf.set_text_color(150, 0, 0)
+    pdf.set_font("Helvetica", "B", 10)
+    pdf.multi_cell(0, 5.5, latin1(f"RESEARCH USE ONLY. {DISCLAIMER}"), border=1, align="C",
+                   new_x="LMARGIN", new_y="NEXT", padding=1.5)
+    pdf.set_text_color(0, 0, 0)
+    pdf.set_draw_color(0, 0, 0)
+    pdf.set_line_width(0.2)
+    pdf.ln(2)
+
+
 def _section(pdf: Any, title: str) -> None:
     pdf.ln(2)
     pdf.set_font("Helvetica", "B", 11)
@@ -571,26 +594,7 @@ def build_pdf(inputs: ReportInputs) -> bytes:
 
     pdf = _make_pdf_class()(orientation="P", unit="mm", format="A4")
     pdf.case_id = case.case_id
-    pdf.set_auto_page_break(auto=True, margin=18)
-    pdf.set_margins(12, 10, 12)
-    pdf.set_creation_date(created)
-    pdf.set_title(latin1(f"{REPORT_TITLE} - {case.case_id}"))
-    pdf.set_author("brats-viewer (research software)")
-    pdf.add_page()
-
-    pdf.set_font("Helvetica", "B", 16)
-    pdf.cell(0, 9, latin1(REPORT_TITLE), new_x="LMARGIN", new_y="NEXT")
-    # disclaimer, prominently
-    pdf.set_draw_color(190, 0, 0)
-    pdf.set_line_width(0.6)
-    pdf.set_text_color(150, 0, 0)
-    pdf.set_font("Helvetica", "B", 10)
-    pdf.multi_cell(0, 5.5, latin1(f"RESEARCH USE ONLY. {DISCLAIMER}"), border=1, align="C",
-                   new_x="LMARGIN", new_y="NEXT", padding=1.5)
-    pdf.set_text_color(0, 0, 0)
-    pdf.set_draw_color(0, 0, 0)
-    pdf.set_line_width(0.2)
-    pdf.ln(2)
+    open_first_page(pdf, REPORT_TITLE, f"{REPORT_TITLE} - {case.case_id}", created)
 
     _kv(pdf, "Case", case.case_id)
     _kv(pdf, "Report date (UTC)", created.strftime("%Y-%m-%d %H:%M:%S UTC"))

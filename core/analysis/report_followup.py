@@ -29,9 +29,10 @@ from core.analysis.report import (
     _table,
     latin1,
     library_versions,
+    open_first_page,
     report_file_name,
 )
-from core.config import DISCLAIMER, LABEL_COLOURS, LABEL_LONG_NAMES, LABEL_NAMES, MODALITY_TITLES
+from core.config import LABEL_COLOURS, LABEL_LONG_NAMES, LABEL_NAMES, MODALITY_TITLES
 from core.data.io import atomic_write_bytes
 
 FOLLOWUP_TITLE = "Follow-up comparison report"
@@ -84,24 +85,7 @@ def build_followup_pdf(comparison: Comparison, created_utc: datetime | None = No
             self.ln(2)
 
     pdf: Any = _FollowupPDF(orientation="P", unit="mm", format="A4")
-    pdf.set_auto_page_break(auto=True, margin=18)
-    pdf.set_margins(12, 10, 12)
-    pdf.set_creation_date(created)
-    pdf.set_title(latin1(f"{FOLLOWUP_TITLE} - {ids}"))
-    pdf.set_author("brats-viewer (research software)")
-    pdf.add_page()
-    pdf.set_font("Helvetica", "B", 16)
-    pdf.cell(0, 9, latin1(FOLLOWUP_TITLE), new_x="LMARGIN", new_y="NEXT")
-    pdf.set_draw_color(190, 0, 0)
-    pdf.set_line_width(0.6)
-    pdf.set_text_color(150, 0, 0)
-    pdf.set_font("Helvetica", "B", 10)
-    pdf.multi_cell(0, 5.5, latin1(f"RESEARCH USE ONLY. {DISCLAIMER}"), border=1, align="C",
-                   new_x="LMARGIN", new_y="NEXT", padding=1.5)
-    pdf.set_text_color(0, 0, 0)
-    pdf.set_draw_color(0, 0, 0)
-    pdf.set_line_width(0.2)
-    pdf.ln(2)
+    open_first_page(pdf, FOLLOWUP_TITLE, f"{FOLLOWUP_TITLE} - {ids}", created)
 
     _kv(pdf, "Report date (UTC)", created.strftime("%Y-%m-%d %H:%M:%S UTC"))
     for role, case, source in (("Baseline", c.baseline, c.label_sources.get("baseline", "")),
