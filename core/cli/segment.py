@@ -150,7 +150,6 @@ def _write_native(study: Path, summary: dict[str, Any], out: Path) -> dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-
     if args.batch_size < 1:
         raise BratsViewerError(f"expected --batch-size >= 1, got {args.batch_size}")
     if args.workers < 1:
