@@ -140,6 +140,21 @@ def _background_key(case: Case) -> str:
     return "flair" if "flair" in case.images else case.modalities[0]
 
 
+def _labels_and_background(case: Case, labels: np.ndarray, modality: str | None) -> tuple[np.ndarray, str]:
+    """The checked label volume (on the case grid) and the background modality's key.
+
+    Raises:
+        CaseError: labels not on the case grid, or an unknown modality.
+    """
+    arr = _check_volume(labels, "labels")
+    if arr.shape != case.shape:
+        raise CaseError(f"expected labels on the case grid {case.shape}, got {arr.shape}")
+    key = modality or _background_key(case)
+    if key not in case.images:
+        raise CaseError(f"expected a modality of the case {case.modalities}, got {key!r}")
+    return arr, key
+
+
 def _grey(volume: np.ndarray) -> np.ndarray:
     """Intensities scaled to 0..1 between the 1st and 99th percentile of non-zero voxels."""
     data = np.asarray(volume, dtype=np.float32)
@@ -244,12 +259,7 @@ def render_planes(case: Case, labels: np.ndarray, modality: str | None = None,
     Raises:
         CaseError: labels not on the case grid, or an unknown modality.
     """
-    arr = _check_volume(labels, "labels")
-    if arr.shape != case.shape:
-        raise CaseError(f"expected labels on the case grid {case.shape}, got {arr.shape}")
-    key = modality or _background_key(case)
-    if key not in case.images:
-        raise CaseError(f"expected a modality of the case {case.modalities}, got {key!r}")
+    arr, key = _labels_and_background(case, labels, modality)
     grey = _grey(case.images[key].data)
     sx, sy, sz = case.spacing_mm
     (x, y, z), _ = tumour_core_slices(arr)
@@ -292,12 +302,7 @@ def render_measurement(case: Case, labels: np.ndarray, rano: RanoResult | None =
     """
     from PIL import ImageDraw
 
-    arr = _check_volume(labels, "labels")
-    if arr.shape != case.shape:
-        raise CaseError(f"expected labels on the case grid {case.shape}, got {arr.shape}")
-    key = modality or _background_key(case)
-    if key not in case.images:
-        raise CaseError(f"expected a modality of the case {case.modalities}, got {key!r}")
+    arr, key = _labels_and_background(case, labels, modality)
     rano = rano if rano is not None else measure_rano(arr, case.spacing_mm)
     lesion = measured_lesion(rano)
     if lesion is None:
