@@ -443,3 +443,28 @@ def test_case_key_tells_apart_cases_sharing_an_id(tmp_path: Path) -> None:
     keys = [case_key(r, tmp_path) for r in refs]
     assert keys == ["a/BraTS2021_00001/BraTS2021_00001", "b/BraTS2021_00001/BraTS2021_00001", "BraTS2021_00002"]
     assert refs[1].folder == tmp_path / "b" / "BraTS2021_00001"
+
+
+def test_load_case_without_labels_leaves_the_seg_file_unread(tmp_path: Path) -> None:
+    """Segmenting needs no reference labels: labels=False neither loads nor validates the seg file."""
+    folder = make_case_dir(tmp_path)
+    seg_file = next(folder.glob("*_seg.nii.gz"))
+    full = load_case_folder(folder)
+    assert full.seg is not None and "seg" in full.input_hashes()
+    seg_file.write_bytes(b"not a gzip stream")  # a broken label file
+    with pytest.raises(ImageFormatError, match="seg"):
+        load_case_folder(folder)
+    case = load_case_folder(folder, labels=False)
+    assert case.seg is None and "seg" not in case.input_hashes() and "seg" not in case.files
+    assert case.modalities == full.modalities
+    for key in case.modalities:
+        np.testing.assert_array_equal(case.images[key].data, full.images[key].data)
+
+
+def test_a_bad_file_among_a_case_names_that_file(tmp_path: Path) -> None:
+    """Files load two at a time; the error still names the file that failed."""
+    folder = make_case_dir(tmp_path)
+    bad = next(folder.glob("*_t1ce.nii.gz"))
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 400)
+    with pytest.raises(ImageFormatError, match=bad.name):
+        load_case_folder(folder)

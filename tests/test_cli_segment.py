@@ -199,3 +199,20 @@ def test_model_by_name_and_default(tmp_path: Path, model_dir: Path, monkeypatch:
     assert segment_cli.resolve_model_path(None) == model_dir
     with pytest.raises(ValueError, match="does not exist"):
         segment_cli.resolve_model_path("../tiny_unet_missing")
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    """``python -m core segment`` builds only the segment subparser: the other commands' modules (and
+    TensorFlow) stay unimported, which keeps a segmentation process short; ``--help`` still lists them all."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from core.__main__ import build_parser; p = build_parser('segment'); "
+            "p.parse_args(['segment', 'CASE', '--out', 'DIR']); "
+            "print(sorted(m for m in sys.modules if m.startswith('core.cli.')), 'tensorflow' in sys.modules); "
+            "print(build_parser().format_usage().replace(chr(10), ' '))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout.splitlines()
+    assert out[0] == "['core.cli.segment'] False"
+    for name in ("segment", "train", "report", "export-seg"):
+        assert name in out[1]

@@ -266,3 +266,15 @@ def test_score_masks_bool_input() -> None:
     a[1, 1, 1] = True
     s = score_masks(a, a, (2, 2, 2))
     assert s.dice == 1.0 and s.pred_volume_ml == pytest.approx(0.008)
+
+
+def test_bounding_box_pads_and_clips_at_the_border() -> None:
+    from core.analysis.metrics import bounding_box
+
+    m = np.zeros((5, 6, 4), dtype=bool)
+    m[1, 2, 0] = m[3, 4, 1] = True
+    assert bounding_box(m) == (slice(1, 4), slice(2, 5), slice(0, 2))
+    assert bounding_box(m, pad=1) == (slice(0, 5), slice(1, 6), slice(0, 3))  # z clipped at 0
+    assert bounding_box(m, pad=9) == (slice(0, 5), slice(0, 6), slice(0, 4))
+    assert np.count_nonzero(m[bounding_box(m)]) == 2
+    assert bounding_box(np.zeros((3, 3), dtype=bool)) == (slice(0, 0), slice(0, 0))

@@ -192,6 +192,28 @@ def test_prepare_case_shapes_box_and_brain_slices() -> None:
     assert np.all(prep.slices[0] == 0) and np.all(prep.slices[4] == 0)
 
 
+@pytest.mark.parametrize("normalisation", ["zscore_brain", "robust_brain"])
+def test_prepare_case_equals_normalising_the_stacked_volume(normalisation: str) -> None:
+    """prepare_case works per modality inside the brain's box; it must give exactly what normalising the whole
+    (X, Y, Z, C) stack, cropping and resizing every slice gives (the path it replaced). A missing T2 stays 0."""
+    import cv2
+
+    from core.engine.preprocess import resize_stack
+
+    full = _case()
+    case = assemble_case("partial", {k: full.images[k] for k in ("flair", "t1", "t1ce")})
+    spec = PreprocessSpec(channels=("flair", "t1ce", "t1", "t2"), input_size=32, normalisation=normalisation,
+                          crop="brain_bbox", margin_px=2)
+    prep = prepare_case(case, spec)
+    vol = stack_channels(case, spec.channels)
+    x0, x1, y0, y1 = brain_box(brain_mask(vol), spec.margin_px)
+    expected = resize_stack(normalise(vol, spec)[x0:x1, y0:y1], 32, cv2.INTER_AREA)
+    assert prep.box == (x0, x1, y0, y1)
+    assert np.array_equal(prep.slices, expected)
+    assert not np.any(prep.slices[..., 3]) and np.any(prep.slices[..., 0])
+    assert prep.missing == ("t2",)
+
+
 def test_prepare_case_without_crop_uses_the_whole_slice() -> None:
     prep = prepare_case(_case(), PreprocessSpec(channels=("flair",), input_size=16))
     assert prep.box == (0, 24, 0, 20)

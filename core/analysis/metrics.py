@@ -122,6 +122,16 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=_CROSS, border_value=0)
 
 
+def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...]:
+    """The smallest box (one slice per axis) holding every True voxel of an N-D mask, grown by ``pad`` voxels
+    on each side and clipped at the array border; empty slices for an empty mask."""
+    box = []
+    for axis, n in enumerate(mask.shape):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(int(hit[0]) - pad, 0), min(int(hit[-1]) + 1 + pad, n)) if hit.size else slice(0, 0))
+    return tuple(box)
+
+
 def surface_distances_mm(pred: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
     """Both directed sets of surface distances (pred surface -> gt surface, then gt -> pred), in mm.
 
@@ -138,10 +148,7 @@ def surface_distances_mm(pred: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[
     exact Euclidean distances as the full grid.
     """
     spacing = _check_spacing(spacing_mm)
-    union = pred | gt
-    nz = np.nonzero(union.any(axis=(1, 2)))[0], np.nonzero(union.any(axis=(0, 2)))[0], np.nonzero(
-        union.any(axis=(0, 1)))[0]
-    box = tuple(slice(max(int(ix[0]) - 1, 0), min(int(ix[-1]) + 2, n)) for ix, n in zip(nz, union.shape, strict=True))
+    box = bounding_box(pred | gt, pad=1)
     p_surf = _surface(pred[box])
     g_surf = _surface(gt[box])
     d_to_gt = ndimage.distance_transform_edt(~g_surf, sampling=spacing)

@@ -173,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_batch_model(opts)
         model_load_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        case = load_case_folder(args.case, required=())  # missing modalities: core.engine.preprocess.check_modalities
+        # missing modalities: core.engine.preprocess.check_modalities; the reference labels are not needed
+        case = load_case_folder(args.case, required=(), labels=False)
         summary = segment_case(loaded, case, args.out, opts, time.perf_counter() - t1)
         summary["time_s"]["model_load"] = round(model_load_s, 3)
         if args.native_study is not None:

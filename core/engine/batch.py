@@ -206,7 +206,7 @@ def segment_ref(ref: CaseRef, out_dir: str, opts: SegmentOptions) -> dict[str, A
             row.update(status="skipped", summary=manifest["summary"])
         else:
             t0 = time.perf_counter()
-            case = load_case(ref, required=())
+            case = load_case(ref, required=(), labels=False)
             summary = segment_case(loaded, case, out, opts, time.perf_counter() - t0)
             record = {"input_sha256": hashes, "model_sha256": loaded.sha256, "options": opts.output_options(),
                       "summary": summary}

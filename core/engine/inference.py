@@ -19,7 +19,13 @@ import numpy as np
 from core.data.cases import Case
 from core.engine.model import LoadedModel
 from core.engine.postprocess import PostprocessSpec, apply, refine
-from core.engine.preprocess import Prepared, classes_to_labels, prepare_case, probabilities_to_grid
+from core.engine.preprocess import (
+    Prepared,
+    classes_to_labels,
+    prepare_case,
+    probabilities_in_box,
+    probabilities_to_grid,
+)
 from core.engine.quality import QualityFlag, QualityModel, flag, intensity_quantiles, measure
 
 ProgressFn = Callable[[float, str], None]
@@ -128,9 +134,11 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
     prep = prepared if prepared is not None else prepare_case(case, loaded.spec)
     nx, ny, nz = prep.grid_shape
     # Filled slice by slice on (Z, X, Y, ...) buffers (contiguous writes), returned as (X, Y, Z, ...) views.
+    # Background outside the crop box and on slices without brain; the network fills the box of the others.
     probs_z = np.empty((nz, nx, ny, 4), dtype=np.float16)
-    probs_z[~prep.brain_z] = (1.0, 0.0, 0.0, 0.0)  # slices without brain: background; the others are all written
+    probs_z[...] = (1.0, 0.0, 0.0, 0.0)
     classes_z = np.zeros((nz, nx, ny), dtype=np.uint8)
+    x0, x1, y0, y1 = prep.box
     unc_z = np.zeros((nz, nx, ny), dtype=np.float16) if tta else None
     zs = np.flatnonzero(prep.brain_z)
     n_batches = max(1, int(np.ceil(len(zs) / batch_size)))
@@ -140,10 +148,11 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
             break
         p, e = run_network(loaded, prep.network_input(sel), tta)
         for k, z in enumerate(sel):
-            grid = probabilities_to_grid(p[k], prep.box, (nx, ny))
-            grid[grid < _F16_TINY] = 0.0  # float16 subnormals convert ~40x slower and carry no information here
-            probs_z[z] = grid
-            classes_z[z] = np.argmax(probs_z[z], axis=-1)  # the argmax of the stored (float16) probabilities
+            inside = probabilities_in_box(p[k], prep.box)
+            inside[inside < _F16_TINY] = 0.0  # float16 subnormals convert ~40x slower and carry no information
+            probs_z[z, x0:x1, y0:y1] = inside
+            # the argmax of the stored (float16) probabilities
+            classes_z[z, x0:x1, y0:y1] = np.argmax(probs_z[z, x0:x1, y0:y1], axis=-1)
             if unc_z is not None and e is not None:
                 ent = _entropy_to_grid(e[k], prep.box, (nx, ny))
                 ent[ent < _F16_TINY] = 0.0
@@ -170,9 +179,11 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
 def assess(loaded: LoadedModel, case: Case, prep: Prepared, labels: np.ndarray, probs: np.ndarray) -> QualityFlag:
     """The quality flag of a prediction (``core.engine.quality``) with the model's saved thresholds and reference."""
     qmodel: QualityModel = loaded.quality or QualityModel(trained_for_missing=loaded.spec.modality_dropout > 0)
-    brain = np.zeros(case.shape, dtype=bool)
-    for vol in case.images.values():
-        brain |= np.asarray(vol.data) != 0
+    brain = prep.brain if set(case.images) <= set(loaded.spec.channels) else None  # the brain of every image
+    if brain is None:
+        brain = np.zeros(case.shape, dtype=bool)
+        for vol in case.images.values():
+            brain |= np.asarray(vol.data) != 0
     m = measure(labels, probs, brain, case.spacing_mm, intensity_quantiles(prep.slices),
                 qmodel.reference_quantiles, loaded.spec.channels, qmodel.thresholds.island_ml)
     return flag(m, qmodel, prep.missing)

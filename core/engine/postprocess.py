@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.analysis.metrics import bounding_box
 from core.config import CLASS_TO_LABEL, LABEL_ET, LABEL_NCR
 from core.errors import ModelError
 
@@ -108,7 +109,7 @@ def remove_islands(labels: np.ndarray, spacing_mm: tuple[float, float, float], m
     out = np.array(labels, dtype=np.uint8, copy=True)
     if min_island_ml <= 0 or not np.any(out):
         return out
-    box = _bbox(out > 0)
+    box = bounding_box(out > 0)
     comps, n = ndimage.label(out[box] > 0, structure=np.ones((3, 3, 3), dtype=bool))
     if n <= 1:
         return out
@@ -121,7 +122,7 @@ def remove_islands(labels: np.ndarray, spacing_mm: tuple[float, float, float], m
     if keep_within_mm > 0:
         grow = [int(np.ceil(keep_within_mm / s)) + 1 for s in spacing_mm]
         near = tuple(slice(max(sl.start - g, 0), min(sl.stop + g, n_ax))
-                     for sl, g, n_ax in zip(_bbox(comps == main), grow, comps.shape, strict=True))
+                     for sl, g, n_ax in zip(bounding_box(comps == main), grow, comps.shape, strict=True))
         sub = comps[near]
         dist = ndimage.distance_transform_edt(sub != main, sampling=spacing_mm)
         inside = set(np.unique(sub).tolist())
@@ -131,12 +132,6 @@ def remove_islands(labels: np.ndarray, spacing_mm: tuple[float, float, float], m
         view = out[box]
         view[np.isin(comps, small)] = 0
     return out
-
-
-def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
-    """The smallest box (one slice per axis) holding every True voxel of a non-empty mask."""
-    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax))) for ax in range(mask.ndim)]
-    return tuple(slice(int(i[0]), int(i[-1]) + 1) for i in idx)
 
 
 def refine(labels: np.ndarray, spacing_mm: tuple[float, float, float], spec: PostprocessSpec) -> np.ndarray:

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.analysis.metrics import bounding_box
 from core.config import CLASS_TO_LABEL, MODALITIES, MODALITY_TITLES
 from core.data.cases import Case
 from core.errors import CaseError, ModelError
@@ -118,6 +119,7 @@ class Prepared:
         grid_shape: (X, Y, Z) of the case.
         missing: the model's modalities the case lacks (zero-filled), in channel order.
         context: context slices on each side (from the spec).
+        brain: (X, Y, Z) bool, voxels where any modality is non-zero (None when not kept).
     """
 
     slices: np.ndarray
@@ -126,6 +128,7 @@ class Prepared:
     grid_shape: tuple[int, int, int]
     missing: tuple[str, ...] = ()
     context: int = 0
+    brain: np.ndarray | None = None
 
     def network_input(self, zs: np.ndarray) -> np.ndarray:
         """(N, size, size, C * (2k + 1)) float32 network input for axial slices ``zs``."""
@@ -210,59 +213,110 @@ def brain_box(mask: np.ndarray, margin_px: int) -> tuple[int, int, int, int]:
     return bx0, min(bx0 + side, nx), by0, min(by0 + side, ny)
 
 
+def normalise_channel(channel: np.ndarray, spec: PreprocessSpec, mask: np.ndarray,
+                      bounds: tuple[slice, ...] | None = None) -> np.ndarray:
+    """Z-score one (X, Y, Z) channel over the brain ``mask`` (``zscore_brain`` / ``robust_brain``): a new float32
+    array, 0 outside the mask and for an all-zero (missing) channel."""
+    bb = bounding_box(mask) if bounds is None else bounds
+    out = np.zeros(channel.shape, dtype=np.float32)
+    block = _normalised_block(channel, spec, mask, bb)
+    if block is not None:
+        out[bb] = block
+    return out
+
+
+def _normalised_block(channel: np.ndarray, spec: PreprocessSpec, mask: np.ndarray, bb: tuple[slice, ...]
+                      ) -> np.ndarray | None:
+    """The z-scores of ``channel[bb]`` (0 outside the mask), ``bb`` the mask's bounding box
+    (``bounding_box``); None for an all-zero (missing) channel. ``channel`` may hold any real dtype; the
+    arithmetic is that of its float32 values.
+
+    The brain voxels and their order are those of the whole volume, so the statistics do not depend on ``bb``.
+    """
+    ch, m = np.asarray(channel[bb], dtype=np.float32), mask[bb]
+    vals = ch[m]
+    if not np.any(vals):
+        return None
+    if spec.normalisation == "robust_brain":
+        lo, hi = np.percentile(vals, ROBUST_PERCENTILES)
+        z = np.clip(ch, lo, hi)  # float64, as lo and hi are: the arithmetic below stays in float64 here
+        vals = np.clip(vals, lo, hi)
+    else:
+        z = np.array(ch, copy=True) if np.may_share_memory(ch, channel) else ch  # never change the caller's data
+    mean = float(vals.mean())
+    std = float(vals.std())
+    std = std if std > 1e-6 else 1.0
+    z -= mean
+    z /= std
+    np.clip(z, -spec.clip, spec.clip, out=z)
+    z[~m] = 0.0
+    return z
+
+
 def normalise(volume: np.ndarray, spec: PreprocessSpec, mask: np.ndarray | None = None) -> np.ndarray:
     """Normalise a (X, Y, Z, C) float32 stack as the spec says; returns a new array."""
-    out = np.empty_like(volume, dtype=np.float32)
     if spec.normalisation in ("zscore_brain", "robust_brain"):
+        out = np.empty_like(volume, dtype=np.float32)
         m = brain_mask(volume) if mask is None else mask
+        bb = bounding_box(m)
         for c in range(volume.shape[-1]):
-            ch = volume[..., c]
-            vals = ch[m]
-            if not np.any(vals):  # a missing (zero-filled) modality stays 0
-                out[..., c] = 0.0
-                continue
-            if spec.normalisation == "robust_brain":
-                lo, hi = np.percentile(vals, ROBUST_PERCENTILES)
-                ch = np.clip(ch, lo, hi)
-                vals = np.clip(vals, lo, hi)
-            mean = float(vals.mean()) if vals.size else 0.0
-            std = float(vals.std()) if vals.size else 0.0
-            std = std if std > 1e-6 else 1.0
-            z = (ch - mean) / std
-            np.clip(z, -spec.clip, spec.clip, out=z)
-            z[~m] = 0.0
-            out[..., c] = z
-    else:  # slice_max
-        mx = volume.max(axis=(0, 1), keepdims=True)
-        mx = np.where(mx > 0, mx, 1.0)
-        np.divide(volume, mx, out=out)
+            out[..., c] = normalise_channel(volume[..., c], spec, m, bb)
+        return out
+    out = np.empty_like(volume, dtype=np.float32)  # slice_max
+    mx = volume.max(axis=(0, 1), keepdims=True)
+    mx = np.where(mx > 0, mx, 1.0)
+    np.divide(volume, mx, out=out)
     return out
 
 
 def prepare_case(case: Case, spec: PreprocessSpec) -> Prepared:
     """Turn a case into network input for every axial slice (all Z, not only 22..121).
 
+    Works one modality at a time on its own (X, Y, Z) array, and only inside the brain's bounding box, so that
+    no (X, Y, Z, C) copy of the whole grid is made; the result equals normalising the stacked volume.
+
     Raises:
         CaseError: the case lacks too many of the spec's modalities.
     """
     missing = check_modalities(case.modalities, spec.channels)
-    vol = stack_channels(case, spec.channels)
-    mask = brain_mask(vol)
-    norm = normalise(vol, spec, mask)
-    box = brain_box(mask, spec.margin_px) if spec.crop == "brain_bbox" else (0, vol.shape[0], 0, vol.shape[1])
+    shape = tuple(int(s) for s in case.reference.shape[:3])
+    mask = np.zeros(shape, dtype=bool)
+    for key in spec.channels:
+        if key in case.images:
+            mask |= np.asarray(case.images[key].data) != 0  # stored dtype: no float copy of the whole grid
+    box = brain_box(mask, spec.margin_px) if spec.crop == "brain_bbox" else (0, shape[0], 0, shape[1])
     x0, x1, y0, y1 = box
-    crop = norm[x0:x1, y0:y1]
-    slices = resize_stack(crop, spec.input_size, cv2.INTER_AREA)
     brain_z = mask.any(axis=(0, 1))
-    return Prepared(slices, box, brain_z, tuple(int(s) for s in vol.shape[:3]),  # type: ignore[arg-type]
-                    missing, spec.context)
+    if spec.normalisation not in ("zscore_brain", "robust_brain"):
+        norm = normalise(stack_channels(case, spec.channels), spec, mask)
+        mask.setflags(write=False)
+        return Prepared(resize_stack(norm[x0:x1, y0:y1], spec.input_size, cv2.INTER_AREA), box, brain_z,
+                        shape, missing, spec.context, mask)  # type: ignore[arg-type]
+    bb = bounding_box(mask)
+    crop = np.zeros((x1 - x0, y1 - y0, shape[2], len(spec.channels)), dtype=np.float32)
+    # the part of the brain's box inside the crop box, in each one's coordinates
+    bx = slice(max(bb[0].start, x0), max(min(bb[0].stop, x1), max(bb[0].start, x0)))
+    by = slice(max(bb[1].start, y0), max(min(bb[1].stop, y1), max(bb[1].start, y0)))
+    for c, key in enumerate(spec.channels):
+        block = _normalised_block(np.asarray(case.images[key].data), spec, mask, bb) if key in case.images else None
+        if block is not None:
+            crop[bx.start - x0 : bx.stop - x0, by.start - y0 : by.stop - y0, bb[2], c] = block[
+                bx.start - bb[0].start : bx.stop - bb[0].start, by.start - bb[1].start : by.stop - bb[1].start]
+    mask.setflags(write=False)
+    return Prepared(resize_stack(crop, spec.input_size, cv2.INTER_AREA, brain_z), box, brain_z, shape,  # type: ignore[arg-type]
+                    missing, spec.context, mask)
 
 
-def resize_stack(volume: np.ndarray, size: int, interpolation: int) -> np.ndarray:
-    """(X, Y, Z, C) -> (Z, size, size, C) by resizing each axial slice with OpenCV."""
+def resize_stack(volume: np.ndarray, size: int, interpolation: int, nonzero_z: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """(X, Y, Z, C) -> (Z, size, size, C) by resizing each axial slice with OpenCV.
+
+    ``nonzero_z`` (Z,) bool, when given, names the slices that may be non-zero; the others are all-zero in
+    ``volume`` and are left 0 without resizing.
+    """
     nz, nc = volume.shape[2], volume.shape[3]
-    out = np.empty((nz, size, size, nc), dtype=np.float32)
-    for z in range(nz):
+    out = np.zeros((nz, size, size, nc), dtype=np.float32)
+    for z in range(nz) if nonzero_z is None else np.flatnonzero(nonzero_z):
         sl = np.ascontiguousarray(volume[:, :, z, :])
         r = cv2.resize(sl, (size, size), interpolation=interpolation)
         out[z] = r.reshape(size, size, nc)
@@ -303,9 +357,16 @@ def probabilities_to_grid(probs: np.ndarray, box: tuple[int, int, int, int], gri
     k = probs.shape[-1]
     out = np.zeros((grid_xy[0], grid_xy[1], k), dtype=np.float32)
     out[..., 0] = 1.0
+    out[x0:x1, y0:y1] = probabilities_in_box(probs, box)
+    return out
+
+
+def probabilities_in_box(probs: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """One slice's (size, size, K) probabilities resized bilinearly to the crop box's (x1 - x0, y1 - y0, K)
+    and renormalised (the part of ``probabilities_to_grid`` inside the box)."""
+    x0, x1, y0, y1 = box
     # cv2.resize takes (width, height) = (columns, rows) = (Y extent, X extent).
     r = cv2.resize(np.ascontiguousarray(probs, dtype=np.float32), (y1 - y0, x1 - x0), interpolation=cv2.INTER_LINEAR)
-    r = r.reshape(x1 - x0, y1 - y0, k)
+    r = r.reshape(x1 - x0, y1 - y0, probs.shape[-1])
     r /= np.maximum(r.sum(axis=-1, keepdims=True), 1e-6)
-    out[x0:x1, y0:y1] = r
-    return out
+    return r

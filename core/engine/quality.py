@@ -176,7 +176,9 @@ def count_islands(wt: np.ndarray, spacing_mm: tuple[float, float, float], min_ml
     """Whole-tumour components (26-connected) of at least ``min_ml``."""
     from scipy import ndimage
 
-    comps, n = ndimage.label(wt, structure=np.ones((3, 3, 3), dtype=bool))
+    from core.analysis.metrics import bounding_box
+
+    comps, n = ndimage.label(wt[bounding_box(wt)], structure=np.ones((3, 3, 3), dtype=bool))  # all of wt is inside
     if n == 0:
         return 0
     sizes = np.bincount(comps.ravel())[1:] * float(np.prod(spacing_mm)) / 1000.0
