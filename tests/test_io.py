@@ -472,3 +472,28 @@ def test_atomic_write_crash_keeps_old_file(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.undo()
     assert target.read_bytes() == b"old content"
     assert os.listdir(tmp_path) == ["seg.nii.gz"]
+
+
+def test_nibabel_leaves_dicom_extensions_unparsed_and_pydicom_unimported(tmp_path: Path) -> None:
+    """core.data.io imports nibabel with pydicom hidden (core.data.nibabel_import): a NIfTI whose DICOM header
+    extension (code 2) holds junk still loads, its extension kept as raw bytes; pydicom is not imported by
+    loading NIfTI files, and still imports normally when the DICOM code needs it."""
+    import subprocess
+    import sys
+
+    code = f"""
+import io, sys, gzip
+import numpy as np
+import core.data.io as cio
+from core.data.nibabel_import import nib
+img = nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.eye(4))
+img.header.extensions.append(nib.nifti1.Nifti1Extension(2, b"not a DICOM dataset at all" * 4))
+buf = io.BytesIO(); img.to_file_map({{"header": nib.FileHolder(fileobj=buf), "image": nib.FileHolder(fileobj=buf)}})
+vol = cio.load_volume_bytes(gzip.compress(buf.getvalue()), "ext.nii.gz")
+print(vol.shape, int(np.asarray(vol.data).sum()), nib.nifti1.have_dicom, "pydicom" in sys.modules)
+import pydicom
+print(type(pydicom.Dataset()).__name__)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout.splitlines()
+    assert out == ["(2, 3, 4) 276 False False", "Dataset"]

@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from core.config import MAX_VOXELS, MODALITIES
 from core.data.io import Volume, atomic_write_bytes, load_volume_bytes
+from core.data.nibabel_import import nib
 from core.errors import BratsViewerError, DicomError
 
 # ---- limits -------------------------------------------------------------------------------------------------

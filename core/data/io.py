@@ -17,11 +17,10 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-from nibabel import orientations as ornt_mod
 
 from core.config import MAX_DECOMPRESSED_BYTES, MAX_FILE_BYTES, MAX_VOXELS
+from core.data.nibabel_import import nib, ornt_mod
 from core.errors import BratsViewerError, ImageContentError, ImageFormatError, ImageSizeError
 
 _GZIP_MAGIC = b"\x1f\x8b"

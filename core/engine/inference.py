@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,11 +143,7 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
     unc_z = np.zeros((nz, nx, ny), dtype=np.float16) if tta else None
     zs = np.flatnonzero(prep.brain_z)
     n_batches = max(1, int(np.ceil(len(zs) / batch_size)))
-    for b in range(n_batches):
-        sel = zs[b * batch_size : (b + 1) * batch_size]
-        if sel.size == 0:
-            break
-        p, e = run_network(loaded, prep.network_input(sel), tta)
+    for b, (sel, p, e) in enumerate(_network_batches(loaded, prep, zs, batch_size, tta)):
         for k, z in enumerate(sel):
             inside = probabilities_in_box(p[k], prep.box)
             inside[inside < _F16_TINY] = 0.0  # float16 subnormals convert ~40x slower and carry no information
@@ -174,6 +171,25 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
             arr.setflags(write=False)
     return Prediction(labels, probs, unc, loaded.name, loaded.sha256, tta, time.perf_counter() - started,
                       quality, prep.missing, post.label)
+
+
+def _network_batches(loaded: LoadedModel, prep: Prepared, zs: np.ndarray, batch_size: int, tta: bool
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(slice indices, probabilities, entropy or None) per batch of ``zs``, in order.
+
+    The network runs one batch ahead in a helper thread (ONNX Runtime and TensorFlow release the GIL), so the
+    caller's work on one batch overlaps the network's on the next. An error in the network is raised here.
+    """
+    batches = [zs[i : i + batch_size] for i in range(0, len(zs), batch_size)]
+    if not batches:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="network") as pool:
+        pending = pool.submit(run_network, loaded, prep.network_input(batches[0]), tta)
+        for b, sel in enumerate(batches):
+            p, e = pending.result()
+            if b + 1 < len(batches):
+                pending = pool.submit(run_network, loaded, prep.network_input(batches[b + 1]), tta)
+            yield sel, p, e
 
 
 def assess(loaded: LoadedModel, case: Case, prep: Prepared, labels: np.ndarray, probs: np.ndarray) -> QualityFlag:
