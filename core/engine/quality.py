@@ -118,10 +118,10 @@ class QualityFlag:
 def intensity_quantiles(slices: np.ndarray) -> list[list[float] | None]:
     """Per channel of a (Z, S, S, C) normalised stack, the brain (any channel non-zero) intensity quantiles at
     ``QUANTILES``; None for an all-zero (missing) channel. Subsamples to at most ~200k voxels."""
-    brain = np.any(slices != 0, axis=-1)
-    vals = np.asarray(slices[brain], dtype=np.float32)
-    if vals.shape[0] > 200_000:
-        vals = vals[:: vals.shape[0] // 200_000]
+    idx = np.flatnonzero(np.any(slices != 0, axis=-1))  # brain voxels, in C order
+    if idx.size > 200_000:
+        idx = idx[:: idx.size // 200_000]
+    vals = np.asarray(slices.reshape(-1, slices.shape[-1])[idx], dtype=np.float32)  # (N, C): no full-brain copy
     out: list[list[float] | None] = []
     for c in range(slices.shape[-1]):
         v = vals[:, c] if vals.size else np.zeros(0, np.float32)
