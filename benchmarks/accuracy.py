@@ -2,6 +2,7 @@
 
 Usage:
     python benchmarks/accuracy.py [--configs base full] [--stages train predict score] [--data ../shared/data]
+    python benchmarks/accuracy.py --configs full_noctx --stages quantize predict score --int8 --postprocess V
 
 Folds: the seven complete cases and the five partial (FLAIR + T1c only) cases are split into three folds by
 patient (``FOLDS``). For each configuration and fold, a model is trained on the other folds' cases with
@@ -88,16 +89,44 @@ def _refs(data_root: Path) -> dict:
     return {r.case_id: r for r in discover_cases(data_root / "brats") if r.has_seg}
 
 
-def predict_stage(config: str, data_root: Path, n4: bool = False) -> None:
+def preds_name(n4: bool = False, int8: bool = False) -> str:
+    """The folder of stored predictions: ``preds``, ``preds_n4``, ``preds_int8`` or ``preds_n4_int8``."""
+    return "preds" + ("_n4" if n4 else "") + ("_int8" if int8 else "")
+
+
+def quantize_stage(config: str, data_root: Path) -> None:
+    """Export each fold model to ONNX and quantise it to int8, calibrated on that fold's own training cases
+    (``python -m core export FOLD --int8 --data ...``, a separate process); a fold already done is skipped."""
+    import json as _json
+
+    from core.engine.model import file_sha256
+    from core.engine.runtime import valid_int8
+
+    for k in range(len(FOLDS)):
+        folder = cv_dir(config) / f"fold{k}"
+        if not (folder / "model_card.json").is_file():
+            print(f"[{config}] fold {k}: no trained model yet, not quantised", flush=True)
+            continue
+        card = _json.loads((folder / "model_card.json").read_text())
+        if valid_int8(folder, card, file_sha256(folder / "model.keras")) is not None:
+            continue
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "core", "export", str(folder), "--int8", "--data",
+                        str(data_root / "brats")], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        print(f"[{config}] fold {k}: exported and quantised in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def predict_stage(config: str, data_root: Path, n4: bool = False, int8: bool = False) -> None:
     """Store each fold model's probabilities on its fold's cases and on TCIA (uint8 = round(255 p)); with
     ``n4``, after N4 bias-field correction (``core.engine.biasfield``), in ``preds_n4``, skipping the z-scored partial
-    cases (N4 needs the raw intensities)."""
+    cases (N4 needs the raw intensities); with ``int8``, by the fold model's int8 network (``quantize_stage``), in
+    ``preds_int8``."""
     from core.data.cases import load_case
     from core.engine.inference import predict_case
     from core.engine.model import load_model
 
     refs = _refs(data_root)
-    preds = cv_dir(config) / ("preds_n4" if n4 else "preds")
+    preds = cv_dir(config) / preds_name(n4, int8)
     preds.mkdir(parents=True, exist_ok=True)
     for k, fold in enumerate(FOLDS):
         if not (cv_dir(config) / f"fold{k}" / "model_card.json").is_file():
@@ -109,7 +138,7 @@ def predict_stage(config: str, data_root: Path, n4: bool = False) -> None:
             if path.is_file():
                 continue
             if loaded is None:
-                loaded = load_model(cv_dir(config) / f"fold{k}")
+                loaded = load_model(cv_dir(config) / f"fold{k}", runtime="onnx-int8" if int8 else None)
             if n4 and refs[case_id].layout != "brats":
                 continue
             case = load_case(refs[case_id])
@@ -144,7 +173,8 @@ def evaluations(data_root: Path, n4: bool = False) -> list[tuple[str, int]]:
     return [(c, fold_of(c)) for c in cases] + [(TCIA, k) for k in range(len(FOLDS))]
 
 
-def score_rows(config: str, data_root: Path, postprocess: str = "none", n4: bool = False) -> list[dict]:
+def score_rows(config: str, data_root: Path, postprocess: str = "none", n4: bool = False, int8: bool = False
+               ) -> list[dict]:
     """Per-(case, fold) scores of the stored predictions after a post-processing variant."""
     from core.analysis.metrics import score_case
     from core.data.cases import load_case
@@ -158,7 +188,7 @@ def score_rows(config: str, data_root: Path, postprocess: str = "none", n4: bool
             case = load_case(refs[case_id])
             gts[case_id] = (np.asarray(case.seg.data), case.spacing_mm, ",".join(case.modalities))
         gt, spacing, mods = gts[case_id]
-        labels = decode(load_prediction(config, case_id, k, "preds_n4" if n4 else "preds"), spacing, postprocess)
+        labels = decode(load_prediction(config, case_id, k, preds_name(n4, int8)), spacing, postprocess)
         s = score_case(labels, gt, spacing)
         rows.append({"case_id": case_id, "fold": k, "modalities": mods,
                      **{f"dice_{r}": round(s.regions[r].dice, 4) for r in REGIONS},
@@ -211,7 +241,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["base", "full"], choices=sorted(CONFIGS))
     parser.add_argument("--stages", nargs="+", default=["train", "predict", "score"],
-                        choices=("train", "predict", "score"))
+                        choices=("train", "quantize", "predict", "score"))
+    parser.add_argument("--int8", action="store_true",
+                        help="predict and score with each fold model's int8 network (run the quantize stage first)")
     parser.add_argument("--postprocess", default="none", help="post-processing variant for the score stage")
     parser.add_argument("--n4", action="store_true", help="predict and score after N4 bias-field correction")
     parser.add_argument("--card", type=Path, default=None,
@@ -224,13 +256,16 @@ def main() -> int:
     for config in args.configs:
         if "train" in args.stages:
             train_stage(config, args.data)
+        if "quantize" in args.stages:
+            quantize_stage(config, args.data)
         if "predict" in args.stages:
-            predict_stage(config, args.data, args.n4)
+            predict_stage(config, args.data, args.n4, args.int8)
         if "score" in args.stages:
-            rows = score_rows(config, args.data, args.postprocess, args.n4)
-            tag = f"{args.postprocess}{'_n4' if args.n4 else ''}"
+            rows = score_rows(config, args.data, args.postprocess, args.n4, args.int8)
+            tag = f"{args.postprocess}{'_n4' if args.n4 else ''}{'_int8' if args.int8 else ''}"
             (cv_dir(config) / f"scores_{tag}.json").write_text(json.dumps(rows, indent=2))
-            table = markdown_table(rows, f"{config}{' with N4' if args.n4 else ''}, post-processing "
+            table = markdown_table(rows, f"{config}{' with N4' if args.n4 else ''}{' int8' if args.int8 else ''}, "
+                                         "post-processing "
                                          f"{parse_variant(args.postprocess).label}")
             (cv_dir(config) / f"table_{tag}.md").write_text(table + "\n")
             print(table, flush=True)

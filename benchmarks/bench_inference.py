@@ -4,13 +4,15 @@ Prints, for one case (default: the first complete case of the shared data):
 
 (a) ``python -m core segment CASE --out DIR`` with the shipped model, as a whole process: the default runtime
     (ONNX Runtime when the model folder holds a valid ``model.onnx``) and, for comparison, ``--runtime
-    tensorflow``; the in-process breakdown (model load, case load, predict, write) from its JSON line;
+    onnx-int8`` (when the model has an int8 network) and ``--runtime tensorflow``; the in-process breakdown
+    (model load, case load, predict, write) from its JSON line;
 (b) the reference ``../shared/reference/seed_infer.py CASE OUT`` (the original design end to end: TensorFlow,
     100 slices at 128 x 128, labels written), as a whole process;
 
 run alternately ``--repeat`` times; medians and the median of the per-round ratios (a)/(b); the peak RSS of
 each process (``ru_maxrss`` of a one-child wrapper); and for a folder of 8 copies of the case (copied
-files under other case ids) the cases per minute of ``segment FOLDER --workers 1``, ``--workers 2`` and ``--dask`` on a local cluster\nof 2 worker processes (1 inference thread each, as --workers 2 gives on 2 cores).
+files under other case ids) the cases per minute of ``segment FOLDER --workers 1``, ``--workers 2`` and ``--dask`` on a local
+cluster of 2 worker processes (1 inference thread each, as --workers 2 gives on 2 cores).
 
 Usage::
 
@@ -102,7 +104,9 @@ def main() -> int:
     model = Path(args.model)
     case = pick_case(args.case)
     card = json.loads((model / "model_card.json").read_text()) if (model / "model_card.json").is_file() else {}
-    print(f"case: {case}\nmodel: {model} (ONNX export: {'yes' if 'onnx' in card else 'no'})")
+    int8 = "onnx_int8" in card
+    print(f"case: {case}\nmodel: {model} (ONNX export: {'yes' if 'onnx' in card else 'no'}, int8 network: "
+          f"{'yes' if int8 else 'no'})")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     tmp = Path(tempfile.mkdtemp(prefix="bench_inference_"))
@@ -110,7 +114,9 @@ def main() -> int:
     try:
         for r in range(max(1, args.repeat)):
             row: dict = {}
-            for name, extra in (("segment", []), ("segment_tf", ["--runtime", "tensorflow"])):
+            variants = [("segment", []), *([("segment_int8", ["--runtime", "onnx-int8"])] if int8 else []),
+                        ("segment_tf", ["--runtime", "tensorflow"])]
+            for name, extra in variants:
                 out = tmp / f"{name}{r}"
                 wall, rss, stdout = timed([sys.executable, "-m", "core", "segment", str(case), "--out", str(out),
                                            "--model", str(model), *extra], env)
@@ -122,7 +128,8 @@ def main() -> int:
             row["seed"] = {"wall": wall, "rss": rss}
             rounds.append(row)
             print(f"round {r + 1}: segment {row['segment']['wall']:.2f} s ({row['segment']['runtime']}), "
-                  f"segment --runtime tensorflow {row['segment_tf']['wall']:.2f} s, seed_infer {wall:.2f} s")
+                  + (f"--runtime onnx-int8 {row['segment_int8']['wall']:.2f} s, " if int8 else "")
+                  + f"--runtime tensorflow {row['segment_tf']['wall']:.2f} s, seed_infer {wall:.2f} s")
 
         def med(key: str, field: str = "wall") -> float:
             return statistics.median(r[key][field] for r in rounds)
@@ -139,6 +146,12 @@ def main() -> int:
               f"{t_tf['model_load']:.2f}, predict {t_tf['predict']:.2f} s; peak RSS {med('segment_tf', 'rss'):.0f} MB")
         print(f"(b) seed_infer.py (original design): median {med('seed'):.2f} s; peak RSS {med('seed', 'rss'):.0f} MB")
         print(f"ratio (a)/(b), median of {len(rounds)} rounds: {ratio:.2f}   (a')/(b): {ratio_tf:.2f}")
+        if int8:
+            ratio_q = statistics.median(r["segment_int8"]["wall"] / r["seed"]["wall"] for r in rounds)
+            tq = rounds[-1]["segment_int8"]["times"]
+            print(f"(a'') segment --runtime onnx-int8 (opt-in, labels differ; see the model card): median "
+                  f"{med('segment_int8'):.2f} s; last run: predict {tq['predict']:.2f} s; peak RSS "
+                  f"{med('segment_int8', 'rss'):.0f} MB; ratio to (b) {ratio_q:.2f}")
 
         folder = copies(case, args.folder_cases, tmp / "folder")
         for workers in (1, 2):

@@ -16,7 +16,14 @@ from test_inference import SPEC, synthetic_case
 from core import config
 from core.engine.inference import predict_case
 from core.engine.model import build_unet, load_model, save_for_inference
-from core.engine.runtime import ONNX_NAME, export_model_folder, runtime_preference
+from core.engine.runtime import (
+    INT8_NAME,
+    ONNX_NAME,
+    export_model_folder,
+    quantize_int8,
+    quantize_model_folder,
+    runtime_preference,
+)
 from core.errors import ModelError
 
 
@@ -88,8 +95,42 @@ def test_runtime_preference(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRATS_RUNTIME", "TensorFlow")
     assert runtime_preference() == "tensorflow"
     assert runtime_preference("onnx") == "onnx"
-    with pytest.raises(ModelError, match="expected a runtime among auto, onnx, tensorflow, got 'cuda'"):
+    assert runtime_preference("ONNX-int8") == "onnx-int8"
+    with pytest.raises(ModelError, match="expected a runtime among auto, onnx, onnx-int8, tensorflow, got 'cuda'"):
         runtime_preference("cuda")
+
+
+def test_int8_network_is_opt_in_checksum_gated_and_close_to_fp32(exported: Path, tmp_path: Path) -> None:
+    """quantize_model_folder writes model.int8.onnx calibrated on the given cases and records it; only
+    runtime "onnx-int8" uses it ("auto" stays fp32); a tampered or stale int8 file is refused. On the tiny
+    synthetic model its probabilities stay near the fp32 network's (not a figure: that is the CV table's)."""
+    folder = copy_model(exported, tmp_path / "q")
+    with pytest.raises(ModelError, match="model.int8.onnx quantised from these weights"):
+        load_model(folder, runtime="onnx-int8")
+    entry = quantize_model_folder(folder, [synthetic_case(seed=s) for s in (5, 6)], ["s5", "s6"])
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["onnx_int8"] == entry and entry["calibration_cases"] == ["s5", "s6"]
+    assert entry["onnx_sha256"] == card["onnx"]["sha256"] and entry["calibration_slices"] > 0
+    assert load_model(folder).runtime == "onnxruntime"
+    q = load_model(folder, runtime="onnx-int8")
+    assert q.runtime == "onnxruntime-int8" and q.sha256 == load_model(folder).sha256
+    case = synthetic_case(seed=4)
+    a, b = predict_case(q, case), predict_case(load_model(folder), case)
+    assert a.labels.shape == b.labels.shape
+    assert float(np.abs(a.probabilities.astype(np.float32) - b.probabilities.astype(np.float32)).mean()) < 0.05
+    with open(folder / INT8_NAME, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ModelError, match="model.int8.onnx"):
+        load_model(folder, runtime="onnx-int8")
+
+
+def test_int8_needs_an_export_and_calibration(exported: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="expected calibration slices"):
+        quantize_int8(copy_model(exported, tmp_path / "a"), [])
+    bare = tmp_path / "b"
+    bare.mkdir()
+    with pytest.raises(ModelError, match="expected model.onnx"):
+        quantize_int8(bare, [np.zeros((1, 32, 32, 4), np.float32)])
 
 
 def test_export_of_a_folder_without_weights_is_refused(tmp_path: Path) -> None:
@@ -130,3 +171,26 @@ def test_shipped_model_onnx_matches_keras_on_a_real_case(shared_data: Path) -> N
     assert np.mean(a.labels == b.labels) >= 0.999
     diff = np.abs(a.probabilities.astype(np.float32) - b.probabilities.astype(np.float32))
     assert float(diff.max()) <= 1e-3
+
+
+def test_export_cli_int8_calibrates_on_the_models_training_cases(exported: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``export MODEL --int8 --data FOLDER --skip-fp32`` finds split.json's training cases in FOLDER; without
+    --data, or with none of them there, one error line and status 2."""
+    from conftest import make_case_dir
+
+    from core.__main__ import main
+
+    folder = copy_model(exported, tmp_path / "m")
+    assert main(["export", str(folder), "--int8"]) == 2
+    assert "expected --data FOLDER" in capsys.readouterr().err
+    data = tmp_path / "data"
+    make_case_dir(data, case_id="BraTS2021_00011")
+    (folder / "split.json").write_text(json.dumps({"train": ["BraTS2021_00099"], "val": [], "test": []}))
+    assert main(["export", str(folder), "--int8", "--data", str(data), "--skip-fp32"]) == 2
+    assert "found none of 1" in capsys.readouterr().err
+    (folder / "split.json").write_text(json.dumps({"train": ["BraTS2021_00011"], "val": [], "test": []}))
+    assert main(["export", str(folder), "--int8", "--data", str(data), "--skip-fp32"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "onnx" not in out and out["onnx_int8"]["calibration_cases"] == ["BraTS2021_00011"]
+    assert load_model(folder, runtime="onnx-int8").runtime == "onnxruntime-int8"

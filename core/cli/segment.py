@@ -62,8 +62,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--probabilities", action="store_true",
                         help="also write the class probabilities (<case_id>_prob.nii.gz, 8-bit)")
     parser.add_argument("--batch-size", type=int, default=16, help="slices per network call (default 16)")
-    parser.add_argument("--runtime", choices=("auto", "onnx", "tensorflow"), default=None,
-                        help="inference runtime (default $BRATS_RUNTIME or auto: the model's ONNX export when valid)")
+    parser.add_argument("--runtime", choices=("auto", "onnx", "onnx-int8", "tensorflow"), default=None,
+                        help="inference runtime (default $BRATS_RUNTIME or auto: the model's ONNX export when valid; "
+                             "onnx-int8: its int8 network, faster, with labels that differ, see the model card)")
     parser.add_argument("--workers", type=int, default=1,
                         help="folder mode: worker processes on this machine (default 1)")
     parser.add_argument("--dask", default=None, metavar="ADDRESS",

@@ -159,7 +159,7 @@ class LoadedModel:
     card: dict = field(default_factory=dict)
     postprocess: Any = None  # core.engine.postprocess.PostprocessSpec
     quality: Any = None  # core.engine.quality.QualityModel
-    runtime: str = "tensorflow"  # "onnxruntime" when ``model`` is the exported network (core.engine.runtime)
+    runtime: str = "tensorflow"  # "onnxruntime" / "onnxruntime-int8": the exported network (core.engine.runtime)
 
     @property
     def short_sha(self) -> str:
@@ -202,15 +202,16 @@ def load_model(path: str | Path, spec: PreprocessSpec | None = None, runtime: st
     original code, whose metrics are named ``dice_coef``, ``precision``, ``sensitivity``, ``specificity``,
     ``dice_coef_necrotic``, ``dice_coef_edema``, ``dice_coef_enhancing``, load because nothing is compiled.
 
-    ``runtime`` ("auto", "onnx" or "tensorflow"; default ``$BRATS_RUNTIME`` or "auto"): "auto" runs
+    ``runtime`` ("auto", "onnx", "onnx-int8" or "tensorflow"; default ``$BRATS_RUNTIME`` or "auto"): "auto" runs
     ``model.onnx`` in ONNX Runtime (no TensorFlow import) when the card records it for these very Keras weights
-    and its checksum matches (``core.engine.runtime.valid_export``), else Keras.
+    and its checksum matches (``core.engine.runtime.valid_export``), else Keras; "onnx-int8" runs the int8
+    network (``core.engine.runtime.valid_int8``) or refuses.
 
     Raises:
         ModelError: missing file, not a model, an input/output shape that does not fit the spec, or
-            runtime "onnx" without a valid export.
+            runtime "onnx" / "onnx-int8" without a valid export.
     """
-    from core.engine.runtime import load_onnx, runtime_preference, valid_export
+    from core.engine.runtime import load_onnx, runtime_preference, valid_export, valid_int8
 
     preference = runtime_preference(runtime)
     weights, folder = resolve_weights(path)
@@ -226,7 +227,13 @@ def load_model(path: str | Path, spec: PreprocessSpec | None = None, runtime: st
     sha256 = file_sha256(weights)
     model: Any = None
     used = "tensorflow"
-    if preference != "tensorflow":
+    if preference == "onnx-int8":
+        int8_path = valid_int8(folder, card, sha256) if weights.name == WEIGHTS_NAME else None
+        if int8_path is None:
+            raise ModelError(f"expected a model.int8.onnx quantised from these weights in {folder.name!r} (its "
+                             "checksum in the model card), found none: run python -m core export MODEL_DIR --int8 ...")
+        model, used = load_onnx(int8_path), "onnxruntime-int8"
+    elif preference != "tensorflow":
         onnx_path = valid_export(folder, card, sha256) if weights.name == WEIGHTS_NAME else None
         if onnx_path is not None:
             model, used = load_onnx(onnx_path), "onnxruntime"

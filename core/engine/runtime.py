@@ -24,18 +24,26 @@ import numpy as np
 from core.errors import ModelError
 
 ONNX_NAME = "model.onnx"
+INT8_NAME = "model.int8.onnx"
 OPSET = 17
 # Largest |p_onnx - p_keras| accepted at export (the equivalence test asks for 1e-3 on a real case).
 EXPORT_TOLERANCE = 1e-3
-RUNTIMES = ("auto", "onnx", "tensorflow")
+RUNTIMES = ("auto", "onnx", "onnx-int8", "tensorflow")
+# Calibration of the int8 network: every CALIBRATION_STEP-th brain slice of each calibration case.
+CALIBRATION_STEP = 4
+INT8_METHOD = ("static quantisation (ONNX Runtime, QDQ): int8 weights per output channel, uint8 activations, "
+               "min-max calibration")
 RUNTIME_ENV = "BRATS_RUNTIME"
 
 
 def runtime_preference(value: str | None = None) -> str:
     """The runtime asked for: ``value``, else ``$BRATS_RUNTIME``, else "auto" (ONNX when valid, else TensorFlow).
 
+    "onnx-int8" asks for the int8 network (``quantize_model_folder``), an opt-in: its labels differ from the
+    fp32 network's (see the model card's cross-validation).
+
     Raises:
-        ModelError: a value other than auto, onnx or tensorflow.
+        ModelError: a value other than auto, onnx, onnx-int8 or tensorflow.
     """
     text = (value if value is not None else os.environ.get(RUNTIME_ENV, "auto")).strip().lower() or "auto"
     if text not in RUNTIMES:
@@ -219,4 +227,118 @@ def export_model_folder(folder: str | Path) -> dict[str, Any]:
             w = next((i for i, s in enumerate(lines) if s.startswith("- Weights:")), None)
             lines.insert(w + 1 if w is not None else len(lines), line)
         atomic_write_bytes(md, ("\n".join(lines) + "\n").encode())
+    return entry
+
+
+# ------------------------------------------------------------------------------------------- int8 ---
+
+def calibration_batches(cases: Any, spec: Any, batch: int = 8) -> list[np.ndarray]:
+    """Network inputs (batch, S, S, C) float32 for int8 calibration: every ``CALIBRATION_STEP``-th brain slice of
+    each case (``core.data.cases.Case``), prepared as at inference (a case's last batch may be smaller)."""
+    from core.engine.preprocess import prepare_case
+
+    out: list[np.ndarray] = []
+    for case in cases:
+        prep = prepare_case(case, spec)
+        zs = np.flatnonzero(prep.brain_z)[::CALIBRATION_STEP]
+        out += [prep.network_input(zs[i : i + batch]) for i in range(0, len(zs), batch)]
+    return out
+
+
+def quantize_int8(folder: str | Path, batches: list[np.ndarray]) -> dict[str, Any]:
+    """Quantise ``folder/model.onnx`` to ``folder/model.int8.onnx`` (``INT8_METHOD``) calibrated on ``batches``.
+
+    Returns:
+        ``{"file", "sha256", "onnx_sha256", "method", "calibration_slices", "onnxruntime_version"}``.
+
+    Raises:
+        ModelError: no ``model.onnx``, no calibration batch, or the quantisation failed.
+    """
+    from core.engine.model import file_sha256
+
+    try:
+        import onnxruntime as ort
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as err:
+        raise ModelError(f"expected onnxruntime's quantisation tools (and onnx), missing ({err})") from err
+    out = Path(folder)
+    src = out / ONNX_NAME
+    if not src.is_file():
+        raise ModelError(f"expected {ONNX_NAME} in {out.name!r} to quantise, found none: run python -m core export")
+    if not batches:
+        raise ModelError("expected calibration slices for the int8 quantisation, got none")
+    input_name = load_onnx(src).input_name
+
+    class _Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._it = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            b = next(self._it, None)
+            return None if b is None else {input_name: np.ascontiguousarray(b, dtype=np.float32)}
+
+    with tempfile.TemporaryDirectory(dir=out, prefix=".int8.") as tmp:
+        pre, q = Path(tmp) / "pre.onnx", Path(tmp) / INT8_NAME
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            quantize_static(str(pre), str(q), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+        except Exception as err:  # onnxruntime raises its own types
+            msg = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            raise ModelError(f"expected the int8 quantisation to succeed, it failed ({msg})") from err
+        load_onnx(q)  # refuse a file ONNX Runtime cannot open
+        os.replace(q, out / INT8_NAME)
+    return {"file": INT8_NAME, "sha256": file_sha256(out / INT8_NAME), "onnx_sha256": file_sha256(src),
+            "method": INT8_METHOD, "calibration_slices": int(sum(len(b) for b in batches)),
+            "onnxruntime_version": ort.__version__}
+
+
+def valid_int8(folder: str | Path, card: dict, weights_sha256: str) -> Path | None:
+    """``folder/model.int8.onnx`` when the card records it, quantised from the valid ``model.onnx`` of these Keras
+    weights, and its checksum matches; else None."""
+    entry = card.get("onnx_int8") if isinstance(card, dict) else None
+    path = Path(folder) / INT8_NAME
+    fp32 = valid_export(folder, card, weights_sha256)
+    if not isinstance(entry, dict) or not path.is_file() or fp32 is None:
+        return None
+    if entry.get("onnx_sha256") != card["onnx"].get("sha256"):
+        return None
+    from core.engine.model import file_sha256
+
+    return path if entry.get("sha256") == file_sha256(path) else None
+
+
+def quantize_model_folder(folder: str | Path, cases: Any, case_ids: list[str]) -> dict[str, Any]:
+    """Quantise a model folder's valid ``model.onnx`` to int8 with calibration slices of ``cases`` (its training
+    cases), and record it in the card as ``onnx_int8`` (with ``calibration_cases``: ``case_ids``).
+
+    Raises:
+        ModelError: no valid ONNX export of the folder's weights, or the quantisation failed.
+    """
+    import json
+
+    from core.data.io import atomic_write_bytes
+    from core.engine.model import CARD_JSON, WEIGHTS_NAME, file_sha256
+    from core.engine.preprocess import PreprocessSpec
+
+    out = Path(folder)
+    card_path = out / CARD_JSON
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelError(f"expected a readable {CARD_JSON} in {out.name!r}") from err
+    if valid_export(out, card, file_sha256(out / WEIGHTS_NAME)) is None:
+        raise ModelError(f"expected a valid {ONNX_NAME} export in {out.name!r}: run python -m core export first")
+    spec = PreprocessSpec.load(out)
+    entry = {**quantize_int8(out, calibration_batches(cases, spec)), "calibration_cases": list(case_ids)}
+    card["onnx_int8"] = entry
+    atomic_write_bytes(card_path, json.dumps(card, indent=2).encode())
     return entry
