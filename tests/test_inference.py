@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import LPS_AFFINE, write_nifti
-from scipy import ndimage
 
 from core.data.cases import Case, assemble_case, load_case_folder
 from core.data.io import save_like, volume_from_array
@@ -197,6 +196,8 @@ def write_marker_case(folder: Path) -> Path:
 def assert_labels_at(labels: np.ndarray, expected: np.ndarray) -> None:
     """Every voxel at least one voxel inside a block (in-plane) has the block's label; background away from
     blocks is 0 (only the one-voxel rims may blur through the two resizes)."""
+    from scipy import ndimage  # here, not at the top: other tests import this module in a fresh process
+
     inner_struct = np.zeros((3, 3, 1), dtype=bool)
     inner_struct[:, :, 0] = ndimage.generate_binary_structure(2, 1)
     for label in (1, 2, 4):
@@ -234,6 +235,8 @@ def test_bright_channel_model_tta_is_certain_inside_blocks(tmp_path: Path) -> No
     pred = predict_case(LoadedModel(bright_channel_model(), spec, "bright", "1" * 64, "", {}), case, tta=True)
     assert pred.uncertainty is not None
     exp = expected_stored_labels()[::-1, ::-1, :]
+    from scipy import ndimage
+
     inner = ndimage.binary_erosion(exp == 2, np.ones((5, 5, 1), bool))
     assert float(pred.uncertainty[inner].max()) < 0.05  # a 1x1 conv is flip-invariant: no disagreement
     assert_labels_at(pred.labels, exp)

@@ -481,14 +481,14 @@ def test_nibabel_leaves_dicom_extensions_unparsed_and_pydicom_unimported(tmp_pat
     import subprocess
     import sys
 
-    code = f"""
+    code = """
 import io, sys, gzip
 import numpy as np
 import core.data.io as cio
 from core.data.nibabel_import import nib
 img = nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.eye(4))
 img.header.extensions.append(nib.nifti1.Nifti1Extension(2, b"not a DICOM dataset at all" * 4))
-buf = io.BytesIO(); img.to_file_map({{"header": nib.FileHolder(fileobj=buf), "image": nib.FileHolder(fileobj=buf)}})
+buf = io.BytesIO(); img.to_file_map({"header": nib.FileHolder(fileobj=buf), "image": nib.FileHolder(fileobj=buf)})
 vol = cio.load_volume_bytes(gzip.compress(buf.getvalue()), "ext.nii.gz")
 print(vol.shape, int(np.asarray(vol.data).sum()), nib.nifti1.have_dicom, "pydicom" in sys.modules)
 import pydicom

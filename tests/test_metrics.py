@@ -278,3 +278,32 @@ def test_bounding_box_pads_and_clips_at_the_border() -> None:
     assert bounding_box(m, pad=9) == (slice(0, 5), slice(0, 6), slice(0, 4))
     assert np.count_nonzero(m[bounding_box(m)]) == 2
     assert bounding_box(np.zeros((3, 3), dtype=bool)) == (slice(0, 0), slice(0, 0))
+
+
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.3, 0.6])
+def test_label_components_numbers_as_scipy_does(density: float) -> None:
+    """cc3d's 26-connected labelling (the segmentation path's) gives scipy.ndimage.label's partition and
+    numbering, so the "largest component" chosen by post-processing is the same."""
+    from scipy import ndimage
+
+    from core.analysis.metrics import label_components
+
+    rng = np.random.default_rng(int(density * 100))
+    mask = rng.random((17, 13, 9)) < density
+    ref, n_ref = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    got, n = label_components(mask)
+    assert n == n_ref and got.shape == mask.shape
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_label_components_hand_checked() -> None:
+    from core.analysis.metrics import label_components
+
+    m = np.zeros((3, 3, 3), dtype=bool)
+    m[0, 0, 0] = m[1, 1, 1] = True  # corner-touching: one 26-connected component
+    m[0, 2, 2] = True  # touches (1, 1, 1) by a corner too
+    m[2, 0, 2] = True  # corner-adjacent to (1, 1, 1) as well
+    assert label_components(m)[1] == 1
+    m[1, 1, 1] = False
+    labels, n = label_components(m)
+    assert n == 3 and labels[0, 0, 0] == 1 and labels[0, 2, 2] == 2 and labels[2, 0, 2] == 3

@@ -27,7 +27,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from core.config import CLASS_NAMES, HD95_EMPTY_MM, LABEL_ED, LABEL_ET, LABEL_NCR, REGIONS, VALID_LABELS
 from core.errors import CaseError, ImageContentError
@@ -38,7 +37,8 @@ REGION_ORDER: tuple[str, ...] = ("WT", "TC", "ET")
 SCORE_FIELDS: tuple[str, ...] = (
     "dice", "iou", "sensitivity", "specificity", "precision", "hd95_mm", "pred_volume_ml", "gt_volume_ml",
 )
-_CROSS = ndimage.generate_binary_structure(3, 1)
+_CROSS = np.array([[[0, 0, 0], [0, 1, 0], [0, 0, 0]], [[0, 1, 0], [1, 1, 1], [0, 1, 0]],
+                   [[0, 0, 0], [0, 1, 0], [0, 0, 0]]], dtype=bool)  # 6-connectivity
 
 
 # ------------------------------------------------------------------------------------------------ counts ---
@@ -119,7 +119,22 @@ def _check_spacing(spacing_mm: Sequence[float]) -> tuple[float, float, float]:
 
 def _surface(mask: np.ndarray) -> np.ndarray:
     """Surface voxels: the mask minus its erosion by a 3-D cross (outside the array counts as background)."""
+    from scipy import ndimage  # imported when used: segmenting a case never needs it
+
     return mask & ~ndimage.binary_erosion(mask, structure=_CROSS, border_value=0)
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """26-connected components of a 3-D boolean mask: (labels uint32, same shape, 0 outside; their number).
+
+    Numbered in C-order raster order of each component's first voxel, exactly as
+    ``scipy.ndimage.label(mask, structure=np.ones((3, 3, 3)))`` numbers them (tested), with cc3d, whose import
+    takes milliseconds where scipy.ndimage's takes about 0.17 s of every segmentation process.
+    """
+    import cc3d
+
+    labels = cc3d.connected_components(np.ascontiguousarray(mask, dtype=bool), connectivity=26)
+    return labels, int(labels.max()) if labels.size else 0
 
 
 def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...]:
@@ -151,6 +166,8 @@ def surface_distances_mm(pred: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[
     box = bounding_box(pred | gt, pad=1)
     p_surf = _surface(pred[box])
     g_surf = _surface(gt[box])
+    from scipy import ndimage
+
     d_to_gt = ndimage.distance_transform_edt(~g_surf, sampling=spacing)
     d_to_pred = ndimage.distance_transform_edt(~p_surf, sampling=spacing)
     return np.concatenate([d_to_gt[p_surf], d_to_pred[g_surf]]).astype(np.float64)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.analysis.metrics import bounding_box
+from core.analysis.metrics import bounding_box, label_components
 from core.config import CLASS_TO_LABEL, LABEL_ET, LABEL_NCR
 from core.errors import ModelError
 
@@ -104,13 +104,11 @@ def remove_islands(labels: np.ndarray, spacing_mm: tuple[float, float, float], m
     Works inside the tumour's bounding box, and measures distances (Euclidean, in mm) inside the largest
     component's box grown by ``keep_within_mm``: a voxel outside that box is farther than that from it.
     """
-    from scipy import ndimage
-
     out = np.array(labels, dtype=np.uint8, copy=True)
     if min_island_ml <= 0 or not np.any(out):
         return out
     box = bounding_box(out > 0)
-    comps, n = ndimage.label(out[box] > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    comps, n = label_components(out[box] > 0)
     if n <= 1:
         return out
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
@@ -120,6 +118,8 @@ def remove_islands(labels: np.ndarray, spacing_mm: tuple[float, float, float], m
     if not small:
         return out
     if keep_within_mm > 0:
+        from scipy import ndimage
+
         grow = [int(np.ceil(keep_within_mm / s)) + 1 for s in spacing_mm]
         near = tuple(slice(max(sl.start - g, 0), min(sl.stop + g, n_ax))
                      for sl, g, n_ax in zip(bounding_box(comps == main), grow, comps.shape, strict=True))

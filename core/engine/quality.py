@@ -174,11 +174,9 @@ def symmetry_fraction(wt: np.ndarray, brain: np.ndarray) -> float:
 
 def count_islands(wt: np.ndarray, spacing_mm: tuple[float, float, float], min_ml: float) -> int:
     """Whole-tumour components (26-connected) of at least ``min_ml``."""
-    from scipy import ndimage
+    from core.analysis.metrics import bounding_box, label_components
 
-    from core.analysis.metrics import bounding_box
-
-    comps, n = ndimage.label(wt[bounding_box(wt)], structure=np.ones((3, 3, 3), dtype=bool))  # all of wt is inside
+    comps, n = label_components(wt[bounding_box(wt)])  # all of wt is inside its box
     if n == 0:
         return 0
     sizes = np.bincount(comps.ravel())[1:] * float(np.prod(spacing_mm)) / 1000.0
