@@ -357,7 +357,7 @@ def drive_apptest(args: argparse.Namespace, pid: int, sampler: RssSampler, gc: A
     rss_start = e2e.process_tree_rss_bytes(pid)
     import os
 
-    from core.app import allocator
+    from core.engine import allocator
 
     arenas = os.environ.get(allocator.ARENAS_ENV) or f"{allocator.DEFAULT_ARENAS} (core.app.allocator)"
     print(f"AppTest client: sessions are threads of this process (PID {pid}), which is the server; RSS "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.app import allocator
+from core.engine import allocator
 
 
 @pytest.fixture(autouse=True)

@@ -15,9 +15,9 @@ from typing import Any
 import streamlit as st
 
 from core import config
-from core.app import allocator
 from core.data import roots
 from core.data.cases import Case, CaseRef, case_key, discover_cases, load_case
+from core.engine import allocator
 from core.errors import BratsViewerError
 
 allocator.limit_arenas()  # before sessions start: their threads would each hold on to memory of their own

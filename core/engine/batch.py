@@ -192,7 +192,9 @@ def segment_ref(ref: CaseRef, out_dir: str, opts: SegmentOptions) -> dict[str, A
         seconds, input_sha256.
     """
     from core.data.io import atomic_write_bytes
+    from core.engine.allocator import limit_arenas
 
+    limit_arenas()  # once per process: two malloc arenas keep a worker's memory from creeping over its cases
     started = time.perf_counter()
     out = Path(out_dir)
     row: dict[str, Any] = {"case_id": ref.case_id, "status": "error", "summary": None, "error": "",
