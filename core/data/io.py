@@ -245,7 +245,8 @@ def _gunzip_capped(blob: bytes) -> bytes:
     a small slack, so a gzip bomb is refused after at most that many bytes.
     """
     dec = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    out = bytearray()
+    parts: list[bytes] = []  # joined once at the end: no growing buffer copied over and over
+    size = 0
     cap: int | None = None
     pos = 0
     try:
@@ -255,13 +256,15 @@ def _gunzip_capped(blob: bytes) -> bytes:
             else:
                 chunk = blob[pos : pos + _CHUNK]
                 pos += len(chunk)
-            limit = _CHUNK if cap is None else max(1, cap + 1 - len(out))
-            out += dec.decompress(chunk, limit)
-            if cap is None and (len(out) >= 540 or dec.eof):
-                info = parse_header(bytes(out[:540]))
+            limit = _CHUNK if cap is None else max(1, cap + 1 - size)
+            piece = dec.decompress(chunk, limit)
+            parts.append(piece)
+            size += len(piece)
+            if cap is None and (size >= 540 or dec.eof):
+                info = parse_header(b"".join(parts)[:540])
                 _check_header(info)
                 cap = min(info.expected_bytes + _TRAILING_SLACK, MAX_DECOMPRESSED_BYTES)
-            if cap is not None and len(out) > cap:
+            if cap is not None and size > cap:
                 raise ImageSizeError(
                     f"expected at most {cap:,} bytes after decompression (as the header declares), "
                     "got more: refusing a possible gzip bomb"
@@ -274,9 +277,10 @@ def _gunzip_capped(blob: bytes) -> bytes:
         raise ImageFormatError("expected a complete gzip stream, got a truncated file")
     if dec.unused_data.strip(b"\x00"):
         raise ImageFormatError("expected one gzip stream, got extra data after its end")
+    out = b"".join(parts)
     if cap is None:
-        parse_header(bytes(out))  # raises the right message for short or foreign content
-    return bytes(out)
+        parse_header(out)  # raises the right message for short or foreign content
+    return out
 
 
 def _open_nifti(raw: bytes, info: HeaderInfo) -> nib.Nifti1Image:
