@@ -117,6 +117,7 @@ def test_int8_network_is_opt_in_checksum_gated_and_close_to_fp32(exported: Path,
     case = synthetic_case(seed=4)
     a, b = predict_case(q, case), predict_case(load_model(folder), case)
     assert a.labels.shape == b.labels.shape
+    assert a.model_name == "q (int8 network)" and b.model_name == "q"  # shown on the page and in the PDF
     assert float(np.abs(a.probabilities.astype(np.float32) - b.probabilities.astype(np.float32)).mean()) < 0.05
     with open(folder / INT8_NAME, "ab") as fh:
         fh.write(b"\0")

@@ -169,7 +169,9 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
     for arr in (labels, probs, unc):
         if arr is not None:
             arr.setflags(write=False)
-    return Prediction(labels, probs, unc, loaded.name, loaded.sha256, tta, time.perf_counter() - started,
+    # The int8 network's labels differ from the model's (see its card): the name says so wherever it is shown.
+    name = f"{loaded.name} (int8 network)" if loaded.runtime == "onnxruntime-int8" else loaded.name
+    return Prediction(labels, probs, unc, name, loaded.sha256, tta, time.perf_counter() - started,
                       quality, prep.missing, post.label)
 
 
