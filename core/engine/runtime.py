@@ -194,25 +194,15 @@ def export_model_folder(folder: str | Path) -> dict[str, Any]:
     Raises:
         ModelError: no ``model.keras`` in the folder, or the export failed (see ``export_onnx``).
     """
-    import json
-
     from core.data.io import atomic_write_bytes
-    from core.engine.model import CARD_JSON, WEIGHTS_NAME, file_sha256, load_model
+    from core.engine.model import WEIGHTS_NAME, file_sha256, load_model
 
     out = Path(folder)
     if not (out / WEIGHTS_NAME).is_file():
         raise ModelError(f"expected {WEIGHTS_NAME} in the model folder {out.name!r}, found none")
     loaded = load_model(out, runtime="tensorflow")
     entry = {**export_onnx(loaded.model, out), "keras_sha256": file_sha256(out / WEIGHTS_NAME)}
-    card_path = out / CARD_JSON
-    card: dict[str, Any] = {}
-    if card_path.is_file():
-        try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            card = {}
-    card["onnx"] = entry
-    atomic_write_bytes(card_path, json.dumps(card, indent=2).encode())
+    _record_in_card(out, "onnx", entry)
     md = out / "MODEL_CARD.md"
     if md.is_file():
         line = (f"- Runtime: `{ONNX_NAME}` SHA-256 `{entry['sha256']}` (ONNX opset {entry['opset']}, tf2onnx "
@@ -323,22 +313,38 @@ def quantize_model_folder(folder: str | Path, cases: Any, case_ids: list[str]) -
     Raises:
         ModelError: no valid ONNX export of the folder's weights, or the quantisation failed.
     """
-    import json
-
-    from core.data.io import atomic_write_bytes
-    from core.engine.model import CARD_JSON, WEIGHTS_NAME, file_sha256
+    from core.engine.model import WEIGHTS_NAME, file_sha256
     from core.engine.preprocess import PreprocessSpec
 
     out = Path(folder)
-    card_path = out / CARD_JSON
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelError(f"expected a readable {CARD_JSON} in {out.name!r}") from err
-    if valid_export(out, card, file_sha256(out / WEIGHTS_NAME)) is None:
+    if valid_export(out, _read_card(out), file_sha256(out / WEIGHTS_NAME)) is None:
         raise ModelError(f"expected a valid {ONNX_NAME} export in {out.name!r}: run python -m core export first")
     spec = PreprocessSpec.load(out)
     entry = {**quantize_int8(out, calibration_batches(cases, spec)), "calibration_cases": list(case_ids)}
-    card["onnx_int8"] = entry
-    atomic_write_bytes(card_path, json.dumps(card, indent=2).encode())
+    _record_in_card(out, "onnx_int8", entry)
     return entry
+
+
+def _read_card(folder: Path) -> dict[str, Any]:
+    """The folder's ``model_card.json`` as a dict ({} when absent or unreadable)."""
+    import json
+
+    from core.engine.model import CARD_JSON
+
+    try:
+        card = json.loads((folder / CARD_JSON).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return card if isinstance(card, dict) else {}
+
+
+def _record_in_card(folder: Path, key: str, entry: dict[str, Any]) -> None:
+    """Set ``key`` of the folder's ``model_card.json`` to ``entry`` (written atomically)."""
+    import json
+
+    from core.data.io import atomic_write_bytes
+    from core.engine.model import CARD_JSON
+
+    card = _read_card(folder)
+    card[key] = entry
+    atomic_write_bytes(folder / CARD_JSON, json.dumps(card, indent=2).encode())
