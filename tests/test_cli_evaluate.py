@@ -184,3 +184,62 @@ def test_folder_mode_all_ok_exit_0_and_no_gt_exit_2(tmp_path: Path, capsys: pyte
     empty.mkdir()
     code, _, err = _run(capsys, ["--pred-dir", str(gt_dir), "--gt-dir", str(empty)])
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------- --lesionwise ---
+
+def test_lesionwise_single_pair_hand_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Reference: an ET line (x = 2..4) and an ED voxel (x = 7); prediction: the ET line shifted to x = 1..3 and
+    an ED speck away from both. WT: the lines match (Dice 2 x 2 / 6, HD95 1 mm: pooled distances 0, 0, 0, 0,
+    1, 1), the ED voxel is missed and the speck is spurious; TC and ET: the lines only."""
+    gt = _line([2, 3, 4], 4)
+    gt[7, 2, 2] = 2
+    pred = _line([1, 2, 3], 4)
+    pred[0, 5, 4] = 2
+    argv = ["--pred", str(_write(tmp_path / "p.nii.gz", pred)), "--gt", str(_write(tmp_path / "g.nii.gz", gt))]
+    code, out, err = _run(capsys, [*argv, "--lesionwise"])
+    assert code == 0 and err == ""
+    res = json.loads(out)
+    wt = res["lesionwise"]["WT"]
+    assert (wt["n_ref"], wt["n_pred"], wt["tp"], wt["fp"], wt["fn"]) == (2, 2, 1, 1, 1)
+    assert wt["dice"] == pytest.approx((2 / 3 + 0 + 0) / 3)
+    assert wt["hd95_mm"] == pytest.approx((1.0 + 374.0 + 374.0) / 3)
+    assert wt["matched_dice"] == pytest.approx(2 / 3) and wt["matched_hd95_mm"] == pytest.approx(1.0)
+    assert wt["global_dice"] == pytest.approx(2 * 2 / (4 + 4))
+    for region in ("TC", "ET"):
+        r = res["lesionwise"][region]
+        assert (r["tp"], r["fp"], r["fn"]) == (1, 0, 0)
+        assert r["dice"] == pytest.approx(2 / 3) and r["hd95_mm"] == pytest.approx(1.0)
+    assert "374" in res["lesionwise_note"]
+    assert res["regions"]["ET"]["dice"] == pytest.approx(2 / 3)  # the usual figures are still there
+    code, out, _ = _run(capsys, argv)
+    assert code == 0 and "lesionwise" not in json.loads(out)
+
+
+def test_lesionwise_folder_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    pred_dir.mkdir()
+    a = _line([2, 3], 4)
+    _write(gt_dir / "BraTS2021_00001_seg.nii.gz", a)
+    _write(pred_dir / "BraTS2021_00001_seg.nii.gz", a)  # perfect
+    _write(gt_dir / "BraTS2021_00003_seg.nii.gz", _line([2], 2))  # prediction missing: scored empty
+    out_csv = tmp_path / "scores.csv"
+    code, out, _ = _run(capsys, ["--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--csv", str(out_csv),
+                                 "--lesionwise"])
+    assert code == 1
+    res = json.loads(out)
+    rows = {r["case_id"]: r for r in res["cases"]}
+    ok, missing = rows["BraTS2021_00001"], rows["BraTS2021_00003"]
+    assert ok["WT_lw_dice"] == 1.0 and ok["ET_lw_hd95_mm"] == 0.0 and ok["ET_lw_tp"] == 1
+    assert missing["WT_lw_dice"] == 0.0 and missing["WT_lw_hd95_mm"] == 374.0 and missing["WT_lw_fn"] == 1
+    assert missing["WT_lw_matched_hd95_mm"] is None  # inf in brats-evaluation: no lesion matched
+    assert missing["ET_lw_dice"] == 1.0 and missing["ET_lw_matched_dice"] is None  # no ET on either side
+    mean = res["summary"]["mean"]
+    assert mean["WT_lw_dice"] == pytest.approx(0.5) and mean["WT_lw_hd95_mm"] == pytest.approx(187.0)
+    assert mean["ET_lw_matched_dice"] == 1.0  # over the case where it is defined
+    assert mean["WT_lw_matched_hd95_mm"] == 0.0
+    assert mean["WT_dice"] == pytest.approx(0.5)  # the usual figures keep their summary
+    with open(out_csv, newline="", encoding="utf-8") as fh:
+        csv_rows = list(csv.DictReader(fh))
+    assert float(csv_rows[1]["WT_lw_hd95_mm"]) == 374.0 and csv_rows[1]["WT_lw_matched_hd95_mm"] == ""
