@@ -175,7 +175,10 @@ def evaluations(data_root: Path, n4: bool = False) -> list[tuple[str, int]]:
 
 def score_rows(config: str, data_root: Path, postprocess: str = "none", n4: bool = False, int8: bool = False
                ) -> list[dict]:
-    """Per-(case, fold) scores of the stored predictions after a post-processing variant."""
+    """Per-(case, fold) scores of the stored predictions after a post-processing variant: Dice and HD95 per region
+    (``dice_WT``, ``hd95_WT_mm``, ...) and the BraTS lesion-wise Dice and HD95 (``lw_dice_WT``, ``lw_hd95_WT_mm``,
+    ...; ``core.analysis.lesionwise``: a missed or spurious lesion counts Dice 0 and HD95 374 mm)."""
+    from core.analysis.lesionwise import lesionwise_scores
     from core.analysis.metrics import score_case
     from core.data.cases import load_case
     from core.engine.postprocess import decode
@@ -190,27 +193,49 @@ def score_rows(config: str, data_root: Path, postprocess: str = "none", n4: bool
         gt, spacing, mods = gts[case_id]
         labels = decode(load_prediction(config, case_id, k, preds_name(n4, int8)), spacing, postprocess)
         s = score_case(labels, gt, spacing)
+        lw = lesionwise_scores(labels, gt, spacing)
         rows.append({"case_id": case_id, "fold": k, "modalities": mods,
                      **{f"dice_{r}": round(s.regions[r].dice, 4) for r in REGIONS},
-                     **{f"hd95_{r}_mm": round(s.regions[r].hd95_mm, 2) for r in REGIONS}})
+                     **{f"hd95_{r}_mm": round(s.regions[r].hd95_mm, 2) for r in REGIONS},
+                     **{f"lw_dice_{r}": round(lw[r].dice, 4) for r in REGIONS},
+                     **{f"lw_hd95_{r}_mm": round(lw[r].hd95_mm, 2) for r in REGIONS}})
     return rows
 
 
+# Columns of the markdown table after case, fold and inputs: (row key pattern, header, format, bold mean).
+_TABLE_COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
+    *((f"dice_{g}", f"Dice {g}", ".3f", True) for g in REGIONS),
+    *((f"hd95_{g}_mm", f"HD95 {g}", ".1f", False) for g in REGIONS),
+    *((f"lw_dice_{g}", f"LW Dice {g}", ".3f", True) for g in REGIONS),
+    *((f"lw_hd95_{g}_mm", f"LW HD95 {g}", ".1f", False) for g in REGIONS),
+)
+
+
+def _cell(value: float | None, fmt: str, bold: bool = False) -> str:
+    """A table cell; "-" for a figure the row lacks (rows scored before the lesion-wise columns existed)."""
+    if value is None:
+        return "-"
+    return f"**{value:{fmt}}**" if bold else f"{value:{fmt}}"
+
+
 def markdown_table(rows: list[dict], title: str) -> str:
-    lines = [f"**{title}**", "", "| case | fold | inputs | Dice WT | Dice TC | Dice ET | HD95 WT | HD95 TC | HD95 ET |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """Per-row Dice, HD95 (mm), lesion-wise (LW) Dice and LW HD95 (mm) of WT/TC/ET, then the means of each group
+    of cases (bold: the Dice columns)."""
+    lines = [f"**{title}**", "", "| case | fold | inputs | " + " | ".join(h for _, h, _, _ in _TABLE_COLUMNS) + " |",
+             "|---|---|---|" + "---|" * len(_TABLE_COLUMNS)]
     for r in rows:
         lines.append(f"| {r['case_id']} | {r['fold']} | {r['modalities']} | "
-                     + " | ".join(f"{r[f'dice_{g}']:.3f}" for g in REGIONS) + " | "
-                     + " | ".join(f"{r[f'hd95_{g}_mm']:.1f}" for g in REGIONS) + " |")
+                     + " | ".join(_cell(r.get(key), fmt) for key, _, fmt, _ in _TABLE_COLUMNS) + " |")
     for name, sel in (("complete cases (7)", lambda r: r["case_id"].lower().startswith("brats") and "pat" not in r["case_id"]),
                       ("partial FLAIR+T1c cases (5)", lambda r: "pat" in r["case_id"]),
                       ("TCIA (raw intensities, pseudo-label; 3 fold models)", lambda r: r["case_id"] == TCIA)):
         sub = [r for r in rows if sel(r)]
         if sub:
+            means = [None if any(key not in r for r in sub) else float(np.mean([r[key] for r in sub]))
+                     for key, _, _, _ in _TABLE_COLUMNS]
             lines.append(f"| **mean, {name}** | | | "
-                         + " | ".join(f"**{np.mean([r[f'dice_{g}'] for r in sub]):.3f}**" for g in REGIONS) + " | "
-                         + " | ".join(f"{np.mean([r[f'hd95_{g}_mm'] for r in sub]):.1f}" for g in REGIONS) + " |")
+                         + " | ".join(_cell(m, fmt, bold) for m, (_, _, fmt, bold) in zip(means, _TABLE_COLUMNS,
+                                                                                         strict=True)) + " |")
     return "\n".join(lines)
 
 
@@ -219,8 +244,8 @@ def write_card(model_dir: Path, rows: list[dict], config: str, postprocess: str)
     path = model_dir / "model_card.json"
     card = json.loads(path.read_text(encoding="utf-8"))
 
-    def means(sel: list[dict]) -> dict[str, float]:
-        return {g: round(float(np.mean([r[f"dice_{g}"] for r in sel])), 4) for g in REGIONS}
+    def means(sel: list[dict], key: str = "dice_{g}", digits: int = 4) -> dict[str, float]:
+        return {g: round(float(np.mean([r[key.format(g=g)] for r in sel])), digits) for g in REGIONS}
 
     cv_rows = [r for r in rows if r["case_id"] != TCIA]
     card["cross_validation"] = {
@@ -230,6 +255,10 @@ def write_card(model_dir: Path, rows: list[dict], config: str, postprocess: str)
         "complete_cases_mean_dice": means([r for r in cv_rows if "_pat" not in r["case_id"]]),
         "partial_cases_mean_dice": means([r for r in cv_rows if "_pat" in r["case_id"]]),
         "tcia_mean_dice": means([r for r in rows if r["case_id"] == TCIA]),
+        "lesionwise_mean_dice": means(cv_rows, "lw_dice_{g}"),
+        "lesionwise_mean_hd95_mm": means(cv_rows, "lw_hd95_{g}_mm", 2),
+        "lesionwise_rules": ("BraTS lesion-wise (core.analysis.lesionwise: panoptica in brats-evaluation's glioma "
+                             "configuration); a missed or spurious lesion counts Dice 0 and HD95 374 mm"),
         "max_hd95_WT_mm": max(r["hd95_WT_mm"] for r in cv_rows),
         "command": f"python benchmarks/accuracy.py --configs {config} --postprocess {postprocess}",
         "per_case": rows,
