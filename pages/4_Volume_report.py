@@ -1,5 +1,6 @@
-"""Volume report: tumour volumes (NCR, ED, ET and the regions TC, WT) in mL from the header's voxel size, beside
-the ground truth when there is one, with a bar chart and downloads (PDF summary, CSV table, segmentation NIfTI
+"""Volume report: tumour volumes (NCR, ED, ET and the regions TC, WT) in mL from the header's voxel size and the
+number of lesions of each region (``core.analysis.lesionwise.count_lesions``), beside the ground truth when there
+is one, with a bar chart and downloads (PDF summary, CSV table, segmentation NIfTI
 in the input's own geometry, and a DICOM SEG when the case was opened from DICOM in this session).
 
 Which segmentation (``core.app.segstate.choose_report_source``): the hand-corrected labels of this case (from the
@@ -17,6 +18,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from core.analysis.lesionwise import count_lesions
 from core.analysis.report import report_file_name, table_csv, volume_table
 from core.app import audit, dicom_panel, measurement, segstate, ui
 from core.errors import BratsViewerError
@@ -87,6 +89,8 @@ if source.kind != segstate.SOURCE_GROUND_TRUTH and getattr(prediction, "quality"
 # ---- volumes ---------------------------------------------------------------------------------------------------
 with_gt = gt is not None and source.kind != segstate.SOURCE_GROUND_TRUTH
 rows = volume_table(source.labels, case.spacing_mm, gt if with_gt else None)
+lesions = count_lesions(source.labels, case.spacing_mm)  # WT, TC, ET: the region rows
+gt_lesions = count_lesions(gt, case.spacing_mm) if with_gt else {}
 spacing = " x ".join(f"{s:g}" for s in case.spacing_mm)
 st.subheader("Volumes")
 st.caption(f"Voxel size {spacing} mm from the image header ({case.reference.voxel_volume_ml * 1000:g} mm^3 per "
@@ -102,11 +106,16 @@ with t_col:
         f"{source_name} (mL)": [r["volume_ml"] for r in rows],
         **({"Ground truth (mL)": [r["gt_volume_ml"] for r in rows],
             "Difference (mL)": [r["difference_ml"] for r in rows]} if with_gt else {}),
+        "Lesions": pd.array([lesions.get(r["structure"]) for r in rows], dtype="Int64"),
+        **({"Ground-truth lesions": pd.array([gt_lesions.get(r["structure"]) for r in rows], dtype="Int64")}
+           if with_gt else {}),
     })
     st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.1f") for c in table.columns[2:]})
+                 column_config={c: st.column_config.NumberColumn(format="%.1f") for c in table.columns[2:]
+                                if "lesions" not in c.lower()})
     st.caption("NCR/NET: necrotic / non-enhancing core; ED: peritumoral edema; ET: enhancing tumour (label and "
-               "region); TC: tumour core; WT: whole tumour.")
+               "region); TC: tumour core; WT: whole tumour. Lesions: 3-D connected components (26-connected) of "
+               "each region, however small.")
 with c_col:
     st.plotly_chart(figures_seg.volume_bar_figure(rows, source_name), config={"displaylogo": False},
                     key="report_bar_fig")

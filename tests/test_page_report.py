@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pypdf
 import pytest
 from conftest import DEMO_SELECTION, run_page, texts
@@ -19,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import config
 from core.analysis.edits import EditStore
+from core.analysis.lesionwise import count_lesions
 from core.analysis.report import volume_table
 from core.app import segstate, ui
 from core.app.audit import read_events
@@ -130,6 +132,27 @@ def test_corrected_labels_in_the_session_are_reported(tiny_model: Path, demo_cas
     scores = next(d.value for d in at.dataframe if "Region" in d.value.columns)
     assert list(scores["Dice"]) == [1.0, 1.0, 1.0]
     assert [b["name"] for b in bars(at)] == ["Corrected", "Ground truth"]
+
+
+def test_lesions_of_each_region_beside_the_volumes(tiny_model: Path, demo_case, prediction) -> None:
+    """Corrected labels = the reference plus one edema speck away from the tumour: one more WT lesion than the
+    reference, the same TC and ET lesions; the NCR and ED label rows have no count."""
+    ref = np.asarray(demo_case.seg.data)
+    corrected = ref.copy()
+    corrected[2, 2, 2] = 2  # the demo tumour is far from the volume's corner
+    expected_ref = count_lesions(ref, demo_case.spacing_mm)
+    assert expected_ref["WT"] >= 1
+    at = app(tiny_model, **with_prediction(prediction, demo_case),
+             **{ui.KEY_CORRECTED: corrected, ui.KEY_CORRECTED_CASE: demo_case.content_key})
+    df = volume_frame(at)
+
+    def counts(column: str) -> list[int | None]:
+        return [None if pd.isna(v) else int(v) for v in df[column]]
+
+    assert list(df["Structure"])[:2] == ["NCR/NET (label 1)", "ED (label 2)"]
+    assert counts("Lesions") == [None, None, expected_ref["ET"], expected_ref["TC"], expected_ref["WT"] + 1]
+    assert counts("Ground-truth lesions") == [None, None, expected_ref["ET"], expected_ref["TC"], expected_ref["WT"]]
+    assert "26-connected" in texts(at.caption)
 
 
 def test_corrections_saved_on_disk_are_found(tiny_model: Path, demo_case, prediction, _isolated: Path) -> None:

@@ -336,6 +336,29 @@ def test_pdf_rano_section() -> None:
     assert len(reader.pages[1].images) == 3  # no measurement picture
 
 
+def test_pdf_lists_the_lesions_of_each_region() -> None:
+    """The volume table counts the 26-connected components of WT, TC and ET beside the volumes (blank for the
+    NCR and ED label rows), for the segmentation and, when given, the reference."""
+    case, ref = _synthetic_case()  # one 3 x 3 x 3 edema cube holding one ET voxel: one lesion in each region
+    lab = ref.copy()
+    lab[1, 1, 1] = 2  # an edema speck far from the cube: a second WT lesion
+    lab[3, 3, 3] = 4  # an enhancing speck: one more lesion in WT, TC and ET
+    rows = {r["structure"]: r for r in volume_table(lab, case.spacing_mm, ref)}
+    text = _flat(_pdf_text(build_pdf(ReportInputs(case=case, labels=lab, model_name="m", model_sha256="n/a",
+                                                  gt_labels=ref)))[1])
+    assert "Lesions Ref. lesions" in text
+    for key, (n, n_ref) in {"WT": (3, 1), "TC": (2, 1), "ET": (2, 1)}.items():
+        r = rows[key]
+        assert (f"{r['name']} {r['voxels']} {r['volume_ml']:.1f} {r['gt_volume_ml']:.1f} {r['difference_ml']:+.1f} "
+                f"{n} {n_ref}") in text, key
+    ed = rows["ED"]  # label rows: no count; the next row's name follows the difference
+    assert f"{ed['name']} {ed['voxels']} {ed['volume_ml']:.1f} {ed['gt_volume_ml']:.1f} {ed['difference_ml']:+.1f} ET" in text
+    text = _flat(_pdf_text(build_pdf(ReportInputs(case=case, labels=lab, model_name="m", model_sha256="n/a")))[1])
+    wt = rows["WT"]
+    assert f"{wt['name']} {wt['voxels']} {wt['volume_ml']:.1f} 3 " in text and "Ref. lesions" not in text
+    assert "26-connected" in text
+
+
 def test_render_measurement_draws_both_diameters() -> None:
     from PIL import Image
 

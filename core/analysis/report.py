@@ -1,5 +1,5 @@
 """Reports of one segmented case: the volume table (rows, CSV) and a PDF with the disclaimer (once, on the first
-page), the volumes, the RANO-style bidimensional measurement of enhancing tumour (``core.analysis.measure``),
+page), the volumes with the number of lesions of each region, the RANO-style bidimensional measurement of enhancing tumour (``core.analysis.measure``),
 three-plane overlay images through the tumour core and the measurement drawn on its axial slice, and the
 provenance (model and input hashes, geometry, library versions).
 
@@ -30,6 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from core.analysis.edits import axial_display
+from core.analysis.lesionwise import count_lesions
 from core.analysis.measure import Lesion, RanoResult, measure_rano
 from core.config import DISCLAIMER, LABEL_COLOURS, LABEL_LONG_NAMES, LABEL_NAMES, MODALITIES, MODALITY_TITLES
 from core.data.cases import Case
@@ -618,18 +619,25 @@ def build_pdf(inputs: ReportInputs) -> bytes:
 
     _section(pdf, "Volumes")
     has_gt = inputs.gt_labels is not None
-    header = ["Structure", "Voxels", "Volume (mL)"] + (["Reference (mL)", "Difference (mL)"] if has_gt else [])
-    widths = [86, 22, 24] + ([27, 27] if has_gt else [])
+    lesions = count_lesions(labels, case.spacing_mm)
+    gt_lesions = count_lesions(inputs.gt_labels, case.spacing_mm) if has_gt else {}
+    header = (["Structure", "Voxels", "Volume (mL)"] + (["Reference (mL)", "Difference (mL)"] if has_gt else [])
+              + ["Lesions"] + (["Ref. lesions"] if has_gt else []))
+    widths = [69, 16, 21, 24, 24, 14, 18] if has_gt else [86, 22, 24, 16]
     table_rows = []
     for r in rows:
         cells = [r["name"], str(r["voxels"]), f"{r['volume_ml']:.1f}"]
         if has_gt:
             cells += [f"{r['gt_volume_ml']:.1f}", f"{r['difference_ml']:+.1f}"]
+        cells.append(str(lesions.get(r["structure"], "")))  # regions only (WT, TC, ET): blank for NCR and ED
+        if has_gt:
+            cells.append(str(gt_lesions.get(r["structure"], "")))
         table_rows.append(cells)
-    _table(pdf, header, table_rows, widths, ["L", "R", "R"] + (["R", "R"] if has_gt else []))
+    _table(pdf, header, table_rows, widths, ["L"] + ["R"] * (len(header) - 1))
     pdf.set_font("Helvetica", "I", 7.5)
     pdf.multi_cell(0, 3.8, latin1("Volume = voxel count x voxel volume (1 mL = 1000 mm^3), rounded to 0.1 mL. "
-                                  "Labels are BraTS 2017-2021 labels; regions are the BraTS evaluation regions."),
+                                  "Labels are BraTS 2017-2021 labels; regions are the BraTS evaluation regions. "
+                                  "Lesions: 3-D connected components (26-connected) of each region, however small."),
                    new_x="LMARGIN", new_y="NEXT")
 
     if scores:
