@@ -56,7 +56,40 @@ CONFIGS: dict[str, dict] = {
     "full_noctx": {"data": "brats", "args": ["--channels", "flair,t1ce,t1,t2", "--normalisation", "robust_brain",
                                              "--context", "0", "--modality-dropout", "0.3", "--bias-field", "0.3",
                                              "--strong-augment", *_EPOCHS, *_COMMON]},
+    # The 2-D fold models of "full_noctx" with a 3-D context network each (scripts/train_volume3d.py folds, trained
+    # on the same folds; copied from work/vol3d/fold<k>), fused as the volume3d.json "fusion" settings say.
+    "full_noctx_3d": {"data": "brats", "compose": {"from": "full_noctx", "volume3d": "work/vol3d",
+                                                   "fusion": {"weight": 0.5, "cascade_threshold": 0.0,
+                                                              "margin_slices": 4}}},
 }
+
+
+def compose_stage(config: str) -> None:
+    """Make each fold model of a composed configuration: the 2-D fold model's files (linked) and the 3-D network's
+    folder (copied, with the configuration's fusion settings), exported to ONNX. A fold already made is kept."""
+    import shutil
+
+    from core.engine.volume3d import VOLUME_DIR, export_volume_network
+
+    spec = CONFIGS[config]["compose"]
+    for k in range(len(FOLDS)):
+        out = cv_dir(config) / f"fold{k}"
+        src2d = cv_dir(spec["from"]) / f"fold{k}"
+        src3d = ROOT / spec["volume3d"] / f"fold{k}"
+        out.mkdir(parents=True, exist_ok=True)
+        for f in src2d.iterdir():
+            if f.is_file() and not (out / f.name).exists():
+                (out / f.name).symlink_to(f.resolve())
+        if (out / VOLUME_DIR / "model.onnx").is_file():
+            continue
+        (out / VOLUME_DIR).mkdir(exist_ok=True)
+        shutil.copy2(src3d / "model.keras", out / VOLUME_DIR / "model.keras")
+        record = json.loads((src3d / "volume3d.json").read_text())
+        record["fusion"] = spec["fusion"]
+        (out / VOLUME_DIR / "volume3d.json").write_text(json.dumps(record, indent=2))
+        entry = export_volume_network(out)
+        print(f"[{config}] fold {k}: composed, 3-D network exported (max diff {entry['export_check_max_abs_diff']})",
+              flush=True)
 
 
 def cv_dir(config: str) -> Path:
@@ -69,6 +102,9 @@ def all_cv_cases() -> list[str]:
 
 def train_stage(config: str, data_root: Path) -> None:
     spec = CONFIGS[config]
+    if "compose" in spec:
+        compose_stage(config)
+        return
     for k, fold in enumerate(FOLDS):
         out = cv_dir(config) / f"fold{k}"
         if (out / "model_card.json").is_file():

@@ -8,9 +8,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 req=requirements.txt
 [ "${1:-}" = "dev" ] && req=requirements-dev.txt
-stamp=".venv/.installed-$(sha256sum requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)-$(basename $req .txt)"
+stamp=".venv/.installed-$(sha256sum requirements.txt requirements-dev.txt requirements-nodeps.txt | sha256sum | cut -c1-16)-$(basename $req .txt)"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r "$req"
+  # panoptica's metadata caps sit below our pins; it runs on them (see requirements-nodeps.txt)
+  .venv/bin/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
   touch "$stamp"
 fi

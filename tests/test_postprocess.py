@@ -105,3 +105,66 @@ def test_island_removal_in_boxes_equals_the_whole_grid_rule(seed: int) -> None:
     for min_ml, near in ((0.03, 0.0), (0.03, 6.0), (0.06, 15.0)):
         np.testing.assert_array_equal(remove_islands(lab, spacing, min_ml, near),
                                       _islands_by_full_grid(lab, spacing, min_ml, near))
+
+
+# ------------------------------------------------------------------------- lesion specks, far components ---
+
+def test_et_specks_become_core_and_core_specks_become_edema() -> None:
+    from core.engine.postprocess import remove_lesion_specks
+
+    lab = np.zeros((20, 20, 20), np.uint8)
+    lab[2:18, 2:18, 2:18] = 2  # edema everywhere around
+    lab[4:8, 4:8, 4:8] = 1  # core 64 voxels = 0.064 mL at 1 mm
+    lab[5:7, 5:7, 5:7] = 4  # ET 8 voxels inside it
+    lab[14, 14, 14] = 4  # a lone ET voxel: ET speck and TC speck
+    lab[10:16, 3:7, 10:14] = 1  # a core of 96 voxels without ET
+    # ET components: 8 voxels (0.008 mL, kept) and 1 voxel (0.001 mL -> NCR)
+    et_only = remove_lesion_specks(lab, (1.0, 1.0, 1.0), min_et_ml=0.005, min_tc_ml=0.0)
+    assert np.all(et_only[5:7, 5:7, 5:7] == 4) and et_only[14, 14, 14] == 1
+    out = remove_lesion_specks(lab, (1.0, 1.0, 1.0), min_et_ml=0.005, min_tc_ml=0.07)
+    # TC components: 64 voxels (0.064 mL < 0.07 -> edema, ET inside too), 96 voxels kept, the lone voxel -> edema
+    assert np.all(out[4:8, 4:8, 4:8] == 2) and out[14, 14, 14] == 2
+    assert np.all(out[10:16, 3:7, 10:14] == 1)
+    assert np.array_equal(out > 0, lab > 0)  # the whole tumour is untouched
+
+
+def test_lesion_speck_sizes_use_the_voxel_size() -> None:
+    from core.engine.postprocess import remove_lesion_specks
+
+    lab = np.zeros((8, 8, 8), np.uint8)
+    lab[2:4, 2:4, 2:4] = 4  # 8 voxels
+    assert remove_lesion_specks(lab, (1.0, 1.0, 1.0), 0.01, 0.0)[2, 2, 2] == 1  # 0.008 mL < 0.01
+    assert remove_lesion_specks(lab, (1.0, 1.0, 2.0), 0.01, 0.0)[2, 2, 2] == 4  # 0.016 mL kept
+
+
+def test_far_component_removed_only_when_far_and_unsure() -> None:
+    from core.engine.postprocess import remove_far_components
+
+    lab = np.zeros((60, 10, 10), np.uint8)
+    lab[0:10, 2:8, 2:8] = 2  # main: 360 voxels
+    lab[40:45, 2:8, 2:8] = 2  # 30 mm away (x 10 -> 40: 31 voxels apart, distance 31 mm)
+    p = np.zeros((60, 10, 10, 4), np.float32)
+    p[..., 0] = 1.0
+    p[lab > 0] = (0.1, 0.0, 0.9, 0.0)
+    p[40:45] = (0.4, 0.0, 0.6, 0.0)  # the far component: mean P(WT) 0.6
+    sp = (1.0, 1.0, 1.0)
+    assert np.all(remove_far_components(lab, p, sp, 20.0, 0.7)[40:45] == 0)  # far and P 0.6 < 0.7: removed
+    assert np.all(remove_far_components(lab, p, sp, 20.0, 0.5)[40:45, 2:8, 2:8] == 2)  # sure enough: kept
+    assert np.all(remove_far_components(lab, p, sp, 40.0, 0.7)[40:45, 2:8, 2:8] == 2)  # near enough: kept
+    assert np.all(remove_far_components(lab, p, (2.0, 1.0, 1.0), 40.0, 0.7)[40:45] == 0)  # 62 mm at 2 mm voxels
+    assert np.array_equal(remove_far_components(lab, p, sp, 0.0, 0.7), lab)  # off by default
+
+
+def test_refine_applies_the_new_rules_only_when_set_and_names_them() -> None:
+    from core.engine.postprocess import refine
+
+    lab = np.zeros((10, 10, 10), np.uint8)
+    lab[2:8, 2:8, 2:8] = 2
+    lab[3, 3, 3] = 4
+    assert np.array_equal(refine(lab, (1.0, 1.0, 1.0), PostprocessSpec()), lab)
+    spec = parse_variant("decoding=regions,min_et_lesion_ml=0.01,min_tc_ml=0.01,far_mm=20,far_min_wt_prob=0.6")
+    assert refine(lab, (1.0, 1.0, 1.0), spec)[3, 3, 3] == 2
+    assert "ET lesions < 0.01 mL -> NCR" in spec.label and "core lesions < 0.01 mL -> edema" in spec.label
+    assert "beyond 20 mm with mean P(WT) < 0.6" in spec.label
+    with pytest.raises(ModelError):
+        PostprocessSpec(min_tc_ml=-1.0)

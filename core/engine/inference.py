@@ -28,6 +28,7 @@ from core.engine.preprocess import (
     probabilities_to_grid,
 )
 from core.engine.quality import QualityFlag, QualityModel, flag, intensity_quantiles, measure
+from core.engine.volume3d import classes_from_regions, regions_from_classes, to_slices, volume_input
 
 ProgressFn = Callable[[float, str], None]
 _LOCKS: dict[int, threading.Lock] = {}
@@ -142,14 +143,29 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
     x0, x1, y0, y1 = prep.box
     unc_z = np.zeros((nz, nx, ny), dtype=np.float16) if tta else None
     zs = np.flatnonzero(prep.brain_z)
+    volume = getattr(loaded, "volume", None)
+    regions3d: np.ndarray | None = None
+    agree = np.zeros(3, dtype=np.int64)  # whole tumour of the 2-D and the 3-D network: |both|, |2-D|, |3-D|
+    if volume is not None and zs.size:
+        if progress is not None:
+            progress(0.0, "3-D context network")
+        vol_in, geom = volume_input(prep.slices, prep.brain_z)
+        regions3d = to_slices(volume.regions(vol_in, flip=tta), geom, nz)  # (Z, S, S, 3) on the slices' frame
+        zs_3d_only = zs
+        zs = cascade_slices(regions3d, prep.brain_z, volume.cascade_threshold, volume.margin_slices)
+        for z in np.setdiff1d(zs_3d_only, zs):  # brain slices the 2-D network is not run on: the 3-D answer
+            _store(probs_z, classes_z, z, classes_from_regions(regions3d[z]), prep.box, regions=True)
+            agree[2] += int(np.count_nonzero(regions3d[z, ..., 0] > 0.5))
     n_batches = max(1, int(np.ceil(len(zs) / batch_size)))
     for b, (sel, p, e) in enumerate(_network_batches(loaded, prep, zs, batch_size, tta)):
         for k, z in enumerate(sel):
-            inside = probabilities_in_box(p[k], prep.box)
-            inside[inside < _F16_TINY] = 0.0  # float16 subnormals convert ~40x slower and carry no information
-            probs_z[z, x0:x1, y0:y1] = inside
-            # the argmax of the stored (float16) probabilities
-            classes_z[z, x0:x1, y0:y1] = np.argmax(probs_z[z, x0:x1, y0:y1], axis=-1)
+            if regions3d is not None and volume is not None:
+                wt2, wt3 = p[k][..., 0] < 0.5, regions3d[z, ..., 0] > 0.5
+                agree += (np.count_nonzero(wt2 & wt3), np.count_nonzero(wt2), np.count_nonzero(wt3))
+                fused = (1.0 - volume.weight) * regions_from_classes(p[k]) + volume.weight * regions3d[z]
+                _store(probs_z, classes_z, z, classes_from_regions(fused), prep.box, regions=True)
+            else:
+                _store(probs_z, classes_z, z, p[k], prep.box, regions=False)
             if unc_z is not None and e is not None:
                 ent = _entropy_to_grid(e[k], prep.box, (nx, ny))
                 ent[ent < _F16_TINY] = 0.0
@@ -160,19 +176,66 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
         progress(1.0, "no slice holds brain: all background")
     probs = np.moveaxis(probs_z, 0, 2)
     post: PostprocessSpec = loaded.postprocess or PostprocessSpec()
-    if post.decoding == "argmax":  # already taken slice by slice
-        labels = refine(np.ascontiguousarray(np.moveaxis(classes_to_labels(classes_z), 0, 2)), case.spacing_mm, post)
+    if regions3d is not None or post.decoding == "argmax":  # already decoded slice by slice
+        labels = refine(np.ascontiguousarray(np.moveaxis(classes_to_labels(classes_z), 0, 2)), case.spacing_mm, post,
+                        probs)
     else:
         labels = apply(probs, case.spacing_mm, post)
     unc = np.moveaxis(unc_z, 0, 2) if unc_z is not None else None
-    quality = assess(loaded, case, prep, labels, probs)
+    agreement = None
+    if regions3d is not None:  # Dice of the two networks' whole tumours on the network's frame (1 when both empty)
+        agreement = 1.0 if agree[1] + agree[2] == 0 else float(2 * agree[0] / (agree[1] + agree[2]))
+    quality = assess(loaded, case, prep, labels, probs, agreement)
     for arr in (labels, probs, unc):
         if arr is not None:
             arr.setflags(write=False)
     # The int8 network's labels differ from the model's (see its card): the name says so wherever it is shown.
     name = f"{loaded.name} (int8 network)" if loaded.runtime == "onnxruntime-int8" else loaded.name
+    label = post.label if volume is None else f"{volume.fusion_label}, regions, {post.label.partition(', ')[2] or 'no rules'}"
     return Prediction(labels, probs, unc, name, loaded.sha256, tta, time.perf_counter() - started,
-                      quality, prep.missing, post.label)
+                      quality, prep.missing, label)
+
+
+def _store(probs_z: np.ndarray, classes_z: np.ndarray, z: int, p: np.ndarray, box: tuple[int, int, int, int],
+           regions: bool) -> None:
+    """Write one slice's (S, S, 4) class probabilities into the crop box of ``probs_z[z]`` (float16) and its
+    classes into ``classes_z[z]``: the argmax, or with ``regions`` the BraTS region decoding (WT where
+    P(bg) < 0.5, TC inside it where P(NCR) + P(ET) > 0.5, ET inside TC where P(ET) > 0.5), as class indices."""
+    x0, x1, y0, y1 = box
+    inside = probabilities_in_box(p, box)
+    inside[inside < _F16_TINY] = 0.0  # float16 subnormals convert ~40x slower and carry no information
+    probs_z[z, x0:x1, y0:y1] = inside
+    stored = probs_z[z, x0:x1, y0:y1]  # decisions on the stored (float16) probabilities
+    if not regions:
+        classes_z[z, x0:x1, y0:y1] = np.argmax(stored, axis=-1)
+        return
+    f = stored.astype(np.float32)
+    wt = f[..., 0] < 0.5
+    tc = wt & (f[..., 1] + f[..., 3] > 0.5)
+    et = tc & (f[..., 3] > 0.5)
+    cls = np.where(wt, 2, 0).astype(np.uint8)
+    cls[tc] = 1
+    cls[et] = 3
+    classes_z[z, x0:x1, y0:y1] = cls
+
+
+def cascade_slices(regions3d: np.ndarray, brain_z: np.ndarray, threshold: float, margin: int) -> np.ndarray:
+    """Axial slices the 2-D network runs on: brain slices within ``margin`` slices of one where the 3-D
+    whole-tumour probability exceeds ``threshold`` somewhere (every brain slice when ``threshold`` <= 0).
+
+    Args:
+        regions3d: (Z, S, S, 3) region probabilities; brain_z: (Z,) bool.
+    """
+    if threshold <= 0:
+        return np.flatnonzero(brain_z)
+    hot = regions3d[..., 0].reshape(regions3d.shape[0], -1).max(axis=1) > threshold
+    if margin > 0 and hot.any():
+        idx = np.flatnonzero(hot)
+        grown = np.zeros_like(hot)
+        for z in idx:
+            grown[max(z - margin, 0) : z + margin + 1] = True
+        hot = grown
+    return np.flatnonzero(hot & brain_z)
 
 
 def _network_batches(loaded: LoadedModel, prep: Prepared, zs: np.ndarray, batch_size: int, tta: bool
@@ -194,8 +257,10 @@ def _network_batches(loaded: LoadedModel, prep: Prepared, zs: np.ndarray, batch_
             yield sel, p, e
 
 
-def assess(loaded: LoadedModel, case: Case, prep: Prepared, labels: np.ndarray, probs: np.ndarray) -> QualityFlag:
-    """The quality flag of a prediction (``core.engine.quality``) with the model's saved thresholds and reference."""
+def assess(loaded: LoadedModel, case: Case, prep: Prepared, labels: np.ndarray, probs: np.ndarray,
+           network_agreement: float | None = None) -> QualityFlag:
+    """The quality flag of a prediction (``core.engine.quality``) with the model's saved thresholds and reference;
+    ``network_agreement``: whole-tumour Dice between the 2-D and the 3-D network (None for a 2-D model)."""
     qmodel: QualityModel = loaded.quality or QualityModel(trained_for_missing=loaded.spec.modality_dropout > 0)
     brain = prep.brain if set(case.images) <= set(loaded.spec.channels) else None  # the brain of every image
     if brain is None:
@@ -203,7 +268,8 @@ def assess(loaded: LoadedModel, case: Case, prep: Prepared, labels: np.ndarray, 
         for vol in case.images.values():
             brain |= np.asarray(vol.data) != 0
     m = measure(labels, probs, brain, case.spacing_mm, intensity_quantiles(prep.slices),
-                qmodel.reference_quantiles, loaded.spec.channels, qmodel.thresholds.island_ml)
+                qmodel.reference_quantiles, loaded.spec.channels, qmodel.thresholds.island_ml,
+                **({"network_agreement": network_agreement} if network_agreement is not None else {}))
     return flag(m, qmodel, prep.missing)
 
 

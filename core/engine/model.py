@@ -160,6 +160,7 @@ class LoadedModel:
     postprocess: Any = None  # core.engine.postprocess.PostprocessSpec
     quality: Any = None  # core.engine.quality.QualityModel
     runtime: str = "tensorflow"  # "onnxruntime" / "onnxruntime-int8": the exported network (core.engine.runtime)
+    volume: Any = None  # core.engine.volume3d.VolumeNetwork: the 3-D context network, when the folder has one
 
     @property
     def short_sha(self) -> str:
@@ -254,10 +255,15 @@ def load_model(path: str | Path, spec: PreprocessSpec | None = None, runtime: st
     check_model_fits(model, spec)
     from core.engine.postprocess import PostprocessSpec
     from core.engine.quality import QualityModel
+    from core.engine.volume3d import load_volume_network
 
     name = folder.name if weights.name in (WEIGHTS_NAME, "model.h5") else weights.stem
+    volume = load_volume_network(folder, preference) if weights.name == WEIGHTS_NAME else None
+    if volume is not None:  # the model's identity covers both networks and how they are combined
+        fusion = json.dumps((volume.record or {}).get("fusion", {}), sort_keys=True)
+        sha256 = hashlib.sha256(f"2d:{sha256}|3d:{volume.sha256}|fusion:{fusion}".encode()).hexdigest()
     return LoadedModel(model, spec, name, sha256, str(weights), card, PostprocessSpec.load(folder),
-                       QualityModel.load(folder, trained_for_missing=spec.modality_dropout > 0), used)
+                       QualityModel.load(folder, trained_for_missing=spec.modality_dropout > 0), used, volume)
 
 
 def _io_shapes(model: Any) -> tuple[tuple, tuple]:

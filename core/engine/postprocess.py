@@ -10,6 +10,12 @@ settings are saved beside a model as ``postprocess.json`` and read by inference:
    smaller than ``min_island_ml`` and farther than ``keep_within_mm`` from the largest.
 3. Tiny enhancing tumour: when the whole ET is smaller than ``min_et_ml``, it is relabelled NCR/NET (BraTS
    scores an ET predicted where the reference has none as Dice 0).
+4. Lesion specks: enhancing-tumour components smaller than ``min_et_lesion_ml`` become NCR/NET, then
+   tumour-core components smaller than ``min_tc_ml`` become edema (the BraTS lesion-wise metrics count every
+   false speck as a lesion with Dice 0).
+5. Far components: a whole-tumour component other than the largest whose nearest voxel is farther than
+   ``far_mm`` from the largest is removed when its mean whole-tumour probability is below ``far_min_wt_prob``
+   (judged by its distance and its own probability, not by its size).
 
 Arrays are on the case's RAS grid, (X, Y, Z); probabilities (X, Y, Z, 4); spacing in mm.
 """
@@ -23,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from core.analysis.metrics import bounding_box, label_components
-from core.config import CLASS_TO_LABEL, LABEL_ET, LABEL_NCR
+from core.config import CLASS_TO_LABEL, LABEL_ED, LABEL_ET, LABEL_NCR
 from core.errors import ModelError
 
 POSTPROCESS_FILE = "postprocess.json"
@@ -38,11 +44,16 @@ class PostprocessSpec:
     min_island_ml: float = 0.0
     keep_within_mm: float = 0.0
     min_et_ml: float = 0.0
+    min_et_lesion_ml: float = 0.0
+    min_tc_ml: float = 0.0
+    far_mm: float = 0.0
+    far_min_wt_prob: float = 0.0
 
     def __post_init__(self) -> None:
         if self.decoding not in DECODINGS:
             raise ModelError(f"expected decoding in {DECODINGS}, got {self.decoding!r}")
-        if min(self.min_island_ml, self.keep_within_mm, self.min_et_ml) < 0:
+        if min(self.min_island_ml, self.keep_within_mm, self.min_et_ml, self.min_et_lesion_ml, self.min_tc_ml,
+               self.far_mm, self.far_min_wt_prob) < 0:
             raise ModelError("expected non-negative post-processing thresholds, got a negative one")
 
     @property
@@ -57,6 +68,12 @@ class PostprocessSpec:
             parts.append(f"islands < {self.min_island_ml:g} mL beyond {self.keep_within_mm:g} mm removed")
         if self.min_et_ml > 0:
             parts.append(f"ET < {self.min_et_ml:g} mL -> NCR")
+        if self.min_et_lesion_ml > 0:
+            parts.append(f"ET lesions < {self.min_et_lesion_ml:g} mL -> NCR")
+        if self.min_tc_ml > 0:
+            parts.append(f"core lesions < {self.min_tc_ml:g} mL -> edema")
+        if self.far_mm > 0 and self.far_min_wt_prob > 0:
+            parts.append(f"components beyond {self.far_mm:g} mm with mean P(WT) < {self.far_min_wt_prob:g} removed")
         return ", ".join(parts)
 
     def save(self, folder: str | Path) -> Path:
@@ -134,20 +151,78 @@ def remove_islands(labels: np.ndarray, spacing_mm: tuple[float, float, float], m
     return out
 
 
-def refine(labels: np.ndarray, spacing_mm: tuple[float, float, float], spec: PostprocessSpec) -> np.ndarray:
-    """The spec's island and tiny-ET rules on a decoded (X, Y, Z) label map; returns a new array."""
+def remove_far_components(labels: np.ndarray, probs: np.ndarray, spacing_mm: tuple[float, float, float],
+                          far_mm: float, min_wt_prob: float) -> np.ndarray:
+    """Remove whole-tumour components other than the largest whose nearest voxel is farther than ``far_mm`` from
+    the largest and whose mean whole-tumour probability (1 - P(background)) is below ``min_wt_prob``.
+
+    Args:
+        labels: (X, Y, Z) labels; probs: (X, Y, Z, 4) class probabilities. Returns a new array.
+    """
+    out = np.array(labels, dtype=np.uint8, copy=True)
+    if far_mm <= 0 or min_wt_prob <= 0 or not np.any(out):
+        return out
+    box = bounding_box(out > 0)
+    comps, n = label_components(out[box] > 0)
+    if n <= 1:
+        return out
+    from scipy import ndimage
+
+    sizes = np.bincount(comps.ravel())[1:]
+    main = int(np.argmax(sizes)) + 1
+    dist = ndimage.distance_transform_edt(comps != main, sampling=spacing_mm)
+    wt_prob = 1.0 - np.asarray(probs[box][..., 0], dtype=np.float32)
+    others = [c for c in range(1, n + 1) if c != main]
+    far = ndimage.minimum(dist, comps, others)
+    mean_p = ndimage.mean(wt_prob, comps, others)
+    drop = [c for c, d, m in zip(others, np.atleast_1d(far), np.atleast_1d(mean_p), strict=True)
+            if d > far_mm and m < min_wt_prob]
+    if drop:
+        view = out[box]
+        view[np.isin(comps, drop)] = 0
+    return out
+
+
+def remove_lesion_specks(labels: np.ndarray, spacing_mm: tuple[float, float, float], min_et_ml: float,
+                         min_tc_ml: float) -> np.ndarray:
+    """Enhancing-tumour components (26-connected) under ``min_et_ml`` become NCR/NET; then tumour-core (NCR/NET +
+    ET) components under ``min_tc_ml`` become edema. (X, Y, Z) labels in, a new array out."""
+    out = np.array(labels, dtype=np.uint8, copy=True)
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    for min_ml, region, target in ((min_et_ml, (LABEL_ET,), LABEL_NCR), (min_tc_ml, (LABEL_NCR, LABEL_ET), LABEL_ED)):
+        mask = np.isin(out, region)
+        if min_ml <= 0 or not mask.any():
+            continue
+        box = bounding_box(mask)
+        comps, n = label_components(mask[box])
+        sizes = np.bincount(comps.ravel())[1:]
+        small = [i + 1 for i, s in enumerate(sizes) if s * voxel_ml < min_ml]
+        if small:
+            view = out[box]
+            view[np.isin(comps, small)] = target
+    return out
+
+
+def refine(labels: np.ndarray, spacing_mm: tuple[float, float, float], spec: PostprocessSpec,
+           probs: np.ndarray | None = None) -> np.ndarray:
+    """The spec's island, far-component, tiny-ET and lesion-speck rules on a decoded (X, Y, Z) label map
+    (``probs`` (X, Y, Z, 4) is needed for the far-component rule, which is skipped without it); a new array."""
     out = remove_islands(labels, spacing_mm, spec.min_island_ml, spec.keep_within_mm)
+    if probs is not None:
+        out = remove_far_components(out, probs, spacing_mm, spec.far_mm, spec.far_min_wt_prob)
     if spec.min_et_ml > 0:
         et = out == LABEL_ET
         n_et = int(np.count_nonzero(et))
         if 0 < n_et * float(np.prod(spacing_mm)) / 1000.0 < spec.min_et_ml:
             out[et] = LABEL_NCR
+    if spec.min_et_lesion_ml > 0 or spec.min_tc_ml > 0:
+        out = remove_lesion_specks(out, spacing_mm, spec.min_et_lesion_ml, spec.min_tc_ml)
     return out
 
 
 def apply(probs: np.ndarray, spacing_mm: tuple[float, float, float], spec: PostprocessSpec) -> np.ndarray:
-    """Decode probabilities and apply the spec's island and ET rules: (X, Y, Z) uint8 labels 0/1/2/4."""
-    return refine(decode_labels(probs, spec.decoding), spacing_mm, spec)
+    """Decode probabilities and apply the spec's rules: (X, Y, Z) uint8 labels 0/1/2/4."""
+    return refine(decode_labels(probs, spec.decoding), spacing_mm, spec, probs)
 
 
 def decode(probs: np.ndarray, spacing_mm: tuple[float, float, float], variant: str | PostprocessSpec) -> np.ndarray:
