@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from core.engine.quality import (
     QualityModel,
     QualityThresholds,
     count_islands,
+    far_component_mm,
     flag,
     intensity_quantiles,
     intensity_shift,
@@ -104,3 +106,107 @@ def test_quality_model_round_trip(tmp_path: Path) -> None:
     qm.save(tmp_path)
     assert QualityModel.load(tmp_path) == qm
     assert QualityModel.load(tmp_path / "none") == QualityModel()
+
+
+# ------------------------------------------------------------------ far components, lesions, agreement ---
+
+def _probs(shape: tuple[int, ...]) -> np.ndarray:
+    p = np.zeros((*shape, 4), np.float32)
+    p[..., 0] = 1.0
+    return p
+
+
+def test_far_component_distance_with_anisotropic_spacing() -> None:
+    wt = np.zeros((6, 6, 40), bool)
+    wt[1:4, 1:4, 0:5] = True  # main: 45 voxels, z 0-4
+    wt[2, 2, 25:27] = True  # a second region: 2 voxels, z 25-26, 20 voxels beyond the main one's last slice
+    # nearest voxels (2, 2, 4) and (2, 2, 25): 21 voxels of 2 mm along Z
+    assert far_component_mm(wt, (1.0, 1.0, 2.0), 0.0) == pytest.approx(42.0)
+    assert far_component_mm(wt, (1.0, 1.0, 2.0), 0.005) == 0.0  # the second region is 0.004 mL: too small
+    wt[5, 5, 39] = True  # a third, farther one: nearest main voxel (3, 3, 4): sqrt(2^2 + 2^2 + 70^2)
+    assert far_component_mm(wt, (1.0, 1.0, 2.0), 0.0) == pytest.approx(np.sqrt(8 + 70 ** 2))
+    one = np.zeros_like(wt)
+    one[1:4, 1:4, 0:5] = True
+    assert far_component_mm(one, (1.0, 1.0, 2.0), 0.0) == 0.0
+    assert far_component_mm(np.zeros_like(wt), (1.0, 1.0, 2.0), 0.0) == 0.0
+
+
+def test_measure_counts_core_and_enhancing_lesions() -> None:
+    labels = np.zeros((30, 10, 10), np.uint8)
+    labels[0:30, 0:10, 0:10] = 2  # edema everywhere: one whole-tumour component
+    labels[2:7, 2:7, 2:7] = 1  # core lesion of 125 voxels = 0.125 mL
+    labels[12:17, 2:7, 2:7] = 1  # a second one
+    labels[22:24, 5, 5] = 1  # a third, tiny core lesion (2 voxels)
+    for x in (3, 13, 23):
+        labels[x, 5, 5] = 4  # ET specks, one in each core lesion: 3 components of 1 voxel
+    brain = np.ones(labels.shape, bool)
+    m = measure(labels, _probs(labels.shape), brain, (1.0, 1.0, 1.0), [None] * 4, {}, ("flair", "t1", "t1ce", "t2"),
+                lesion_ml=0.001)
+    assert m["et_components"] == 3 and m["tc_components"] == 3
+    assert m["et_ml"] == pytest.approx(0.003) and m["tc_ml"] == pytest.approx(0.252)
+    m = measure(labels, _probs(labels.shape), brain, (1.0, 1.0, 1.0), [None] * 4, {}, ("flair", "t1", "t1ce", "t2"))
+    assert m["et_components"] == 0 and m["tc_components"] == 2  # default lesion_ml 0.1: only the 125-voxel cores
+    assert m["network_agreement"] is None and m["far_component_mm"] == 0.0
+    m = measure(labels, _probs(labels.shape), brain, (1.0, 1.0, 1.0), [None] * 4, {}, ("flair", "t1", "t1ce", "t2"),
+                network_agreement=0.42)
+    assert m["network_agreement"] == 0.42
+
+
+def test_measure_far_component_uses_island_ml() -> None:
+    labels = np.zeros((40, 12, 12), np.uint8)
+    labels[0:10, 0:10, 0:10] = 2  # 1 mL
+    labels[30:38, 0:10, 0:10] = 2  # 0.8 mL, nearest voxels x = 9 and x = 30: 21 mm
+    brain = np.ones(labels.shape, bool)
+    args = (labels, _probs(labels.shape), brain, (1.0, 1.0, 1.0), [None] * 4, {}, ("flair", "t1", "t1ce", "t2"))
+    assert measure(*args)["far_component_mm"] == pytest.approx(21.0)
+    assert measure(*args, island_ml=0.9)["far_component_mm"] == 0.0
+
+
+def _new(**over: float | None) -> dict:
+    new = {"far_component_mm": 0.0, "tc_ml": 10.0, "et_ml": 3.0, "tc_components": 1, "et_components": 1,
+           "network_agreement": 0.9}
+    return _measures(**{**new, **over})
+
+
+def test_new_measures_never_fire_with_default_thresholds() -> None:
+    extreme = _new(far_component_mm=150.0, tc_components=40, et_components=60, network_agreement=0.0, tc_ml=999.0)
+    assert flag(extreme, QualityModel()).status == "ok"
+
+
+def test_each_new_reason_fires_past_its_threshold_and_not_below() -> None:
+    model = QualityModel(QualityThresholds(max_far_component_mm=30.0, max_tc_components=2, max_et_components=3,
+                                           min_network_agreement=0.7, tc_ml_range=(1.0, 80.0)))
+    assert flag(_new(far_component_mm=30.0, tc_components=2, et_components=3, network_agreement=0.7, tc_ml=80.0),
+                model).status == "ok"  # at the thresholds: not past them
+    cases = {"second tumour region 48 mm": _new(far_component_mm=48.0),
+             "tumour core is split into 3": _new(tc_components=3),
+             "enhancing tumour is split into 4": _new(et_components=4),
+             "networks disagree": _new(network_agreement=0.5),
+             "tumour-core volume 95.0 mL is above 80": _new(tc_ml=95.0),
+             "tumour-core volume 0.5 mL is below 1": _new(tc_ml=0.5)}
+    for words, m in cases.items():
+        f = flag(m, model)
+        assert f.status == "review" and len(f.reasons) == 1 and words in f.reasons[0], (words, f.reasons)
+    # unknown (no ensemble) or absent (measures saved before these existed): skipped
+    assert flag(_new(network_agreement=None), model).status == "ok"
+    assert flag(_measures(), model).status == "ok"
+
+
+def test_an_old_quality_file_loads_with_the_new_thresholds_off(tmp_path: Path) -> None:
+    old = {"thresholds": {"spacing_tolerance": 0.25, "brain_ml_range": [900.0, 2100.0], "max_intensity_shift": 2.0,
+                          "max_symmetry": 0.5, "max_islands": 4, "island_ml": 0.5, "wt_ml_range": [0.5, 300.0],
+                          "max_mean_entropy": 0.2},
+           "reference_quantiles": {"flair": [0.0] * 7}, "quantiles": [1, 5, 25, 50, 75, 95, 99],
+           "trained_for_missing": True}
+    (tmp_path / "quality.json").write_text(json.dumps(old))
+    qm = QualityModel.load(tmp_path)
+    assert qm.thresholds == QualityThresholds(max_mean_entropy=0.2)
+    assert qm.thresholds.tc_ml_range is None and qm.thresholds.max_far_component_mm is None
+    assert qm.reference_quantiles == {"flair": [0.0] * 7} and qm.trained_for_missing
+
+
+def test_new_thresholds_round_trip(tmp_path: Path) -> None:
+    qm = QualityModel(QualityThresholds(max_far_component_mm=25.5, max_tc_components=2, max_et_components=4,
+                                        min_network_agreement=0.65, tc_ml_range=(2.0, 90.0)))
+    qm.save(tmp_path)
+    assert QualityModel.load(tmp_path) == qm

@@ -6,11 +6,16 @@ Measures (all from the case and the prediction, no reference label):
   of the model's training cases (``intensity_shift``, in z-score units);
 - missing modalities (zero-filled) when the model was not trained for them;
 - implausible output: a whole tumour mirrored across the brain's midline (bilateral symmetric "tumour"), many
-  separate tumour islands, a whole-tumour volume out of range;
-- high uncertainty: the mean normalised entropy of the class probabilities over the predicted tumour.
+  separate tumour islands, a second tumour region far from the main one (``far_component_mm``), a tumour core or
+  enhancing tumour split into many lesions (``tc_components``, ``et_components``), a whole-tumour or tumour-core
+  volume out of range;
+- high uncertainty: the mean normalised entropy of the class probabilities over the predicted tumour, and the
+  whole-tumour Dice between the members of an ensemble (``network_agreement``, e.g. the 2-D and 3-D networks,
+  computed by the caller).
 
-The thresholds were chosen on the cross-validation table (``benchmarks/cv_analysis.py``) and are saved beside a
-model as ``quality.json`` together with the training cases' intensity quantiles. Arrays are (X, Y, Z) on the
+The thresholds are chosen on the cross-validation predictions (``benchmarks/cv_analysis.py --loo``, which also
+scores the choice leave-one-case-out) and are saved beside a model as ``quality.json`` together with the training
+cases' intensity quantiles. Arrays are (X, Y, Z) on the
 case's RAS grid (X runs left to right), probabilities (X, Y, Z, 4), spacing in mm.
 """
 
@@ -23,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from core.config import MODALITY_TITLES
+from core.config import LABEL_ET, LABEL_NCR, MODALITY_TITLES
 from core.errors import ModelError
 
 QUALITY_FILE = "quality.json"
@@ -50,9 +55,18 @@ class QualityThresholds:
     # every prediction with WT Dice < 0.80 is above 0.25 (0.28-0.39), and so are the raw TCIA predictions; the
     # BraTS-preprocessed ones with WT Dice >= 0.80 are below it (0.12-0.23).
     max_mean_entropy: float = 0.25
+    # The thresholds below are off (None) by default; benchmarks/cv_analysis.py --loo chooses them.
+    max_far_component_mm: float | None = None  # distance of a second region (>= island_ml) from the main one
+    max_tc_components: int | None = None  # tumour-core components of at least ``lesion_ml``
+    max_et_components: int | None = None  # enhancing-tumour components of at least ``lesion_ml``
+    lesion_ml: float = 0.1
+    min_network_agreement: float | None = None  # whole-tumour Dice between the ensemble's networks
+    tc_ml_range: tuple[float, float] | None = None  # tumour-core volume, mL
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QualityThresholds:
+        """Thresholds from a ``quality.json`` body; keys it lacks (files written before a measure existed) take
+        the defaults, unknown keys are ignored."""
         known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
@@ -183,6 +197,32 @@ def count_islands(wt: np.ndarray, spacing_mm: tuple[float, float, float], min_ml
     return int(np.count_nonzero(sizes >= min_ml))
 
 
+def far_component_mm(wt: np.ndarray, spacing_mm: tuple[float, float, float], min_ml: float) -> float:
+    """Largest distance (mm, Euclidean between voxel centres) from the largest whole-tumour component
+    (26-connected) to the nearest voxel of any other component of at least ``min_ml``; 0 when there is none.
+
+    Computed inside the tumour's bounding box: it holds the largest component, so every voxel's nearest voxel of
+    that component is inside it too.
+    """
+    from core.analysis.metrics import bounding_box, label_components
+
+    if not np.any(wt):
+        return 0.0
+    comps, n = label_components(wt[bounding_box(wt)])
+    if n <= 1:
+        return 0.0
+    sizes = np.bincount(comps.ravel())[1:]
+    main = int(np.argmax(sizes)) + 1
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    others = [c for c in range(1, n + 1) if c != main and sizes[c - 1] * voxel_ml >= min_ml]
+    if not others:
+        return 0.0
+    from scipy import ndimage
+
+    dist = ndimage.distance_transform_edt(comps != main, sampling=spacing_mm)
+    return float(np.max(ndimage.minimum(dist, comps, others)))
+
+
 def mean_entropy(probs: np.ndarray, mask: np.ndarray) -> float:
     """Mean normalised entropy (0..1) of (X, Y, Z, K) probabilities over ``mask``; 0 for an empty mask."""
     if not np.any(mask):
@@ -194,9 +234,21 @@ def mean_entropy(probs: np.ndarray, mask: np.ndarray) -> float:
 
 def measure(labels: np.ndarray, probs: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float, float],
             case_quantiles: list[list[float] | None], reference: dict[str, list[float]],
-            channels: tuple[str, ...], island_ml: float = 0.5) -> dict[str, float]:
-    """Every measure of the flag as a JSON-able dict (volumes in mL)."""
+            channels: tuple[str, ...], island_ml: float = 0.5, lesion_ml: float = 0.1,
+            network_agreement: float | None = None) -> dict[str, float]:
+    """Every measure of the flag as a JSON-able dict (volumes in mL, distances in mm).
+
+    Args:
+        labels: (X, Y, Z) labels 0/1/2/4; probs: (X, Y, Z, 4) class probabilities; brain: (X, Y, Z) bool.
+        island_ml: smallest whole-tumour component counted by ``islands`` and ``far_component_mm``.
+        lesion_ml: smallest tumour-core / enhancing-tumour component counted by ``tc_components`` /
+            ``et_components``.
+        network_agreement: whole-tumour Dice between the ensemble's networks, computed by the caller; stored as
+            is (None when unknown: the flag then skips it).
+    """
     wt = labels > 0
+    tc = np.isin(labels, (LABEL_NCR, LABEL_ET))
+    et = labels == LABEL_ET
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     shift, shift_key = intensity_shift(case_quantiles, reference, channels)
     return {
@@ -208,11 +260,18 @@ def measure(labels: np.ndarray, probs: np.ndarray, brain: np.ndarray, spacing_mm
         "symmetry": round(symmetry_fraction(wt, brain), 3),
         "islands": count_islands(wt, spacing_mm, island_ml),
         "mean_entropy": round(mean_entropy(probs, wt), 3),
+        "far_component_mm": round(far_component_mm(wt, spacing_mm, island_ml), 1),
+        "tc_ml": round(float(np.count_nonzero(tc)) * voxel_ml, 3),
+        "et_ml": round(float(np.count_nonzero(et)) * voxel_ml, 3),
+        "tc_components": count_islands(tc, spacing_mm, lesion_ml),
+        "et_components": count_islands(et, spacing_mm, lesion_ml),
+        "network_agreement": None if network_agreement is None else float(network_agreement),  # type: ignore[dict-item]
     }
 
 
 def flag(measures: dict[str, float], model: QualityModel, missing: tuple[str, ...] = ()) -> QualityFlag:
-    """Turn measures into ``ok``/``review`` with one reason per threshold crossed."""
+    """Turn measures into ``ok``/``review`` with one reason per threshold crossed. A measure the dict lacks or
+    holds as None (measures saved before it existed; no ensemble) is skipped, and so is a threshold left off."""
     t = model.thresholds
     m = measures
     reasons: list[str] = []
@@ -243,4 +302,25 @@ def flag(measures: dict[str, float], model: QualityModel, missing: tuple[str, ..
     if m["mean_entropy"] > t.max_mean_entropy:
         reasons.append(f"output: high uncertainty over the tumour (mean normalised entropy {m['mean_entropy']:.2f}"
                        f" > {t.max_mean_entropy:.2f})")
+    far = m.get("far_component_mm")
+    if far is not None and t.max_far_component_mm is not None and far > t.max_far_component_mm:
+        reasons.append(f"output: a second tumour region {far:.0f} mm from the main one (more than "
+                       f"{t.max_far_component_mm:g} mm; a distant region is often normal tissue painted as tumour)")
+    for key, limit, name in (("tc_components", t.max_tc_components, "tumour core"),
+                             ("et_components", t.max_et_components, "enhancing tumour")):
+        count = m.get(key)
+        if count is not None and limit is not None and count > limit:
+            reasons.append(f"output: the {name} is split into {int(count)} separate parts of {t.lesion_ml:g} mL or "
+                           f"more (more than {limit}); a fragmented {name} is often noise")
+    tc_ml = m.get("tc_ml")
+    if tc_ml is not None and t.tc_ml_range is not None:
+        tlo, thi = t.tc_ml_range
+        if not tlo <= tc_ml <= thi:
+            side = f"below {tlo:g}" if tc_ml < tlo else f"above {thi:g}"
+            reasons.append(f"output: tumour-core volume {tc_ml:.1f} mL is {side} mL, outside the range of the "
+                           "training cases")
+    agreement = m.get("network_agreement")
+    if agreement is not None and t.min_network_agreement is not None and agreement < t.min_network_agreement:
+        reasons.append(f"output: the ensemble's networks disagree on the whole tumour (Dice between them "
+                       f"{agreement:.2f} < {t.min_network_agreement:.2f})")
     return QualityFlag(REVIEW if reasons else OK, tuple(reasons), dict(measures), tuple(missing))
