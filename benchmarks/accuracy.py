@@ -213,7 +213,9 @@ def score_rows(config: str, data_root: Path, postprocess: str = "none", n4: bool
                ) -> list[dict]:
     """Per-(case, fold) scores of the stored predictions after a post-processing variant: Dice and HD95 per region
     (``dice_WT``, ``hd95_WT_mm``, ...) and the BraTS lesion-wise Dice and HD95 (``lw_dice_WT``, ``lw_hd95_WT_mm``,
-    ...; ``core.analysis.lesionwise``: a missed or spurious lesion counts Dice 0 and HD95 374 mm)."""
+    ...; ``core.analysis.lesionwise``: a missed or spurious lesion counts Dice 0 and HD95 374 mm), by the default
+    rule (panoptica in brats-evaluation's glioma configuration) and, as ``lw23_dice_WT``, ``lw23_hd95_WT_mm``, ...,
+    by the BraTS 2023 script's glioma rule (nearby reference lesions merged, those of at most 50 mm^3 left out)."""
     from core.analysis.lesionwise import lesionwise_scores
     from core.analysis.metrics import score_case
     from core.data.cases import load_case
@@ -230,11 +232,14 @@ def score_rows(config: str, data_root: Path, postprocess: str = "none", n4: bool
         labels = decode(load_prediction(config, case_id, k, preds_name(n4, int8)), spacing, postprocess)
         s = score_case(labels, gt, spacing)
         lw = lesionwise_scores(labels, gt, spacing)
+        lw23 = lesionwise_scores(labels, gt, spacing, rule="brats2023")
         rows.append({"case_id": case_id, "fold": k, "modalities": mods,
                      **{f"dice_{r}": round(s.regions[r].dice, 4) for r in REGIONS},
                      **{f"hd95_{r}_mm": round(s.regions[r].hd95_mm, 2) for r in REGIONS},
                      **{f"lw_dice_{r}": round(lw[r].dice, 4) for r in REGIONS},
-                     **{f"lw_hd95_{r}_mm": round(lw[r].hd95_mm, 2) for r in REGIONS}})
+                     **{f"lw_hd95_{r}_mm": round(lw[r].hd95_mm, 2) for r in REGIONS},
+                     **{f"lw23_dice_{r}": round(lw23[r].dice, 4) for r in REGIONS},
+                     **{f"lw23_hd95_{r}_mm": round(lw23[r].hd95_mm, 2) for r in REGIONS}})
     return rows
 
 
@@ -244,6 +249,8 @@ _TABLE_COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
     *((f"hd95_{g}_mm", f"HD95 {g}", ".1f", False) for g in REGIONS),
     *((f"lw_dice_{g}", f"LW Dice {g}", ".3f", True) for g in REGIONS),
     *((f"lw_hd95_{g}_mm", f"LW HD95 {g}", ".1f", False) for g in REGIONS),
+    *((f"lw23_dice_{g}", f"LW23 Dice {g}", ".3f", True) for g in REGIONS),
+    *((f"lw23_hd95_{g}_mm", f"LW23 HD95 {g}", ".1f", False) for g in REGIONS),
 )
 
 
@@ -255,8 +262,9 @@ def _cell(value: float | None, fmt: str, bold: bool = False) -> str:
 
 
 def markdown_table(rows: list[dict], title: str) -> str:
-    """Per-row Dice, HD95 (mm), lesion-wise (LW) Dice and LW HD95 (mm) of WT/TC/ET, then the means of each group
-    of cases (bold: the Dice columns)."""
+    """Per-row Dice, HD95 (mm), lesion-wise (LW) Dice and LW HD95 (mm) of WT/TC/ET, the same by the BraTS 2023
+    glioma rule (LW23), then the means of each group of cases (bold: the Dice columns; "-" where a row of the group
+    lacks the figure)."""
     lines = [f"**{title}**", "", "| case | fold | inputs | " + " | ".join(h for _, h, _, _ in _TABLE_COLUMNS) + " |",
              "|---|---|---|" + "---|" * len(_TABLE_COLUMNS)]
     for r in rows:
@@ -284,6 +292,16 @@ def write_card(model_dir: Path, rows: list[dict], config: str, postprocess: str)
         return {g: round(float(np.mean([r[key.format(g=g)] for r in sel])), digits) for g in REGIONS}
 
     cv_rows = [r for r in rows if r["case_id"] != TCIA]
+    lw23: dict = {}
+    if cv_rows and all("lw23_dice_WT" in r for r in cv_rows):  # rows scored before the brats2023 rule lack them
+        lw23 = {
+            "lesionwise_brats2023_mean_dice": means(cv_rows, "lw23_dice_{g}"),
+            "lesionwise_brats2023_mean_hd95_mm": means(cv_rows, "lw23_hd95_{g}_mm", 2),
+            "lesionwise_brats2023_rules": (
+                "BraTS 2023 challenge script, glioma (core.analysis.lesionwise, rule brats2023): reference lesions "
+                "within 3 dilations merged, reference lesions of at most 50 mm^3 left out, a missed reference lesion "
+                "or a false-positive predicted lesion counts Dice 0 and HD95 374 mm"),
+        }
     card["cross_validation"] = {
         "folds": len(FOLDS), "cases": len(cv_rows), "configuration": config,
         "postprocess": parse_variant(postprocess).label,
@@ -295,6 +313,7 @@ def write_card(model_dir: Path, rows: list[dict], config: str, postprocess: str)
         "lesionwise_mean_hd95_mm": means(cv_rows, "lw_hd95_{g}_mm", 2),
         "lesionwise_rules": ("BraTS lesion-wise (core.analysis.lesionwise: panoptica in brats-evaluation's glioma "
                              "configuration); a missed or spurious lesion counts Dice 0 and HD95 374 mm"),
+        **lw23,
         "max_hd95_WT_mm": max(r["hd95_WT_mm"] for r in cv_rows),
         "command": f"python benchmarks/accuracy.py --configs {config} --postprocess {postprocess}",
         "per_case": rows,

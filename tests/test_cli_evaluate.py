@@ -243,3 +243,41 @@ def test_lesionwise_folder_mode(tmp_path: Path, capsys: pytest.CaptureFixture[st
     with open(out_csv, newline="", encoding="utf-8") as fh:
         csv_rows = list(csv.DictReader(fh))
     assert float(csv_rows[1]["WT_lw_hd95_mm"]) == 374.0 and csv_rows[1]["WT_lw_matched_hd95_mm"] == ""
+
+
+def test_lesion_rule_brats2023(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Reference: a 64-voxel ET cube and a one-voxel ET speck; prediction: the cube. panoptica-gli (the default)
+    counts the speck as a missed lesion, brats2023 leaves it out (at most 50 mm^3)."""
+    shape = (14, 8, 8)
+    pred = np.zeros(shape, np.uint8)
+    pred[1:5, 1:5, 1:5] = 4
+    gt = pred.copy()
+    gt[12, 6, 6] = 4
+    argv = ["--pred", str(_write(tmp_path / "p.nii.gz", pred)), "--gt", str(_write(tmp_path / "g.nii.gz", gt)),
+            "--lesionwise"]
+    code, out, err = _run(capsys, [*argv, "--lesion-rule", "brats2023"])
+    assert code == 0 and err == ""
+    res = json.loads(out)
+    et = res["lesionwise"]["ET"]
+    assert res["lesion_rule"] == "brats2023" and "50 mm^3" in res["lesionwise_note"]
+    assert (et["dice"], et["hd95_mm"], et["n_ref"], et["tp"], et["fp"], et["fn"]) == (1.0, 0.0, 1, 1, 0, 0)
+    code, out, _ = _run(capsys, argv)
+    res = json.loads(out)
+    assert code == 0 and res["lesion_rule"] == "panoptica-gli"
+    assert (res["lesionwise"]["ET"]["dice"], res["lesionwise"]["ET"]["fn"]) == (0.5, 1)
+    # folder mode
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    pred_dir.mkdir()
+    _write(gt_dir / "BraTS2021_00001_seg.nii.gz", gt)
+    _write(pred_dir / "BraTS2021_00001_seg.nii.gz", pred)
+    code, out, _ = _run(capsys, ["--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--lesionwise",
+                                 "--lesion-rule", "brats2023"])
+    res = json.loads(out)
+    assert code == 0 and res["lesion_rule"] == "brats2023"
+    assert res["cases"][0]["ET_lw_dice"] == 1.0 and res["cases"][0]["ET_lw_n_ref"] == 1
+    # the rule needs --lesionwise, and one of the two names
+    code, _, err = _run(capsys, argv[:-1] + ["--lesion-rule", "brats2023"])
+    assert code == 2 and "--lesionwise" in err
+    with pytest.raises(SystemExit):
+        main(["evaluate", *argv, "--lesion-rule", "brats2024"])

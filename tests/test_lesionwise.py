@@ -18,9 +18,16 @@ import numpy as np
 import pytest
 
 from core.analysis import lesionwise
-from core.analysis.lesionwise import LESION_MISS_HD95_MM, LesionScore, count_lesions, flat_lesionwise, lesionwise_scores
+from core.analysis.lesionwise import (
+    LESION_MISS_HD95_MM,
+    LesionScore,
+    count_lesions,
+    flat_lesionwise,
+    lesionwise_scores,
+    surfel_hd95_mm,
+)
 from core.config import PROJECT_ROOT
-from core.errors import CaseError, ImageContentError
+from core.errors import BratsViewerError, CaseError, ImageContentError
 
 SHAPE = (12, 8, 8)
 ISO = (1.0, 1.0, 1.0)
@@ -156,6 +163,144 @@ def test_panoptica_imported_only_when_scoring() -> None:
             "print('panoptica' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------- rule="brats2023" ---
+# Every figure below was also reproduced by the BraTS 2023 script itself (run outside the project, on the same
+# arrays written as NIfTI with ET = 3): equal to the last digit.
+
+BIG = (20, 12, 12)
+
+
+def _cube(labels: np.ndarray, x0: int, label: int = 4) -> np.ndarray:
+    """A 4 x 4 x 4 cube (64 voxels) at x = x0..x0 + 3, y and z = 2..5."""
+    labels[x0:x0 + 4, 2:6, 2:6] = label
+    return labels
+
+
+def test_brats2023_reference_speck_is_left_out() -> None:
+    """Reference: a 64-voxel lesion and a 10-voxel speck 9 voxels away; prediction: the lesion only. The speck
+    (10 mm^3, at most 50) does not count under brats2023; panoptica-gli counts it as a missed lesion."""
+    gt = _cube(np.zeros(BIG, np.uint8), 2)
+    pred = gt.copy()
+    gt[14, 1:6, 1:3] = 4  # 5 x 2 voxels
+    new = lesionwise_scores(pred, gt, ISO, rule="brats2023")["ET"]
+    assert (new.dice, new.hd95_mm) == (1.0, 0.0)
+    assert (new.n_ref, new.n_pred, new.tp, new.fp, new.fn) == (1, 1, 1, 0, 0)
+    old = lesionwise_scores(pred, gt, ISO)["ET"]
+    assert lesionwise_scores(pred, gt, ISO, rule="panoptica-gli")["ET"] == old  # the default is unchanged
+    assert (old.dice, old.hd95_mm) == (0.5, 187.0) and (old.tp, old.fn) == (1, 1)
+
+
+def test_brats2023_merges_reference_lesions_within_the_dilation() -> None:
+    """Two 64-voxel reference cubes with 2 background voxels between them (x = 6, 7) are one lesion after the
+    3-fold dilation. Prediction = the first cube: one lesion of Dice 2 x 64 / (128 + 64) = 2/3 and HD95 6 mm
+    (the farthest 11 % of the reference surface, the far face of the second cube at x = 12 on the voxel-corner
+    grid, is 6 voxels from the first cube's face at x = 6; the prediction's surface lies on the reference's),
+    12 mm with 2 mm voxels along x. panoptica-gli sees two lesions, one missed."""
+    gt = _cube(_cube(np.zeros(BIG, np.uint8), 2), 8)
+    pred = _cube(np.zeros(BIG, np.uint8), 2)
+    new = lesionwise_scores(pred, gt, ISO, rule="brats2023")["ET"]
+    assert (new.n_ref, new.tp, new.fp, new.fn) == (1, 1, 0, 0)
+    assert new.dice == pytest.approx(2 / 3, rel=1e-12) and new.hd95_mm == pytest.approx(6.0, rel=1e-12)
+    assert new.matched_dice == pytest.approx(2 / 3) and new.lesion_hd95_mm == pytest.approx((6.0,))
+    assert lesionwise_scores(pred, gt, (2.0, 1.0, 1.0), rule="brats2023")["ET"].hd95_mm == pytest.approx(12.0)
+    old = lesionwise_scores(pred, gt, ISO)["ET"]
+    assert (old.n_ref, old.tp, old.fn) == (2, 1, 1) and (old.dice, old.hd95_mm) == (0.5, 187.0)
+    both = lesionwise_scores(gt, gt, ISO, rule="brats2023")["ET"]  # a perfect prediction: one lesion, two here
+    assert (both.n_ref, both.n_pred, both.tp, both.dice, both.hd95_mm) == (1, 2, 1, 1.0, 0.0)
+    assert lesionwise_scores(gt, gt, ISO)["ET"].tp == 2
+
+
+def test_brats2023_false_positive_specks_count_whatever_their_size() -> None:
+    """The script thresholds reference lesions only: a 20-voxel predicted speck far from every reference lesion is
+    a false positive (Dice 0, HD95 374 mm): (1 + 0) / 2 and (0 + 374) / 2."""
+    gt = _cube(np.zeros(BIG, np.uint8), 2)
+    pred = gt.copy()
+    pred[13:18, 8:10, 8:10] = 4  # 5 x 2 x 2 voxels
+    s = lesionwise_scores(pred, gt, ISO, rule="brats2023")["ET"]
+    assert (s.n_ref, s.n_pred, s.tp, s.fp, s.fn) == (1, 2, 1, 1, 0)
+    assert (s.dice, s.hd95_mm) == (0.5, 187.0)
+    assert s.matched_dice == 1.0 and s.matched_hd95_mm == 0.0
+
+
+def test_brats2023_prediction_within_reach_joins_the_lesion() -> None:
+    """A one-voxel predicted speck 2 voxels from the reference cube lies within its dilation: it belongs to the
+    lesion (no false positive), Dice 2 x 64 / (64 + 65) = 128/129; its 8 surface elements hold 2 % of the
+    predicted surface area, so HD95 stays 0. panoptica-gli: a false positive. A predicted speck near a left-out
+    small reference speck is no false positive either."""
+    gt = _cube(np.zeros(BIG, np.uint8), 2)
+    pred = gt.copy()
+    pred[8, 3, 3] = 4
+    s = lesionwise_scores(pred, gt, ISO, rule="brats2023")["ET"]
+    assert (s.tp, s.fp, s.fn) == (1, 0, 0)
+    assert s.dice == pytest.approx(128 / 129, rel=1e-12) and s.hd95_mm == 0.0
+    old = lesionwise_scores(pred, gt, ISO)["ET"]
+    assert (old.fp, old.dice, old.hd95_mm) == (1, 0.5, 187.0)
+    gt[14, 1:6, 1:3] = 4  # a 10-voxel reference speck, missed; a predicted voxel 2 voxels from it
+    pred = _cube(np.zeros(BIG, np.uint8), 2)
+    pred[16, 3, 1] = 4
+    s = lesionwise_scores(pred, gt, ISO, rule="brats2023")["ET"]
+    assert (s.n_ref, s.n_pred, s.tp, s.fp, s.fn, s.dice, s.hd95_mm) == (1, 2, 1, 0, 0, 1.0, 0.0)
+
+
+def test_brats2023_threshold_is_in_cubic_mm() -> None:
+    """A missed 50-voxel lesion: 50 mm^3 at 1 mm is left out (nothing to score: Dice 1, HD95 0 mm); with 1.1 mm
+    slices it holds 55 mm^3 and is a miss (Dice 0, HD95 374 mm)."""
+    gt = np.zeros(BIG, np.uint8)
+    gt[2:7, 2:7, 2:4] = 2  # 5 x 5 x 2 voxels of edema: WT only
+    empty = np.zeros(BIG, np.uint8)
+    s = lesionwise_scores(empty, gt, ISO, rule="brats2023")["WT"]
+    assert (s.dice, s.hd95_mm, s.n_ref, s.tp, s.fp, s.fn) == (1.0, 0.0, 0, 0, 0, 0)
+    assert math.isnan(s.matched_dice) and s.global_dice == 0.0
+    s = lesionwise_scores(empty, gt, (1.0, 1.0, 1.1), rule="brats2023")["WT"]
+    assert (s.dice, s.hd95_mm, s.n_ref, s.fn) == (0.0, 374.0, 1, 1)
+    assert s.matched_dice == 0.0 and s.matched_hd95_mm == math.inf
+
+
+def test_brats2023_empty_cases() -> None:
+    empty = np.zeros(BIG, np.uint8)
+    for s in lesionwise_scores(empty, empty, ISO, rule="brats2023").values():
+        assert (s.dice, s.hd95_mm, s.global_dice, s.n_ref, s.n_pred) == (1.0, 0.0, 1.0, 0, 0)
+        assert math.isnan(s.matched_dice) and math.isnan(s.matched_hd95_mm)
+    pred = _cube(np.zeros(BIG, np.uint8), 2, label=2)  # edema where the reference is empty: a false positive
+    scores = lesionwise_scores(pred, empty, ISO, rule="brats2023")
+    assert (scores["WT"].dice, scores["WT"].hd95_mm, scores["WT"].fp) == (0.0, 374.0, 1)
+    assert (scores["ET"].dice, scores["ET"].hd95_mm, scores["ET"].fp) == (1.0, 0.0, 0)
+    assert flat_lesionwise(scores)["WT_lw_matched_hd95_mm"] is None
+
+
+def test_brats2023_unknown_rule_and_no_panoptica() -> None:
+    pred, gt = _two_lesions()
+    with pytest.raises(BratsViewerError, match="lesion rule"):
+        lesionwise_scores(pred, gt, ISO, rule="brats2024")
+    code = ("import sys, numpy as np; from core.analysis.lesionwise import lesionwise_scores; "
+            "a = np.zeros((6, 6, 6), np.uint8); a[1:3, 1:3, 1:3] = 4; lesionwise_scores(a, a, (1, 1, 1), 'brats2023'); "
+            "print('panoptica' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_surfel_hd95_hand_values() -> None:
+    """Two single voxels 3 apart along x: each has 8 corner surface elements of equal area, 4 at 2 and 4 at 3
+    voxels from the other: the 95th percentile is 3 voxels, 6 mm with 2 mm voxels along x. An empty mask: inf."""
+    g = np.zeros((8, 3, 3), bool)
+    g[0, 1, 1] = True
+    p = np.zeros_like(g)
+    p[3, 1, 1] = True
+    assert surfel_hd95_mm(g, p, ISO) == 3.0 and surfel_hd95_mm(g, p, (2.0, 1.0, 1.0)) == 6.0
+    assert surfel_hd95_mm(g, np.zeros_like(g), ISO) == math.inf
+    assert surfel_hd95_mm(np.zeros_like(g), np.zeros_like(g), ISO) == math.inf
+
+
+def test_surfel_area_table() -> None:
+    """One corner inside: a triangle of area vector (1, 1, 1)/8 voxel^2, (15, 10, 6)/8 mm^2 with 2 x 3 x 5 mm
+    voxels, |.| = 19/8; one face of the neighbourhood (code 15, x = 1): a 3 x 5 mm^2 square; complements alike."""
+    areas = lesionwise._surfel_areas_mm2((2.0, 3.0, 5.0))
+    assert areas[1] == pytest.approx(19 / 8, rel=1e-12) and areas[15] == pytest.approx(15.0, rel=1e-12)
+    assert areas[0] == 0.0 and areas[255] == 0.0
+    np.testing.assert_allclose(areas, areas[::-1], rtol=1e-12)  # code c and 255 - c
+    assert lesionwise._surfel_areas_mm2(ISO)[1] == pytest.approx(math.sqrt(3) / 8, rel=1e-12)
 
 
 # --------------------------------------------------------------------------------------------- count_lesions ---

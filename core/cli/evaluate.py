@@ -12,6 +12,9 @@ With ``--lesionwise`` (either mode) it adds the BraTS lesion-wise figures of eac
 HD95 (mm) with every missed or spurious lesion counting Dice 0 and HD95 374 mm, the means over matched lesions
 only (what brats-evaluation reports), the reference and predicted lesion counts, TP/FP/FN and the region's
 global Dice; ``null`` where a figure is undefined (NaN or inf there). Folder rows name them ``<REGION>_lw_<field>``.
+``--lesion-rule brats2023`` computes them instead as the BraTS 2023 challenge script did for glioma (reference
+lesions within 3 dilations merged, reference lesions of at most 50 mm^3 left out; ``core.analysis.lesionwise``);
+the output names the rule under ``lesion_rule``.
 
 A folder of cases::
 
@@ -40,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from core.analysis.lesionwise import LESION_MISS_HD95_MM, flat_lesionwise, lesionwise_scores
+from core.analysis.lesionwise import LESION_MISS_HD95_MM, LESION_RULES, flat_lesionwise, lesionwise_scores
 from core.analysis.metrics import REGION_ORDER, score_case
 from core.data.cases import SEG_KEY, check_same_grid, normalise_labels, parse_brats_name
 from core.data.io import Volume, load_volume
@@ -66,6 +69,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--lesionwise", action="store_true",
                         help="add BraTS lesion-wise Dice and HD95 per region (panoptica, brats-evaluation's glioma "
                              "configuration; about 1 s per case)")
+    parser.add_argument("--lesion-rule", choices=LESION_RULES, default=None,
+                        help="with --lesionwise: panoptica-gli (brats-evaluation's glioma configuration, the default) "
+                             "or brats2023 (the BraTS 2023 script's glioma rule: nearby reference lesions merged, "
+                             "reference lesions of at most 50 mm^3 left out)")
     parser.set_defaults(run=run)
 
 
@@ -107,9 +114,21 @@ LESIONWISE_NOTE = (f"dice and hd95_mm: mean over TP + FN + FP lesions, a missed 
                    f"and HD95 {LESION_MISS_HD95_MM:g} mm (1 and 0 when neither side has a lesion); matched_dice and "
                    "matched_hd95_mm: mean over matched lesions only (brats-evaluation's lesionwise_dsc_mean and "
                    "lesionwise_hd95_mean); null: undefined there (no lesion, or none matched)")
+LESIONWISE_NOTE_BRATS2023 = (
+    "BraTS 2023 glioma rule: reference lesions within 3 dilations (18-connected) of each other merged, reference "
+    "lesions of at most 50 mm^3 left out; a reference lesion is scored against every predicted lesion within its "
+    "3-fold dilation; dice and hd95_mm: sum over the kept reference lesions / (kept reference lesions + false "
+    f"positives), a missed lesion or a false positive counting Dice 0 and HD95 {LESION_MISS_HD95_MM:g} mm (1 and 0 "
+    "when there is none of either); tp, fn: kept reference lesions hit or missed; fp: predicted lesions near no "
+    "reference lesion; matched_*: mean over the hit reference lesions; null: undefined there")
 
 
-def _case_json(pred: Volume, gt: Volume, lesionwise: bool = False) -> dict[str, Any]:
+def lesionwise_note(rule: str) -> str:
+    """The JSON note on the lesion-wise figures of ``rule`` (one of ``LESION_RULES``)."""
+    return LESIONWISE_NOTE_BRATS2023 if rule == "brats2023" else LESIONWISE_NOTE
+
+
+def _case_json(pred: Volume, gt: Volume, lesionwise: bool = False, rule: str = LESION_RULES[0]) -> dict[str, Any]:
     score = score_case(pred.data, gt.data, gt.spacing_mm)
     out = {
         "pred": pred.source_name,
@@ -119,9 +138,10 @@ def _case_json(pred: Volume, gt: Volume, lesionwise: bool = False) -> dict[str, 
         "per_label_dice": dict(score.per_label_dice),
     }
     if lesionwise:
-        lw = lesionwise_scores(pred.data, gt.data, gt.spacing_mm)
+        lw = lesionwise_scores(pred.data, gt.data, gt.spacing_mm, rule=rule)
+        out["lesion_rule"] = rule
         out["lesionwise"] = {name: lw[name].to_dict() for name in REGION_ORDER}
-        out["lesionwise_note"] = LESIONWISE_NOTE
+        out["lesionwise_note"] = lesionwise_note(rule)
     return out
 
 
@@ -166,11 +186,13 @@ def _require_dir(path: Path, what: str) -> None:
 
 # --------------------------------------------------------------------------------------------- folder ---
 
-def evaluate_folders(pred_dir: Path, gt_dir: Path, lesionwise: bool = False) -> dict[str, Any]:
+def evaluate_folders(pred_dir: Path, gt_dir: Path, lesionwise: bool = False,
+                     rule: str = LESION_RULES[0]) -> dict[str, Any]:
     """Score every ground-truth case of ``gt_dir`` against its prediction in ``pred_dir``.
 
     Args:
         lesionwise: also the lesion-wise figures of each row (``<REGION>_lw_<field>``, ``flat_lesionwise``).
+        rule: the lesion-wise rule (``LESION_RULES``; ``lesionwise_scores``).
 
     Returns:
         JSON-able dict: n_cases, n_scored, n_errors, errors (one line each), unmatched_predictions, cases (rows:
@@ -214,7 +236,7 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, lesionwise: bool = False) -> 
             pred_labels = np.zeros(gt.shape, dtype=np.uint8)
         row.update(score_case(pred_labels, gt.data, gt.spacing_mm).to_dict())
         if lesionwise:
-            row.update(flat_lesionwise(lesionwise_scores(pred_labels, gt.data, gt.spacing_mm)))
+            row.update(flat_lesionwise(lesionwise_scores(pred_labels, gt.data, gt.spacing_mm, rule=rule)))
         rows.append(row)
     scored = [r for r in rows if r["status"] != "error"]
     metric_keys = [k for k in (scored[0] if scored else {}) if k not in ("case_id", "status", "error", "pred", "gt")]
@@ -224,7 +246,7 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, lesionwise: bool = False) -> 
         values = values[np.isfinite(values)]  # lesion-wise figures may be undefined (None) for some cases
         summary["mean"][key] = float(values.mean()) if values.size else None
         summary["median"][key] = float(np.median(values)) if values.size else None
-    return {
+    out: dict[str, Any] = {
         "n_cases": len(rows),
         "n_scored": len(scored),
         "n_errors": len(errors),
@@ -234,6 +256,9 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, lesionwise: bool = False) -> 
         "cases": rows,
         "summary": summary,
     }
+    if lesionwise:
+        out["lesion_rule"] = rule
+    return out
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -255,13 +280,16 @@ def run(args: argparse.Namespace) -> int:
     if single == folder or (single and (args.pred is None or args.gt is None)) or (
             folder and (args.pred_dir is None or args.gt_dir is None)):
         raise BratsViewerError("expected either --pred and --gt, or --pred-dir and --gt-dir")
+    if args.lesion_rule is not None and not args.lesionwise:
+        raise BratsViewerError("expected --lesion-rule only with --lesionwise")
+    rule = args.lesion_rule or LESION_RULES[0]
     if single:
         if args.csv is not None:
             raise BratsViewerError("expected --csv only with --pred-dir and --gt-dir")
         pred, gt = load_pair(args.pred, args.gt)
-        print(json.dumps(_case_json(pred, gt, args.lesionwise), indent=2))
+        print(json.dumps(_case_json(pred, gt, args.lesionwise, rule), indent=2))
         return 0
-    result = evaluate_folders(args.pred_dir, args.gt_dir, args.lesionwise)
+    result = evaluate_folders(args.pred_dir, args.gt_dir, args.lesionwise, rule)
     if args.csv is not None:
         write_csv(result["cases"], args.csv)
         result["csv"] = str(args.csv)
