@@ -61,6 +61,11 @@ CONFIGS: dict[str, dict] = {
     "full_noctx_3d": {"data": "brats", "compose": {"from": "full_noctx", "volume3d": "work/vol3d",
                                                    "fusion": {"weight": 0.5, "cascade_threshold": 0.0,
                                                               "margin_slices": 4}}},
+    # As "full_noctx_3d", with the 2-D network run only on axial slices within 4 slices of one where the 3-D
+    # network's whole-tumour probability exceeds 0.3 (the cascade: what the shipped model does, for speed).
+    "full_noctx_3d_cascade": {"data": "brats", "compose": {"from": "full_noctx", "volume3d": "work/vol3d",
+                                                           "fusion": {"weight": 0.5, "cascade_threshold": 0.3,
+                                                                      "margin_slices": 4}}},
 }
 
 
@@ -125,9 +130,10 @@ def _refs(data_root: Path) -> dict:
     return {r.case_id: r for r in discover_cases(data_root / "brats") if r.has_seg}
 
 
-def preds_name(n4: bool = False, int8: bool = False) -> str:
-    """The folder of stored predictions: ``preds``, ``preds_n4``, ``preds_int8`` or ``preds_n4_int8``."""
-    return "preds" + ("_n4" if n4 else "") + ("_int8" if int8 else "")
+def preds_name(n4: bool = False, int8: bool = False, drop: tuple[str, ...] = ()) -> str:
+    """The folder of stored predictions: ``preds``, ``preds_n4``, ``preds_int8`` or ``preds_n4_int8``, with
+    ``_drop-t1-t2`` when the cases were given without those modalities."""
+    return "preds" + ("_n4" if n4 else "") + ("_int8" if int8 else "") + (f"_drop-{'-'.join(drop)}" if drop else "")
 
 
 def quantize_stage(config: str, data_root: Path) -> None:
@@ -152,17 +158,18 @@ def quantize_stage(config: str, data_root: Path) -> None:
         print(f"[{config}] fold {k}: exported and quantised in {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def predict_stage(config: str, data_root: Path, n4: bool = False, int8: bool = False) -> None:
+def predict_stage(config: str, data_root: Path, n4: bool = False, int8: bool = False, drop: tuple[str, ...] = ()
+                  ) -> None:
     """Store each fold model's probabilities on its fold's cases and on TCIA (uint8 = round(255 p)); with
     ``n4``, after N4 bias-field correction (``core.engine.biasfield``), in ``preds_n4``, skipping the z-scored partial
     cases (N4 needs the raw intensities); with ``int8``, by the fold model's int8 network (``quantize_stage``), in
-    ``preds_int8``."""
-    from core.data.cases import load_case
+    ``preds_int8``; with ``drop`` (e.g. ("t1", "t2")), complete cases only, given without those modalities."""
+    from core.data.cases import assemble_case, load_case
     from core.engine.inference import predict_case
     from core.engine.model import load_model
 
     refs = _refs(data_root)
-    preds = cv_dir(config) / preds_name(n4, int8)
+    preds = cv_dir(config) / preds_name(n4, int8, drop)
     preds.mkdir(parents=True, exist_ok=True)
     for k, fold in enumerate(FOLDS):
         if not (cv_dir(config) / f"fold{k}" / "model_card.json").is_file():
@@ -175,9 +182,11 @@ def predict_stage(config: str, data_root: Path, n4: bool = False, int8: bool = F
                 continue
             if loaded is None:
                 loaded = load_model(cv_dir(config) / f"fold{k}", runtime="onnx-int8" if int8 else None)
-            if n4 and refs[case_id].layout != "brats":
+            if (n4 or drop) and refs[case_id].layout != "brats":
                 continue
             case = load_case(refs[case_id])
+            if drop:
+                case = assemble_case(case.case_id, {m: v for m, v in case.images.items() if m not in drop}, case.seg)
             started = time.perf_counter()
             if n4:
                 from core.engine.biasfield import n4_case
@@ -202,15 +211,15 @@ def fold_of(case_id: str) -> int:
     raise KeyError(case_id)
 
 
-def evaluations(data_root: Path, n4: bool = False) -> list[tuple[str, int]]:
+def evaluations(data_root: Path, n4: bool = False, complete_only: bool = False) -> list[tuple[str, int]]:
     """(case id, fold model) pairs scored: each CV case by its own fold's model, TCIA by every fold model (with
-    ``n4``, without the partial cases)."""
-    cases = [c for c in all_cv_cases() if not (n4 and "_pat" in c)]
+    ``n4`` or ``complete_only``, without the partial cases)."""
+    cases = [c for c in all_cv_cases() if not ((n4 or complete_only) and "_pat" in c)]
     return [(c, fold_of(c)) for c in cases] + [(TCIA, k) for k in range(len(FOLDS))]
 
 
-def score_rows(config: str, data_root: Path, postprocess: str = "none", n4: bool = False, int8: bool = False
-               ) -> list[dict]:
+def score_rows(config: str, data_root: Path, postprocess: str = "none", n4: bool = False, int8: bool = False,
+               drop: tuple[str, ...] = ()) -> list[dict]:
     """Per-(case, fold) scores of the stored predictions after a post-processing variant: Dice and HD95 per region
     (``dice_WT``, ``hd95_WT_mm``, ...) and the BraTS lesion-wise Dice and HD95 (``lw_dice_WT``, ``lw_hd95_WT_mm``,
     ...; ``core.analysis.lesionwise``: a missed or spurious lesion counts Dice 0 and HD95 374 mm), by the default
@@ -224,12 +233,13 @@ def score_rows(config: str, data_root: Path, postprocess: str = "none", n4: bool
     refs = _refs(data_root)
     rows = []
     gts: dict[str, tuple[np.ndarray, tuple[float, float, float], str]] = {}
-    for case_id, k in evaluations(data_root, n4):
+    for case_id, k in evaluations(data_root, n4, bool(drop)):
         if case_id not in gts:
             case = load_case(refs[case_id])
-            gts[case_id] = (np.asarray(case.seg.data), case.spacing_mm, ",".join(case.modalities))
+            mods = ",".join(m for m in case.modalities if m not in drop)
+            gts[case_id] = (np.asarray(case.seg.data), case.spacing_mm, mods)
         gt, spacing, mods = gts[case_id]
-        labels = decode(load_prediction(config, case_id, k, preds_name(n4, int8)), spacing, postprocess)
+        labels = decode(load_prediction(config, case_id, k, preds_name(n4, int8, drop)), spacing, postprocess)
         s = score_case(labels, gt, spacing)
         lw = lesionwise_scores(labels, gt, spacing)
         lw23 = lesionwise_scores(labels, gt, spacing, rule="brats2023")
@@ -330,6 +340,8 @@ def main() -> int:
                         help="predict and score with each fold model's int8 network (run the quantize stage first)")
     parser.add_argument("--postprocess", default="none", help="post-processing variant for the score stage")
     parser.add_argument("--n4", action="store_true", help="predict and score after N4 bias-field correction")
+    parser.add_argument("--drop", default="", help="predict and score the complete cases without these modalities "
+                                                   "(comma-separated, e.g. t1,t2: FLAIR + T1CE only)")
     parser.add_argument("--card", type=Path, default=None,
                         help="model folder whose model_card.json gets this configuration's cross-validation figures")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -337,18 +349,21 @@ def main() -> int:
     if not (args.data / "brats").is_dir():
         print(f"error: expected the shared data folder with brats/ in {args.data}", file=sys.stderr)
         return 2
+    drop = tuple(m.strip() for m in args.drop.split(",") if m.strip())
     for config in args.configs:
         if "train" in args.stages:
             train_stage(config, args.data)
         if "quantize" in args.stages:
             quantize_stage(config, args.data)
         if "predict" in args.stages:
-            predict_stage(config, args.data, args.n4, args.int8)
+            predict_stage(config, args.data, args.n4, args.int8, drop)
         if "score" in args.stages:
-            rows = score_rows(config, args.data, args.postprocess, args.n4, args.int8)
-            tag = f"{args.postprocess}{'_n4' if args.n4 else ''}{'_int8' if args.int8 else ''}"
+            rows = score_rows(config, args.data, args.postprocess, args.n4, args.int8, drop)
+            tag = (f"{args.postprocess}{'_n4' if args.n4 else ''}{'_int8' if args.int8 else ''}"
+                   f"{'_drop-' + '-'.join(drop) if drop else ''}")
             (cv_dir(config) / f"scores_{tag}.json").write_text(json.dumps(rows, indent=2))
-            table = markdown_table(rows, f"{config}{' with N4' if args.n4 else ''}{' int8' if args.int8 else ''}, "
+            table = markdown_table(rows, f"{config}{' with N4' if args.n4 else ''}{' int8' if args.int8 else ''}"
+                                         f"{' without ' + ','.join(drop) if drop else ''}, "
                                          "post-processing "
                                          f"{parse_variant(args.postprocess).label}")
             (cv_dir(config) / f"table_{tag}.md").write_text(table + "\n")

@@ -110,6 +110,9 @@ if do_slice:
         except BratsViewerError as err:
             st.error(str(err))
         else:
+            if loaded.volume is not None:
+                st.caption("Slice preview by the 2-D network alone; *Segment whole volume* adds the 3-D context "
+                           "network.")
             st.session_state[KEY_SLICE_PRED] = {
                 "case_key": case_key, "z": z, "tta": bool(tta), "model_name": loaded.name,
                 "model_sha256": loaded.sha256, "labels": labels2d, "probs": probs2d, "unc": unc2d}

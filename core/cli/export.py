@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     result: dict = {"model_dir": str(args.model_dir)}
     if not (args.int8 and args.skip_fp32):
         result["onnx"] = export_model_folder(args.model_dir)
+        from core.engine.volume3d import VOLUME_DIR, export_volume_network
+
+        if (Path(args.model_dir) / VOLUME_DIR / "model.keras").is_file():  # the 3-D context network, when present
+            result["volume3d_onnx"] = export_volume_network(Path(args.model_dir))
     if args.int8:
         result["onnx_int8"] = quantize(args.model_dir, args.data)
     print(json.dumps(result))

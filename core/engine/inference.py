@@ -150,19 +150,25 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
         if progress is not None:
             progress(0.0, "3-D context network")
         vol_in, geom = volume_input(prep.slices, prep.brain_z)
-        regions3d = to_slices(volume.regions(vol_in, flip=tta), geom, nz)  # (Z, S, S, 3) on the slices' frame
+        # (Z, S, S, 3) on the slices' frame, float16 (memory: the case's peak is the limit that matters)
+        regions3d = to_slices(volume.regions(vol_in, flip=tta), geom, nz).astype(np.float16)
+        del vol_in
+        from core.engine.allocator import trim
+
+        trim()  # the 3-D run's buffers go back to the system before the 2-D network runs: a lower peak RSS
         zs_3d_only = zs
         zs = cascade_slices(regions3d, prep.brain_z, volume.cascade_threshold, volume.margin_slices)
         for z in np.setdiff1d(zs_3d_only, zs):  # brain slices the 2-D network is not run on: the 3-D answer
-            _store(probs_z, classes_z, z, classes_from_regions(regions3d[z]), prep.box, regions=True)
-            agree[2] += int(np.count_nonzero(regions3d[z, ..., 0] > 0.5))
+            _store(probs_z, classes_z, z, classes_from_regions(regions3d[z].astype(np.float32)), prep.box, regions=True)
+            agree[2] += int(np.count_nonzero(regions3d[z, ..., 0] > 0.5))  # no 2-D tumour on these slices
     n_batches = max(1, int(np.ceil(len(zs) / batch_size)))
     for b, (sel, p, e) in enumerate(_network_batches(loaded, prep, zs, batch_size, tta)):
         for k, z in enumerate(sel):
             if regions3d is not None and volume is not None:
                 wt2, wt3 = p[k][..., 0] < 0.5, regions3d[z, ..., 0] > 0.5
                 agree += (np.count_nonzero(wt2 & wt3), np.count_nonzero(wt2), np.count_nonzero(wt3))
-                fused = (1.0 - volume.weight) * regions_from_classes(p[k]) + volume.weight * regions3d[z]
+                fused = (1.0 - volume.weight) * regions_from_classes(p[k]) + volume.weight * regions3d[z].astype(
+                    np.float32)
                 _store(probs_z, classes_z, z, classes_from_regions(fused), prep.box, regions=True)
             else:
                 _store(probs_z, classes_z, z, p[k], prep.box, regions=False)
@@ -286,7 +292,8 @@ def _entropy_to_grid(ent: np.ndarray, box: tuple[int, int, int, int], grid_xy: t
 
 def predict_slice(loaded: LoadedModel, prepared: Prepared, z: int, tta: bool = False
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Segment one axial slice at once.
+    """Segment one axial slice at once, with the 2-D network alone (a preview: a model's 3-D context network, when
+    it has one, needs the whole volume and joins in ``predict_case`` only).
 
     Returns:
         labels (X, Y) uint8 0/1/2/4, probabilities (X, Y, 4) float32, uncertainty (X, Y) float32 or None.

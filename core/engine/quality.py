@@ -298,7 +298,8 @@ def flag(measures: dict[str, float], model: QualityModel, missing: tuple[str, ..
                        f"(more than {t.max_islands})")
     wlo, whi = t.wt_ml_range
     if not wlo <= m["wt_ml"] <= whi:
-        reasons.append(f"output: whole-tumour volume {m['wt_ml']:.1f} mL is outside {wlo:g}-{whi:g} mL")
+        reasons.append(f"output: whole-tumour volume {m['wt_ml']:.1f} mL is outside {wlo:g}-{whi:g} mL, where this "
+                       "model's cross-validated predictions were reliable")
     if m["mean_entropy"] > t.max_mean_entropy:
         reasons.append(f"output: high uncertainty over the tumour (mean normalised entropy {m['mean_entropy']:.2f}"
                        f" > {t.max_mean_entropy:.2f})")
@@ -317,8 +318,8 @@ def flag(measures: dict[str, float], model: QualityModel, missing: tuple[str, ..
         tlo, thi = t.tc_ml_range
         if not tlo <= tc_ml <= thi:
             side = f"below {tlo:g}" if tc_ml < tlo else f"above {thi:g}"
-            reasons.append(f"output: tumour-core volume {tc_ml:.1f} mL is {side} mL, outside the range of the "
-                           "training cases")
+            reasons.append(f"output: tumour-core volume {tc_ml:.1f} mL is {side} mL, outside the range where "
+                           "this model's cross-validated predictions were reliable")
     agreement = m.get("network_agreement")
     if agreement is not None and t.min_network_agreement is not None and agreement < t.min_network_agreement:
         reasons.append(f"output: the ensemble's networks disagree on the whole tumour (Dice between them "

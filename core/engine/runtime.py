@@ -79,13 +79,16 @@ def _dim(d: Any) -> int | None:
     return int(d) if isinstance(d, (int, np.integer)) else None
 
 
-def load_onnx(path: str | Path, threads: int | None = None) -> OnnxNetwork:
+def load_onnx(path: str | Path, threads: int | None = None, arena: bool = True) -> OnnxNetwork:
     """Open an exported network in ONNX Runtime (CPU).
 
     Args:
         path: the ``model.onnx`` file.
         threads: intra-op threads (default: ``$BRATS_RUNTIME_THREADS`` or ONNX Runtime's choice, all cores);
             batch workers pass cores // workers so that processes do not oversubscribe the CPU.
+        arena: keep ONNX Runtime's CPU memory arena (fast for a network run many times, as the 2-D one is per
+            batch); False returns a run's buffers when it ends (the 3-D network runs once per case, and its
+            arena would otherwise hold its largest activations while the 2-D network runs).
 
     Raises:
         ModelError: onnxruntime is not installed, or the file is not a loadable ONNX model.
@@ -99,6 +102,8 @@ def load_onnx(path: str | Path, threads: int | None = None) -> OnnxNetwork:
     # Idle worker threads sleep instead of spinning: on a CPU shared by app sessions and batch workers spinning
     # only burns cores that others need.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not arena:
+        opts.enable_cpu_mem_arena = False
     if threads is None:
         env = os.environ.get("BRATS_RUNTIME_THREADS", "").strip()
         threads = int(env) if env.isdigit() and int(env) > 0 else None

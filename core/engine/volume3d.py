@@ -282,7 +282,7 @@ def load_volume_network(model_folder: Path, preference: str = "auto") -> VolumeN
     runtime = "tensorflow"
     if preference != "tensorflow" and isinstance(entry, dict) and entry.get("keras_sha256") == sha \
             and (folder / ONNX_NAME).is_file() and entry.get("sha256") == file_sha256(folder / ONNX_NAME):
-        network, runtime = load_onnx(folder / ONNX_NAME), "onnxruntime"
+        network, runtime = load_onnx(folder / ONNX_NAME, arena=False), "onnxruntime"
     if network is None:
         try:
             network = keras_module().models.load_model(weights, compile=False, safe_mode=True)
