@@ -79,6 +79,15 @@ with right:
                 value = dice.get(region)
                 col.metric(region, "-" if value is None else f"{float(value):.3f}",
                            help=f"{config.REGION_LONG_NAMES[region]} Dice")
+        lw = cv.get("lesionwise_brats2023_mean_dice") or {}
+        if lw:
+            st.markdown("**Lesion-wise Dice** (BraTS 2023 rule, same held-out cases)")
+            lcols = st.columns(3)
+            for col, region in zip(lcols, ("WT", "TC", "ET"), strict=True):
+                value = lw.get(region)
+                col.metric(f"{region} lesion-wise", "-" if value is None else f"{float(value):.3f}",
+                           help=f"{config.REGION_LONG_NAMES[region]}: mean Dice over lesions, a missed or false "
+                                "lesion counting 0 (reference lesions under 50 mm³ left out, as BraTS 2023 does)")
         if card.get("small_data_warning"):
             st.caption(card["small_data_warning"])
         if card.get("created"):
