@@ -130,10 +130,12 @@ def _refs(data_root: Path) -> dict:
     return {r.case_id: r for r in discover_cases(data_root / "brats") if r.has_seg}
 
 
-def preds_name(n4: bool = False, int8: bool = False, drop: tuple[str, ...] = ()) -> str:
+def preds_name(n4: bool = False, int8: bool = False, drop: tuple[str, ...] = (), tta: bool = False) -> str:
     """The folder of stored predictions: ``preds``, ``preds_n4``, ``preds_int8`` or ``preds_n4_int8``, with
-    ``_drop-t1-t2`` when the cases were given without those modalities."""
-    return "preds" + ("_n4" if n4 else "") + ("_int8" if int8 else "") + (f"_drop-{'-'.join(drop)}" if drop else "")
+    ``_drop-t1-t2`` when the cases were given without those modalities and ``_tta`` with flip test-time
+    augmentation."""
+    return ("preds" + ("_n4" if n4 else "") + ("_int8" if int8 else "") + (f"_drop-{'-'.join(drop)}" if drop else "")
+            + ("_tta" if tta else ""))
 
 
 def quantize_stage(config: str, data_root: Path) -> None:
@@ -158,8 +160,8 @@ def quantize_stage(config: str, data_root: Path) -> None:
         print(f"[{config}] fold {k}: exported and quantised in {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def predict_stage(config: str, data_root: Path, n4: bool = False, int8: bool = False, drop: tuple[str, ...] = ()
-                  ) -> None:
+def predict_stage(config: str, data_root: Path, n4: bool = False, int8: bool = False, drop: tuple[str, ...] = (),
+                  tta: bool = False) -> None:
     """Store each fold model's probabilities on its fold's cases and on TCIA (uint8 = round(255 p)); with
     ``n4``, after N4 bias-field correction (``core.engine.biasfield``), in ``preds_n4``, skipping the z-scored partial
     cases (N4 needs the raw intensities); with ``int8``, by the fold model's int8 network (``quantize_stage``), in
@@ -169,7 +171,7 @@ def predict_stage(config: str, data_root: Path, n4: bool = False, int8: bool = F
     from core.engine.model import load_model
 
     refs = _refs(data_root)
-    preds = cv_dir(config) / preds_name(n4, int8, drop)
+    preds = cv_dir(config) / preds_name(n4, int8, drop, tta)
     preds.mkdir(parents=True, exist_ok=True)
     for k, fold in enumerate(FOLDS):
         if not (cv_dir(config) / f"fold{k}" / "model_card.json").is_file():
@@ -192,7 +194,7 @@ def predict_stage(config: str, data_root: Path, n4: bool = False, int8: bool = F
                 from core.engine.biasfield import n4_case
 
                 case = n4_case(case)
-            pred = predict_case(loaded, case)
+            pred = predict_case(loaded, case, tta=tta)
             q = np.rint(np.asarray(pred.probabilities, dtype=np.float32) * 255).astype(np.uint8)
             np.savez_compressed(path, probs=q, seconds=time.perf_counter() - started)
             print(f"[{config}] fold {k}: predicted {case_id} in {time.perf_counter() - started:.1f} s", flush=True)
@@ -219,7 +221,7 @@ def evaluations(data_root: Path, n4: bool = False, complete_only: bool = False) 
 
 
 def score_rows(config: str, data_root: Path, postprocess: str = "none", n4: bool = False, int8: bool = False,
-               drop: tuple[str, ...] = ()) -> list[dict]:
+               drop: tuple[str, ...] = (), tta: bool = False) -> list[dict]:
     """Per-(case, fold) scores of the stored predictions after a post-processing variant: Dice and HD95 per region
     (``dice_WT``, ``hd95_WT_mm``, ...) and the BraTS lesion-wise Dice and HD95 (``lw_dice_WT``, ``lw_hd95_WT_mm``,
     ...; ``core.analysis.lesionwise``: a missed or spurious lesion counts Dice 0 and HD95 374 mm), by the default
@@ -239,7 +241,7 @@ def score_rows(config: str, data_root: Path, postprocess: str = "none", n4: bool
             mods = ",".join(m for m in case.modalities if m not in drop)
             gts[case_id] = (np.asarray(case.seg.data), case.spacing_mm, mods)
         gt, spacing, mods = gts[case_id]
-        labels = decode(load_prediction(config, case_id, k, preds_name(n4, int8, drop)), spacing, postprocess)
+        labels = decode(load_prediction(config, case_id, k, preds_name(n4, int8, drop, tta)), spacing, postprocess)
         s = score_case(labels, gt, spacing)
         lw = lesionwise_scores(labels, gt, spacing)
         lw23 = lesionwise_scores(labels, gt, spacing, rule="brats2023")
@@ -340,6 +342,7 @@ def main() -> int:
                         help="predict and score with each fold model's int8 network (run the quantize stage first)")
     parser.add_argument("--postprocess", default="none", help="post-processing variant for the score stage")
     parser.add_argument("--n4", action="store_true", help="predict and score after N4 bias-field correction")
+    parser.add_argument("--tta", action="store_true", help="predict and score with flip test-time augmentation")
     parser.add_argument("--drop", default="", help="predict and score the complete cases without these modalities "
                                                    "(comma-separated, e.g. t1,t2: FLAIR + T1CE only)")
     parser.add_argument("--card", type=Path, default=None,
@@ -356,14 +359,14 @@ def main() -> int:
         if "quantize" in args.stages:
             quantize_stage(config, args.data)
         if "predict" in args.stages:
-            predict_stage(config, args.data, args.n4, args.int8, drop)
+            predict_stage(config, args.data, args.n4, args.int8, drop, args.tta)
         if "score" in args.stages:
-            rows = score_rows(config, args.data, args.postprocess, args.n4, args.int8, drop)
+            rows = score_rows(config, args.data, args.postprocess, args.n4, args.int8, drop, args.tta)
             tag = (f"{args.postprocess}{'_n4' if args.n4 else ''}{'_int8' if args.int8 else ''}"
-                   f"{'_drop-' + '-'.join(drop) if drop else ''}")
+                   f"{'_drop-' + '-'.join(drop) if drop else ''}{'_tta' if args.tta else ''}")
             (cv_dir(config) / f"scores_{tag}.json").write_text(json.dumps(rows, indent=2))
             table = markdown_table(rows, f"{config}{' with N4' if args.n4 else ''}{' int8' if args.int8 else ''}"
-                                         f"{' without ' + ','.join(drop) if drop else ''}, "
+                                         f"{' without ' + ','.join(drop) if drop else ''}{' with TTA' if args.tta else ''}, "
                                          "post-processing "
                                          f"{parse_variant(args.postprocess).label}")
             (cv_dir(config) / f"table_{tag}.md").write_text(table + "\n")

@@ -1,8 +1,13 @@
 """Whole-volume and single-slice prediction with a progress callback, optional flip TTA and uncertainty.
 
 Every axial slice that holds brain is predicted (slices without brain are background without running the
-network). Probabilities are resized back to the native grid first, then the argmax is taken. Results are on
+network). Probabilities are resized back to the native grid first, then the labels are taken. Results are on
 the case's RAS grid; ``core.data.io.save_like`` writes them back in the input's own geometry.
+
+A model with a 3-D context network (``core.engine.volume3d``) runs it first on the whole brain box; its region
+probabilities are averaged with the 2-D network's on each slice (weight from the model's ``volume3d.json``),
+decoded as BraTS regions, and the 2-D network runs only on the slices near the 3-D network's tumour (the cascade);
+other brain slices take the 3-D answer.
 """
 
 from __future__ import annotations
