@@ -82,7 +82,10 @@ do_volume = c_vol.button("Segment whole volume", icon=":material/view_in_ar:", t
                          disabled=not model_ok, width="stretch")
 model_line = f"Model `{model_dir.name}`"
 if card.get("weights_sha256"):
-    model_line += f" (weights SHA-256 `{str(card['weights_sha256'])[:12]}`)"
+    model_line += f" (weights SHA-256 `{str(card['weights_sha256'])[:12]}`"
+    if (card.get("volume3d") or {}).get("keras_sha256"):
+        model_line += f", 3-D context network `{str(card['volume3d']['keras_sha256'])[:12]}`"
+    model_line += ")"
 if not model_ok:
     st.warning(f"The active model folder `{model_dir.name}` does not exist: train a model on the Training page "
                "or choose another one.", icon=":material/error:")

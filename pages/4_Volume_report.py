@@ -76,7 +76,7 @@ if source.kind == segstate.SOURCE_GROUND_TRUTH:
     st.caption("Showing the ground-truth segmentation (reference file of the case); no model involved.")
 else:
     st.markdown(f"**Segmentation:** {source.description}"
-                + (f"  \n**Model weights SHA-256:** `{source.model_sha256}`" if source.model_sha256 else ""))
+                + (f"  \n**Model SHA-256:** `{source.model_sha256}`" if source.model_sha256 else ""))
     if source.corrected:
         st.success("Corrected by hand on the Segmentation page: the report says so.", icon=":material/brush:")
 if case.notes:

@@ -31,7 +31,10 @@ PAGE_TIMEOUT_S = 90.0
 
 
 def _model_dir_and_sha(tmp_path: Path) -> tuple[Path, str]:
-    """The model the app will use and the SHA-256 of its weights file."""
+    """The model the app will use and its identity: the SHA-256 of its weights file, or for a model with a 3-D
+    context network the hash over both networks' weight hashes and the fusion settings."""
+    import hashlib
+
     from core.engine.model import file_sha256
 
     weights = SHIPPED_MODEL / "model.keras"
@@ -40,6 +43,11 @@ def _model_dir_and_sha(tmp_path: Path) -> tuple[Path, str]:
             if (SHIPPED_MODEL / "model_card.json").is_file() else {}
         sha = str(card.get("weights_sha256") or file_sha256(weights))
         assert sha == file_sha256(weights), "the shipped model card's weights_sha256 does not match model.keras"
+        volume = SHIPPED_MODEL / "volume3d" / "model.keras"
+        if volume.is_file():
+            assert card["volume3d"]["keras_sha256"] == file_sha256(volume), "the card's 3-D network hash is stale"
+            fusion = json.dumps(json.loads((volume.parent / "volume3d.json").read_text())["fusion"], sort_keys=True)
+            sha = hashlib.sha256(f"2d:{sha}|3d:{file_sha256(volume)}|fusion:{fusion}".encode()).hexdigest()
         return SHIPPED_MODEL, sha
     from core.engine.model import build_unet, save_for_inference
     from core.engine.preprocess import PreprocessSpec

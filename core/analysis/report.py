@@ -390,7 +390,9 @@ class ReportInputs:
         case: the case (images with their file hashes, geometry).
         labels: the segmentation reported, (X, Y, Z) on the case grid, labels 0/1/2/4.
         model_name: name of the model that produced ``labels`` (or a description of an external source).
-        model_sha256: SHA-256 of the model's weights file ("n/a" when unknown).
+        model_sha256: the model's identity ("n/a" when unknown): the SHA-256 of its weights file, or for a model
+            with a 3-D context network the SHA-256 over both networks' weight hashes and the fusion settings
+            (``core.engine.model.load_model``).
         corrected: the segmentation was corrected by hand after the model.
         gt_labels: optional reference labels on the same grid (adds reference volumes to the table).
         scores: optional scores against the reference: a ``metrics.CaseScore`` or its ``to_dict()``.
@@ -722,7 +724,7 @@ def build_pdf(inputs: ReportInputs) -> bytes:
     pdf.add_page()
     _section(pdf, "Provenance")
     _kv(pdf, "Model", inputs.model_name)
-    _kv(pdf, "Model weights SHA-256", inputs.model_sha256 or "n/a", mono=True)
+    _kv(pdf, "Model SHA-256", inputs.model_sha256 or "n/a", mono=True)
     if inputs.seg_sha256:
         _kv(pdf, "Segmentation file SHA-256", inputs.seg_sha256, mono=True)
     _kv(pdf, "Corrected by hand", "yes" if inputs.corrected else "no")
