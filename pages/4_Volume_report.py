@@ -98,24 +98,24 @@ st.caption(f"Voxel size {spacing} mm from the image header ({case.reference.voxe
 source_name = {"corrected": "Corrected", "prediction": "Prediction", "ground_truth": "Ground truth"}[source.kind]
 SHORT_NAMES = {"NCR": "NCR/NET (label 1)", "ED": "ED (label 2)", "ET": "ET (label 4)", "TC": "TC (labels 1+4)",
                "WT": "WT (labels 1+2+4)"}
-t_col, c_col = st.columns([1.7, 1], gap="large")
-with t_col:
-    table = pd.DataFrame({
-        "Structure": [SHORT_NAMES.get(r["structure"], r["structure"]) for r in rows],
-        "Voxels": [r["voxels"] for r in rows],
-        f"{source_name} (mL)": [r["volume_ml"] for r in rows],
-        **({"Ground truth (mL)": [r["gt_volume_ml"] for r in rows],
-            "Difference (mL)": [r["difference_ml"] for r in rows]} if with_gt else {}),
-        "Lesions": pd.array([lesions.get(r["structure"]) for r in rows], dtype="Int64"),
-        **({"Ground-truth lesions": pd.array([gt_lesions.get(r["structure"]) for r in rows], dtype="Int64")}
-           if with_gt else {}),
-    })
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.1f") for c in table.columns[2:]
-                                if "lesions" not in c.lower()})
-    st.caption("NCR/NET: necrotic / non-enhancing core; ED: peritumoral edema; ET: enhancing tumour (label and "
-               "region); TC: tumour core; WT: whole tumour. Lesions: 3-D connected components (26-connected) of "
-               "each region, however small.")
+# The table spans the page (its lesion columns need the width); the chart sits below it.
+table = pd.DataFrame({
+    "Structure": [SHORT_NAMES.get(r["structure"], r["structure"]) for r in rows],
+    "Voxels": [r["voxels"] for r in rows],
+    f"{source_name} (mL)": [r["volume_ml"] for r in rows],
+    **({"Ground truth (mL)": [r["gt_volume_ml"] for r in rows],
+        "Difference (mL)": [r["difference_ml"] for r in rows]} if with_gt else {}),
+    "Lesions": pd.array([lesions.get(r["structure"]) for r in rows], dtype="Int64"),
+    **({"Ground-truth lesions": pd.array([gt_lesions.get(r["structure"]) for r in rows], dtype="Int64")}
+       if with_gt else {}),
+})
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="%.1f") for c in table.columns[2:]
+                            if "lesions" not in c.lower()})
+st.caption("NCR/NET: necrotic / non-enhancing core; ED: peritumoral edema; ET: enhancing tumour (label and "
+           "region); TC: tumour core; WT: whole tumour. Lesions: 3-D connected components (26-connected) of "
+           "each region, however small.")
+c_col, _ = st.columns([1, 1])
 with c_col:
     st.plotly_chart(figures_seg.volume_bar_figure(rows, source_name), config={"displaylogo": False},
                     key="report_bar_fig")

@@ -250,3 +250,26 @@ def test_export_to_onnx_is_used_when_its_checksum_matches(tmp_path: Path, traine
     assert np.max(np.abs(net.regions(x) - keras_net.regions(x))) < 1e-3
     (folder / VOLUME_DIR / "model.onnx").write_bytes(b"tampered")
     assert load_volume_network(folder).runtime == "tensorflow"  # a stale or tampered export is not used
+
+
+def test_shipped_model_runs_both_networks_in_onnx_runtime_with_its_fusion_settings() -> None:
+    from core.config import DEFAULT_MODEL_NAME, MODELS_DIR
+    from core.engine.model import file_sha256, load_model
+    from core.engine.postprocess import PostprocessSpec
+
+    folder = MODELS_DIR / DEFAULT_MODEL_NAME
+    if not (folder / VOLUME_DIR / "model.keras").is_file():
+        pytest.skip("the shipped model has no 3-D context network")
+    loaded = load_model(folder)
+    assert loaded.runtime == "onnxruntime" and loaded.volume is not None
+    assert loaded.volume.runtime == "onnxruntime"  # its export is valid for its weights
+    rec = json.loads((folder / VOLUME_DIR / "volume3d.json").read_text())
+    assert (loaded.volume.weight, loaded.volume.cascade_threshold, loaded.volume.margin_slices) == (
+        rec["fusion"]["weight"], rec["fusion"]["cascade_threshold"], rec["fusion"]["margin_slices"])
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["volume3d"]["keras_sha256"] == file_sha256(folder / VOLUME_DIR / "model.keras")
+    assert card["volume3d"]["onnx_sha256"] == file_sha256(folder / VOLUME_DIR / "model.onnx")
+    # the post-processing the card describes is the one inference reads
+    post = PostprocessSpec.load(folder)
+    assert post.decoding == "regions" and post.min_et_lesion_ml > 0 and post.min_tc_ml > 0
+    assert post.label in card["cross_validation"]["postprocess"]

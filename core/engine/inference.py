@@ -50,7 +50,8 @@ class Prediction:
         labels: (X, Y, Z) uint8 labels 0/1/2/4.
         probabilities: (X, Y, Z, 4) float16 class probabilities (background, NCR, ED, ET); a view, not
             C-contiguous.
-        uncertainty: (X, Y, Z) float16 normalised predictive entropy in [0, 1] (TTA only), else None.
+        uncertainty: (X, Y, Z) float16 normalised predictive entropy in [0, 1] (TTA only), else None: of the 2-D
+            network's flips (0 on slices a model's cascade gives to its 3-D network alone).
         model_name, model_sha256: the model that made it.
         tta: whether flip test-time augmentation was used.
         elapsed_s: wall time of the prediction in seconds.
@@ -184,7 +185,8 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
         if progress is not None:
             progress((b + 1) / n_batches, f"segmented {min((b + 1) * batch_size, len(zs))} of {len(zs)} slices")
     if progress is not None and zs.size == 0:
-        progress(1.0, "no slice holds brain: all background")
+        progress(1.0, "no slice holds brain: all background" if not prep.brain_z.any() else
+                 "the 3-D network found no tumour: the 2-D network was not needed")
     probs = np.moveaxis(probs_z, 0, 2)
     post: PostprocessSpec = loaded.postprocess or PostprocessSpec()
     if regions3d is not None or post.decoding == "argmax":  # already decoded slice by slice
