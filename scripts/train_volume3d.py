@@ -50,8 +50,13 @@ def main() -> int:
         p.add_argument("--base-filters", type=int, default=8)
         p.add_argument("--seed", type=int, default=42)
         p.add_argument("--workers", type=int, default=4)
+        p.add_argument("--learning-rate", type=float, default=1e-3)
         if name == "train":
             p.add_argument("--exclude", default="")
+            p.add_argument("--init", type=Path, default=None, help="model.keras to continue training from")
+        else:
+            p.add_argument("--init-dir", type=Path, default=None,
+                           help="continue each of fold0..2 and final from INIT_DIR/<name>/model.keras")
     args = parser.parse_args()
     if args.cmd == "export":
         from core.engine.training3d import export_volumes
@@ -69,7 +74,7 @@ def main() -> int:
 
         rec = train_volume(args.volumes, args.out, CHANNELS, [c for c in args.exclude.split(",") if c],
                            base_filters=args.base_filters, steps=args.steps, max_minutes=args.minutes,
-                           seed=args.seed, workers=args.workers)
+                           seed=args.seed, workers=args.workers, learning_rate=args.learning_rate, init=args.init)
         print({k: v for k, v in rec.items() if k != "train_cases"}, flush=True)
         return 0
     jobs = []
@@ -78,7 +83,9 @@ def main() -> int:
         cmd = [sys.executable, str(Path(__file__).resolve()), "train", "--volumes", str(args.volumes),
                "--out", str(args.out / name), "--exclude", exclude, "--minutes", str(args.minutes),
                "--steps", str(args.steps), "--base-filters", str(args.base_filters), "--seed", str(args.seed),
-               "--workers", str(args.workers)]
+               "--workers", str(args.workers), "--learning-rate", str(args.learning_rate)]
+        if args.init_dir is not None:
+            cmd += ["--init", str(args.init_dir / name / "model.keras")]
         args.out.mkdir(parents=True, exist_ok=True)
         log = open(args.out / f"{name}.log", "w")  # noqa: SIM115 - closed when the process ends
         jobs.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)), log))

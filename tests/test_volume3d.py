@@ -273,3 +273,17 @@ def test_shipped_model_runs_both_networks_in_onnx_runtime_with_its_fusion_settin
     post = PostprocessSpec.load(folder)
     assert post.decoding == "regions" and post.min_et_lesion_ml > 0 and post.min_tc_ml > 0
     assert post.label in card["cross_validation"]["postprocess"]
+
+
+def test_training_continues_from_given_weights(trained: Path) -> None:
+    from core.engine.model import keras_module
+    from core.engine.training3d import train_volume
+
+    start = keras_module().models.load_model(trained / "net" / "model.keras", compile=False)
+    rec = train_volume(trained / "volumes.npz", trained / "net2", CH, exclude=["c2"], base_filters=2, depth=2,
+                       patch=(32, 32, 16), batch_size=1, steps=2, steps_per_epoch=2, max_minutes=5, workers=1,
+                       learning_rate=0.0, init=trained / "net" / "model.keras")
+    assert rec["continued_from"]["steps"] == 4 and rec["steps"] == 2
+    after = keras_module().models.load_model(trained / "net2" / "model.keras", compile=False)
+    # learning rate 0: the weights are the ones it started from
+    assert all(np.array_equal(a, b) for a, b in zip(start.get_weights(), after.get_weights(), strict=True))

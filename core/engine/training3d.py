@@ -128,12 +128,15 @@ def augment_volume(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, patch
 def train_volume(volumes_npz: Path, out: Path, channels: tuple[str, ...], exclude: Sequence[str] = (),
                  base_filters: int = 8, depth: int = 4, patch: tuple[int, int, int] = (80, 80, 64),
                  batch_size: int = 2, steps: int = 2000, max_minutes: float = 10.0, learning_rate: float = 1e-3,
-                 seed: int = 42, workers: int = 4, steps_per_epoch: int = 50) -> dict[str, Any]:
+                 seed: int = 42, workers: int = 4, steps_per_epoch: int = 50, init: Path | None = None
+                 ) -> dict[str, Any]:
     """Train the 3-D network on the volumes of ``volumes_npz`` except ``exclude`` and write ``out/model.keras``
     and ``out/volume3d.json`` (what was trained, on which cases, for how long, on which Keras backend).
 
     Stops after ``steps`` steps or ``max_minutes`` minutes, whichever comes first; the learning rate decays as
-    lr * (1 - f) ** 0.9 with f the larger of the step and time fractions used.
+    lr * (1 - f) ** 0.9 with f the larger of the step and time fractions used. ``init``: a ``model.keras`` of the
+    same architecture whose weights training continues from (its ``volume3d.json`` beside it, when present, is
+    carried into the new record as "continued_from").
     """
     from core.engine.model import keras_module
 
@@ -142,6 +145,11 @@ def train_volume(volumes_npz: Path, out: Path, channels: tuple[str, ...], exclud
     data = load_volumes(volumes_npz, exclude)
     ids = sorted(data)
     model = build_unet3d(len(channels), base_filters, depth, seed=seed)
+    previous: dict | None = None
+    if init is not None:
+        model.set_weights(keras.models.load_model(init, compile=False, safe_mode=True).get_weights())
+        if (Path(init).parent / SPEC_FILE).is_file():
+            previous = json.loads((Path(init).parent / SPEC_FILE).read_text(encoding="utf-8"))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=region_loss())
     started = time.time()
     budget_s = max_minutes * 60.0
@@ -195,5 +203,7 @@ def train_volume(volumes_npz: Path, out: Path, channels: tuple[str, ...], exclud
         "keras_backend": keras.backend.backend(), "keras_version": keras.__version__,
         "final_loss": float(history.history["loss"][-1]) if history.history.get("loss") else None,
     }
+    if previous is not None:
+        record["continued_from"] = {k: v for k, v in previous.items() if k not in ("onnx", "fusion")}
     (out / SPEC_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
     return record
