@@ -44,6 +44,10 @@ def test_volume_input_cuts_a_brain_longer_than_the_input() -> None:
     x = np.ones((40, 8, 8, 1), np.float32)
     vol, geom = volume_input(x, np.ones(40, bool), side=4, depth=8)  # 20 pairs into 8: 6 cut on each side
     assert geom.pad0 == -6 and vol.shape == (1, 4, 4, 8, 1) and np.all(vol == 1)
+    back = to_slices(vol[0], geom, 40)
+    # pairs 6..13 (slices 12..27) were seen; the others are NaN: the network said nothing there
+    seen = ~np.isnan(back[:, 0, 0, 0])
+    assert np.flatnonzero(seen).tolist() == list(range(12, 28)) and np.allclose(back[seen], 1.0)
 
 
 def test_to_slices_inverts_the_geometry_for_smooth_fields() -> None:
@@ -287,3 +291,31 @@ def test_training_continues_from_given_weights(trained: Path) -> None:
     after = keras_module().models.load_model(trained / "net2" / "model.keras", compile=False)
     # learning rate 0: the weights are the ones it started from
     assert all(np.array_equal(a, b) for a, b in zip(start.get_weights(), after.get_weights(), strict=True))
+
+
+def test_a_brain_longer_than_the_3d_input_is_segmented_by_the_2d_network_where_the_3d_one_did_not_look(
+        tmp_path: Path, trained: Path) -> None:
+    from core.data.cases import assemble_case
+    from core.data.io import volume_from_array
+    from core.engine.inference import predict_case
+    from core.engine.model import load_model
+
+    gen = np.random.default_rng(3)
+    shape = (24, 24, 180)  # 180 brain slices at 1 mm: 90 pairs, 80 fit in the 3-D input
+    images = {}
+    for key in CH:
+        arr = np.zeros(shape, np.float32)
+        arr[3:21, 2:20, :] = gen.uniform(10, 200, size=(18, 18, 180))
+        images[key] = volume_from_array(arr, np.eye(4), f"{key}.nii.gz")
+    case = assemble_case("long", images)
+    folder = _model_folder(tmp_path, trained, {"weight": 1.0, "cascade_threshold": 0.0})
+    pred = predict_case(load_model(folder), case)
+    p = np.asarray(pred.probabilities, np.float32)
+    assert not np.isnan(p).any() and np.allclose(p.sum(-1), 1.0, atol=2e-3)
+    assert pred.labels.shape == shape
+    # weight 1: the 3-D network alone where it looked; the 2-D network alone on the 5 slices at each end it left out
+    shutil.rmtree(folder / VOLUME_DIR)
+    plain = np.asarray(predict_case(load_model(folder), case).probabilities, np.float32)
+    for z in (0, 4, 175, 179):
+        assert np.allclose(p[:, :, z], plain[:, :, z], atol=1e-3), z
+    assert not np.allclose(p[:, :, 90], plain[:, :, 90], atol=1e-3)

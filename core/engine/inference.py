@@ -170,14 +170,14 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
     n_batches = max(1, int(np.ceil(len(zs) / batch_size)))
     for b, (sel, p, e) in enumerate(_network_batches(loaded, prep, zs, batch_size, tta)):
         for k, z in enumerate(sel):
-            if regions3d is not None and volume is not None:
+            if regions3d is not None and volume is not None and not np.isnan(regions3d[z, 0, 0, 0]):
                 wt2, wt3 = p[k][..., 0] < 0.5, regions3d[z, ..., 0] > 0.5
                 agree += (np.count_nonzero(wt2 & wt3), np.count_nonzero(wt2), np.count_nonzero(wt3))
                 fused = (1.0 - volume.weight) * regions_from_classes(p[k]) + volume.weight * regions3d[z].astype(
                     np.float32)
                 _store(probs_z, classes_z, z, classes_from_regions(fused), prep.box, regions=True)
-            else:
-                _store(probs_z, classes_z, z, p[k], prep.box, regions=False)
+            else:  # a 2-D model, or a slice the 3-D input left out: the 2-D network alone, decoded as the model does
+                _store(probs_z, classes_z, z, p[k], prep.box, regions=regions3d is not None)
             if unc_z is not None and e is not None:
                 ent = _entropy_to_grid(e[k], prep.box, (nx, ny))
                 ent[ent < _F16_TINY] = 0.0
@@ -234,14 +234,16 @@ def _store(probs_z: np.ndarray, classes_z: np.ndarray, z: int, p: np.ndarray, bo
 
 def cascade_slices(regions3d: np.ndarray, brain_z: np.ndarray, threshold: float, margin: int) -> np.ndarray:
     """Axial slices the 2-D network runs on: brain slices within ``margin`` slices of one where the 3-D
-    whole-tumour probability exceeds ``threshold`` somewhere (every brain slice when ``threshold`` <= 0).
+    whole-tumour probability exceeds ``threshold`` somewhere, or that the 3-D input left out (NaN); every brain
+    slice when ``threshold`` <= 0.
 
     Args:
-        regions3d: (Z, S, S, 3) region probabilities; brain_z: (Z,) bool.
+        regions3d: (Z, S, S, 3) region probabilities (NaN on slices left out); brain_z: (Z,) bool.
     """
     if threshold <= 0:
         return np.flatnonzero(brain_z)
-    hot = regions3d[..., 0].reshape(regions3d.shape[0], -1).max(axis=1) > threshold
+    peak = regions3d[..., 0].reshape(regions3d.shape[0], -1).max(axis=1)
+    hot = ~(peak <= threshold)  # NaN (a slice the 3-D input left out) counts as hot: the 2-D network must run
     if margin > 0 and hot.any():
         idx = np.flatnonzero(hot)
         grown = np.zeros_like(hot)

@@ -87,7 +87,9 @@ def volume_input(slices: np.ndarray, brain_z: np.ndarray, side: int = VOLUME_SID
 
 def to_slices(regions: np.ndarray, geom: VolumeGeometry, n_slices: int) -> np.ndarray:
     """(side, side, depth, K) network output -> (n_slices, S, S, K) float32 on the prepared slices' frame:
-    linear along Z between 2 mm slice centres, bilinear in-plane; 0 outside the used axial range."""
+    linear along Z between 2 mm slice centres, bilinear in-plane; 0 outside the brain's axial range, and NaN on
+    brain slices the input had to leave out (a brain longer than ``depth`` 2 mm slices): the network said nothing
+    there."""
     side, _, depth, k = regions.shape
     out = np.zeros((n_slices, geom.side, geom.side, k), dtype=np.float32)
     if geom.z1 <= geom.z0:
@@ -95,7 +97,9 @@ def to_slices(regions: np.ndarray, geom: VolumeGeometry, n_slices: int) -> np.nd
     vol = np.moveaxis(np.asarray(regions, dtype=np.float32), 2, 0)  # (depth, side, side, K)
     z = np.arange(geom.z0, geom.z1)
     # slice z of the prepared stack lies at pair coordinate (z - z0 - 0.5) / 2, input index pad0 + that
-    pos = np.clip(geom.pad0 + (z - geom.z0 - 0.5) / 2.0, 0, depth - 1)
+    raw = geom.pad0 + (z - geom.z0 - 0.5) / 2.0
+    covered = (raw >= -0.25) & (raw <= depth - 0.75)  # the centres of a pair's two slices lie at +-0.25
+    pos = np.clip(raw, 0, depth - 1)
     lo = np.floor(pos).astype(int)
     hi = np.minimum(lo + 1, depth - 1)
     w = (pos - lo).astype(np.float32)
@@ -108,7 +112,7 @@ def to_slices(regions: np.ndarray, geom: VolumeGeometry, n_slices: int) -> np.nd
         return cache[i]
 
     for j, zz in enumerate(z):
-        out[zz] = (1.0 - w[j]) * up(int(lo[j])) + w[j] * up(int(hi[j]))
+        out[zz] = (1.0 - w[j]) * up(int(lo[j])) + w[j] * up(int(hi[j])) if covered[j] else np.nan
     return out
 
 
