@@ -66,6 +66,10 @@ CONFIGS: dict[str, dict] = {
     "full_noctx_3d_cascade": {"data": "brats", "compose": {"from": "full_noctx", "volume3d": "work/vol3d",
                                                            "fusion": {"weight": 0.5, "cascade_threshold": 0.3,
                                                                       "margin_slices": 4}}},
+    # As "full_noctx_3d_cascade", with the 3-D network also run on the left-right mirrored input (averaged).
+    "full_noctx_3d_mirror": {"data": "brats", "compose": {"from": "full_noctx", "volume3d": "work/vol3d",
+                                                          "fusion": {"weight": 0.5, "cascade_threshold": 0.3,
+                                                                     "margin_slices": 4, "mirror": True}}},
 }
 
 

@@ -319,3 +319,20 @@ def test_a_brain_longer_than_the_3d_input_is_segmented_by_the_2d_network_where_t
     for z in (0, 4, 175, 179):
         assert np.allclose(p[:, :, z], plain[:, :, z], atol=1e-3), z
     assert not np.allclose(p[:, :, 90], plain[:, :, 90], atol=1e-3)
+
+
+def test_mirror_setting_averages_the_3d_network_with_its_left_right_mirror(tmp_path: Path, trained: Path) -> None:
+    from core.engine.inference import predict_case
+    from core.engine.model import load_model
+
+    case = _case()
+    plain_dir = _model_folder(tmp_path / "a", trained, {"weight": 1.0})
+    mirror_dir = _model_folder(tmp_path / "b", trained, {"weight": 1.0, "mirror": True})
+    plain, mirrored = load_model(plain_dir), load_model(mirror_dir)
+    assert not plain.volume.mirror and mirrored.volume.mirror and plain.sha256 != mirrored.sha256
+    x = np.random.default_rng(2).normal(size=(1, 96, 96, 80, 4)).astype(np.float32)
+    want = 0.5 * (plain.volume.regions(x) + plain.volume.regions(np.ascontiguousarray(x[:, ::-1]))[::-1])
+    assert np.allclose(mirrored.volume.regions(x, flip=True), want, atol=1e-6)
+    a = np.asarray(predict_case(plain, case).probabilities, np.float32)
+    b = np.asarray(predict_case(mirrored, case).probabilities, np.float32)
+    assert not np.allclose(a, b, atol=1e-4)  # the setting reaches the prediction

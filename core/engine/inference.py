@@ -157,7 +157,7 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
             progress(0.0, "3-D context network")
         vol_in, geom = volume_input(prep.slices, prep.brain_z)
         # (Z, S, S, 3) on the slices' frame, float16 (memory: the case's peak is the limit that matters)
-        regions3d = to_slices(volume.regions(vol_in, flip=tta), geom, nz).astype(np.float16)
+        regions3d = to_slices(volume.regions(vol_in, flip=tta or volume.mirror), geom, nz).astype(np.float16)
         del vol_in
         from core.engine.allocator import trim
 

@@ -227,6 +227,7 @@ class VolumeNetwork:
         cascade_threshold: the 2-D network runs only on slices (and ``margin_slices`` around them) where the
             3-D network's whole-tumour probability exceeds this somewhere; 0 runs it on every brain slice.
         margin_slices: see ``cascade_threshold``.
+        mirror: also run it on the left-right mirrored input and average (always, not only with TTA).
         record: ``volume3d.json`` (how it was trained, its export, its fusion settings).
     """
 
@@ -236,6 +237,7 @@ class VolumeNetwork:
     weight: float = 0.5
     cascade_threshold: float = 0.0
     margin_slices: int = 4
+    mirror: bool = False
     record: dict | None = None
 
     def regions(self, x: np.ndarray, flip: bool = False) -> np.ndarray:
@@ -294,7 +296,8 @@ def load_volume_network(model_folder: Path, preference: str = "auto") -> VolumeN
             raise ModelError(f"expected a Keras 3-D network in {VOLUME_DIR}/model.keras, got an unreadable file "
                              f"({type(err).__name__})") from err
     return VolumeNetwork(network, sha, runtime, float(fusion.get("weight", 0.5)),
-                         float(fusion.get("cascade_threshold", 0.0)), int(fusion.get("margin_slices", 4)), record)
+                         float(fusion.get("cascade_threshold", 0.0)), int(fusion.get("margin_slices", 4)),
+                         bool(fusion.get("mirror", False)), record)
 
 
 def export_volume_network(model_folder: Path) -> dict[str, Any]:
