@@ -27,7 +27,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from accuracy import REGIONS, TCIA, _refs, cv_dir, evaluations, load_prediction  # noqa: E402
 
-from core.engine.postprocess import parse_variant, refine  # noqa: E402
+from core.engine.postprocess import decode_labels, parse_variant, refine  # noqa: E402
 from core.engine.volume3d import classes_from_regions, regions_from_classes, to_slices, volume_input  # noqa: E402
 
 
@@ -83,8 +83,6 @@ def main() -> int:
             probs = classes_from_regions((1.0 - w) * r2 + w * r3)
             for variant in args.variants:
                 spec = parse_variant(variant)
-                from core.engine.postprocess import decode_labels
-
                 labels = refine(decode_labels(probs, "regions"), spacing, spec, probs)
                 s = score_case(labels, gt, spacing)
                 row = {"case_id": case_id, "fold": k, "weight": w, "variant": variant,

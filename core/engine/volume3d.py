@@ -4,8 +4,8 @@ It shares the 2-D network's preparation (``core.engine.preprocess.prepare_case``
 the same square in-plane brain box resized to S x S), so it adds no second pass over the images:
 
 - input: the prepared axial slices (Z, S, S, C) of the brain's axial range, pairs of slices averaged (2 mm
-  along Z), resized in-plane to ``VOLUME_SIDE`` and padded (or cut) along Z to ``VOLUME_DEPTH`` slices around
-  the brain's centre: a (1, VOLUME_SIDE, VOLUME_SIDE, VOLUME_DEPTH, C) float32 volume, axes (X, Y, Z) as the
+  along Z), resized in-plane to ``VOLUME_SIDE`` and padded (or, for a brain longer than 160 mm, cut: those
+  slices are left to the 2-D network) along Z to ``VOLUME_DEPTH`` slices around the brain's centre: a (1, VOLUME_SIDE, VOLUME_SIDE, VOLUME_DEPTH, C) float32 volume, axes (X, Y, Z) as the
   prepared slices hold them (rows = X of the RAS grid, columns = Y);
 - output: three overlapping sigmoid region probabilities (WT, TC, ET) per voxel, the nnU-Net way for BraTS,
   so that the hierarchy ET in TC in WT is learnt directly;
@@ -150,9 +150,9 @@ def volume_targets(classes: np.ndarray, brain_z: np.ndarray, side: int = VOLUME_
 
 def build_unet3d(n_channels: int = 4, base_filters: int = 8, depth: int = 4, side: int = VOLUME_SIDE,
                  n_slices: int = VOLUME_DEPTH, seed: int | None = None, fixed_shape: bool = False) -> Any:
-    """A 3-D U-Net with region outputs: blocks of two 3x3x3 convolutions (instance-free: batch norm would
-    not survive batches of 2; LeakyReLU), 2x2x2 max pooling, transposed-convolution upsampling with skips,
-    and a 1x1x1 sigmoid over (WT, TC, ET).
+    """A 3-D U-Net with region outputs: blocks of two 3x3x3 convolutions with LeakyReLU and no normalisation
+    layers (batch statistics of 2 patches are too noisy), 2x2x2 max pooling, transposed-convolution upsampling
+    with skips, and a 1x1x1 sigmoid over (WT, TC, ET).
 
     Fully convolutional: trained on patches, run on the whole (side, side, n_slices) volume. With
     ``fixed_shape`` the input shape is fixed to that volume (for export).
