@@ -216,3 +216,36 @@ def test_a_command_imports_only_its_own_module() -> None:
     assert out[0] == "['core.cli.segment'] False"
     for name in ("segment", "train", "report", "export-seg"):
         assert name in out[1]
+
+
+def test_shipped_model_segments_a_real_case_where_the_tumour_is(tmp_path: Path, shared_data: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """End to end on a real BraTS case with the shipped model (2-D + 3-D networks, its own post-processing): the
+    labels written in the file's own (LPS) geometry lie on the expert's tumour, not on its mirror image. The case
+    was in the shipped model's training set: a check of orientation and of the whole path, not an accuracy figure
+    (those come from the cross-validation in the model card)."""
+    case = shared_data / "brats" / "train" / "BraTS2021_00000"
+    out = tmp_path / "out"
+    code = main(["segment", str(case), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    (summary,) = _lines(captured.out)
+    assert summary["postprocess"].startswith("2-D + 3-D networks")
+    from core.config import DEFAULT_MODEL_NAME, MODELS_DIR
+    from core.engine.postprocess import PostprocessSpec
+
+    shipped_rules = PostprocessSpec.load(MODELS_DIR / DEFAULT_MODEL_NAME).label.partition(", ")[2]
+    assert shipped_rules and summary["postprocess"].endswith(shipped_rules)  # the model's own rules were applied
+    seg_img = nib.load(str(out / "BraTS2021_00000_seg.nii.gz"))
+    gt_img = nib.load(str(case / "BraTS2021_00000_seg.nii.gz"))
+    assert np.allclose(seg_img.affine, gt_img.affine)  # written back in the input's own geometry
+    pred, gt = np.asarray(seg_img.dataobj), np.asarray(gt_img.dataobj)
+    assert set(np.unique(pred).tolist()) <= {0, 1, 2, 4}
+
+    def dice(a: np.ndarray, b: np.ndarray) -> float:
+        return float(2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b)))
+
+    wt_pred, wt_gt = pred > 0, gt > 0
+    assert dice(wt_pred, wt_gt) > 0.85
+    assert dice(wt_pred[::-1], wt_gt) < 0.1  # the tumour is lateral: a left-right mirrored output would miss it
+    assert dice(np.isin(pred, (1, 4)), np.isin(gt, (1, 4))) > 0.8 and dice(pred == 4, gt == 4) > 0.75
