@@ -11,8 +11,8 @@ import streamlit as st
 from core import config
 from core.analysis import metrics
 from core.app import dicom_panel, study_panel, ui
+from core.app.engine import check_modalities
 from core.data import roots
-from core.engine.preprocess import check_modalities
 from core.errors import BratsViewerError
 from core.views import figures, viewer
 

@@ -103,7 +103,7 @@ if do_slice:
     if loaded is not None:
         import time
 
-        from core.engine.inference import predict_slice
+        from core.app.engine import predict_slice
 
         try:
             started = time.perf_counter()

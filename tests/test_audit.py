@@ -1,4 +1,4 @@
-"""Tests of core/app/audit.py: appended events, concurrent writers, a crash-truncated last line."""
+"""Tests of core/data/audit.py: appended events, concurrent writers, a crash-truncated last line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.app.audit import AuditError, append_event, audit_path, read_events
+from core.data.audit import AuditError, append_event, audit_path, read_events
 from core.errors import BratsViewerError
 
 

@@ -15,9 +15,9 @@ from conftest import make_case_dir
 from core.__main__ import main
 from core.data.cases import discover_cases
 from core.engine.batch import SUMMARY_FIELDS, SegmentOptions, run_batch
+from core.engine.export import export_model_folder
 from core.engine.model import build_unet, save_for_inference
 from core.engine.preprocess import PreprocessSpec
-from core.engine.runtime import export_model_folder
 from core.errors import BratsViewerError
 
 SHAPE = (24, 20, 6)

@@ -12,7 +12,7 @@ import pytest
 from conftest import LPS_AFFINE, SHAPE, make_case_dir, write_nifti
 
 from core.__main__ import main
-from core.app.audit import read_events
+from core.data.audit import read_events
 from core.data.cases import load_case_folder
 
 SHA = "f00d" * 16

@@ -86,7 +86,7 @@ def test_segment_one_lps_case(tmp_path: Path, model_dir: Path, capsys: pytest.Ca
     # volumes agree with the written labels (voxels are 1 mm^3)
     assert summary["volumes_ml"]["WT"] == pytest.approx(np.count_nonzero(labels) / 1000.0, abs=1e-3)
     # one audit event, with the input files' hashes and the model's hash
-    from core.app.audit import read_events
+    from core.data.audit import read_events
 
     (event,) = read_events(action="segment")
     assert event["case_id"] == "BraTS2021_00042" and event["model_sha256"] == summary["model"]["sha256"]

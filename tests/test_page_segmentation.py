@@ -288,9 +288,9 @@ def test_pages_open_without_importing_tensorflow(tmp_path: Path) -> None:
 
 def test_first_segmentation_runs_without_tensorflow_when_the_model_is_exported(tmp_path: Path) -> None:
     """A fresh server segments with the model's ONNX export: TensorFlow is never imported (issue: fast inference)."""
+    from core.engine.export import export_model_folder
     from core.engine.model import build_unet, save_for_inference
     from core.engine.preprocess import PreprocessSpec
-    from core.engine.runtime import export_model_folder
 
     folder = tmp_path / "models" / "tiny_onnx"
     spec = PreprocessSpec(channels=("flair", "t1ce", "t1", "t2"), input_size=32, normalisation="zscore_brain",

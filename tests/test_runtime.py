@@ -14,16 +14,10 @@ import pytest
 from test_inference import SPEC, synthetic_case
 
 from core import config
+from core.engine.export import export_model_folder, quantize_model_folder
 from core.engine.inference import predict_case
 from core.engine.model import build_unet, load_model, save_for_inference
-from core.engine.runtime import (
-    INT8_NAME,
-    ONNX_NAME,
-    export_model_folder,
-    quantize_int8,
-    quantize_model_folder,
-    runtime_preference,
-)
+from core.engine.runtime import INT8_NAME, ONNX_NAME, quantize_int8, runtime_preference
 from core.errors import ModelError
 
 

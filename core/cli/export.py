@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.engine.runtime import export_model_folder
+    from core.engine.export import export_model_folder
 
     if args.int8 and args.data is None:
         raise DataFolderError("expected --data FOLDER (the model's training cases) with --int8")
@@ -53,7 +53,7 @@ def quantize(model_dir: Path, data: Path) -> dict:
         DataFolderError: no split.json, or none of its training cases under ``data``.
     """
     from core.data.cases import discover_cases, load_case
-    from core.engine.runtime import quantize_model_folder
+    from core.engine.export import quantize_model_folder
 
     split_path = model_dir / "split.json"
     try:

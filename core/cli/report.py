@@ -21,7 +21,7 @@ import numpy as np
 
 from core.analysis.metrics import score_case
 from core.analysis.report import ReportInputs, build_pdf, volume_table
-from core.app.audit import append_event
+from core.data.audit import append_event
 from core.data.cases import (
     Case,
     case_folder_of,

@@ -16,7 +16,7 @@ For each case it writes, in the input images' own geometry (same shape, affine a
 
 and prints one JSON line per case: case id, outputs, tumour volumes in mL, times in seconds (load, predict,
 write), the model's name, weight SHA-256 and runtime; and appends a "segment" event (input hashes, model hash,
-outputs) to the audit log (``core.app.audit``). Research use only: not for diagnosis.
+outputs) to the audit log (``core.data.audit``). Research use only: not for diagnosis.
 
 Folder mode (``core.engine.batch``) also writes ``DIR/<case_id>_manifest.json`` and ``DIR/summary.csv`` (case,
 status, volumes, quality flag, seconds, error); a rerun skips cases whose inputs, model and options are unchanged
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import MODELS_DIR, active_model_dir
+from core.data.audit import append_event
 from core.data.cases import CaseRef, discover_cases, load_case_folder
 from core.engine.batch import SegmentOptions, load_batch_model, output_stem, run_batch, segment_case
 from core.errors import BratsViewerError, DataFolderError, ModelError
@@ -126,11 +127,7 @@ def find_cases(root: Path) -> tuple[bool, list[CaseRef]]:
 
 
 def _audit(summary: dict[str, Any], input_hashes: dict[str, str]) -> None:
-    """Append a "segment" event to the audit log (``core.app.audit``); a failure is reported, outputs stay written."""
-    try:
-        from core.app.audit import append_event
-    except ImportError:  # the audit module is optional for this command
-        return
+    """Append a "segment" event to the audit log (``core.data.audit``); a failure is reported, outputs stay written."""
     try:
         append_event("segment", case_id=summary["case_id"], input_hashes=input_hashes,
                      model_sha256=summary["model"]["sha256"],

@@ -11,27 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.engine.model_files import CARD_JSON, WEIGHTS_NAME, file_sha256, keras_module
 from core.engine.preprocess import ORIGINAL_SPEC, PreprocessSpec
 from core.errors import ModelError
 
-WEIGHTS_NAME = "model.keras"
-CARD_JSON = "model_card.json"
 N_CLASSES = 4
 # Names of the metrics saved with a model trained by the original design (load without compiling).
 ORIGINAL_METRIC_NAMES = (
     "dice_coef", "precision", "sensitivity", "specificity", "dice_coef_necrotic", "dice_coef_edema",
     "dice_coef_enhancing",
 )
-
-
-def keras_module() -> Any:
-    """Import Keras (and TensorFlow) on first use, quietly."""
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
-    return keras
 
 
 def build_unet(input_size: int = 128, n_channels: int = 2, base_filters: int = 32, depth: int = 4,
@@ -165,14 +154,6 @@ class LoadedModel:
     @property
     def short_sha(self) -> str:
         return self.sha256[:12]
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve_weights(path: str | Path) -> tuple[Path, Path]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from core.engine.model_files import file_sha256
 from core.errors import ModelError
 
 ONNX_NAME = "model.onnx"
@@ -139,8 +140,6 @@ def export_onnx(model: Any, folder: str | Path, opset: int = OPSET) -> dict[str,
     Raises:
         ModelError: tf2onnx/onnxruntime missing, the conversion failed, or the outputs differ.
     """
-    from core.engine.model import file_sha256
-
     try:
         import onnxruntime as ort
         import tensorflow as tf
@@ -184,45 +183,7 @@ def valid_export(folder: str | Path, card: dict, weights_sha256: str) -> Path | 
         return None
     if entry.get("keras_sha256") != weights_sha256:
         return None
-    from core.engine.model import file_sha256
-
     return path if entry.get("sha256") == file_sha256(path) else None
-
-
-def export_model_folder(folder: str | Path) -> dict[str, Any]:
-    """Export a trained model folder's ``model.keras`` to ``model.onnx`` and record it in the model card.
-
-    Writes the card's ``onnx`` entry (the export's facts plus ``keras_sha256``, the weights it was made from) to
-    ``model_card.json`` and a "Runtime" line to ``MODEL_CARD.md`` (replaced if present, else after the weights
-    line, else appended). Returns the ``onnx`` entry.
-
-    Raises:
-        ModelError: no ``model.keras`` in the folder, or the export failed (see ``export_onnx``).
-    """
-    from core.data.io import atomic_write_bytes
-    from core.engine.model import WEIGHTS_NAME, file_sha256, load_model
-
-    out = Path(folder)
-    if not (out / WEIGHTS_NAME).is_file():
-        raise ModelError(f"expected {WEIGHTS_NAME} in the model folder {out.name!r}, found none")
-    loaded = load_model(out, runtime="tensorflow")
-    entry = {**export_onnx(loaded.model, out), "keras_sha256": file_sha256(out / WEIGHTS_NAME)}
-    _record_in_card(out, "onnx", entry)
-    md = out / "MODEL_CARD.md"
-    if md.is_file():
-        line = (f"- Runtime: `{ONNX_NAME}` SHA-256 `{entry['sha256']}` (ONNX opset {entry['opset']}, tf2onnx "
-                f"{entry['tf2onnx_version']}, run in ONNX Runtime {entry['onnxruntime_version']}; largest probability "
-                f"difference to Keras at export {entry['export_check_max_abs_diff']:.1e}); used for inference when "
-                "its checksum matches, TensorFlow otherwise")
-        lines = md.read_text(encoding="utf-8").splitlines()
-        idx = next((i for i, s in enumerate(lines) if s.startswith("- Runtime:")), None)
-        if idx is not None:
-            lines[idx] = line
-        else:
-            w = next((i for i, s in enumerate(lines) if s.startswith("- Weights:")), None)
-            lines.insert(w + 1 if w is not None else len(lines), line)
-        atomic_write_bytes(md, ("\n".join(lines) + "\n").encode())
-    return entry
 
 
 # ------------------------------------------------------------------------------------------- int8 ---
@@ -249,8 +210,6 @@ def quantize_int8(folder: str | Path, batches: list[np.ndarray]) -> dict[str, An
     Raises:
         ModelError: no ``model.onnx``, no calibration batch, or the quantisation failed.
     """
-    from core.engine.model import file_sha256
-
     try:
         import onnxruntime as ort
         from onnxruntime.quantization import (
@@ -306,50 +265,4 @@ def valid_int8(folder: str | Path, card: dict, weights_sha256: str) -> Path | No
         return None
     if entry.get("onnx_sha256") != card["onnx"].get("sha256"):
         return None
-    from core.engine.model import file_sha256
-
     return path if entry.get("sha256") == file_sha256(path) else None
-
-
-def quantize_model_folder(folder: str | Path, cases: Any, case_ids: list[str]) -> dict[str, Any]:
-    """Quantise a model folder's valid ``model.onnx`` to int8 with calibration slices of ``cases`` (its training
-    cases), and record it in the card as ``onnx_int8`` (with ``calibration_cases``: ``case_ids``).
-
-    Raises:
-        ModelError: no valid ONNX export of the folder's weights, or the quantisation failed.
-    """
-    from core.engine.model import WEIGHTS_NAME, file_sha256
-    from core.engine.preprocess import PreprocessSpec
-
-    out = Path(folder)
-    if valid_export(out, _read_card(out), file_sha256(out / WEIGHTS_NAME)) is None:
-        raise ModelError(f"expected a valid {ONNX_NAME} export in {out.name!r}: run python -m core export first")
-    spec = PreprocessSpec.load(out)
-    entry = {**quantize_int8(out, calibration_batches(cases, spec)), "calibration_cases": list(case_ids)}
-    _record_in_card(out, "onnx_int8", entry)
-    return entry
-
-
-def _read_card(folder: Path) -> dict[str, Any]:
-    """The folder's ``model_card.json`` as a dict ({} when absent or unreadable)."""
-    import json
-
-    from core.engine.model import CARD_JSON
-
-    try:
-        card = json.loads((folder / CARD_JSON).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return card if isinstance(card, dict) else {}
-
-
-def _record_in_card(folder: Path, key: str, entry: dict[str, Any]) -> None:
-    """Set ``key`` of the folder's ``model_card.json`` to ``entry`` (written atomically)."""
-    import json
-
-    from core.data.io import atomic_write_bytes
-    from core.engine.model import CARD_JSON
-
-    card = _read_card(folder)
-    card[key] = entry
-    atomic_write_bytes(folder / CARD_JSON, json.dumps(card, indent=2).encode())

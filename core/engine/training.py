@@ -572,7 +572,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         history = read_history(out)
         card = build_card(cfg, split, spec, out, history, fit_s, time.time() - started, by_id)
         if cfg.export_onnx:
-            from core.engine.runtime import export_model_folder
+            from core.engine.export import export_model_folder
 
             try:
                 card["onnx"] = export_model_folder(out)

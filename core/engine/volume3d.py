@@ -160,7 +160,7 @@ def build_unet3d(n_channels: int = 4, base_filters: int = 8, depth: int = 4, sid
     Returns:
         An uncompiled ``keras.Model`` (N, X, Y, Z, C) -> (N, X, Y, Z, 3).
     """
-    from core.engine.model import keras_module
+    from core.engine.model_files import keras_module
 
     keras = keras_module()
     layers = keras.layers
@@ -195,7 +195,7 @@ def build_unet3d(n_channels: int = 4, base_filters: int = 8, depth: int = 4, sid
 
 def region_loss() -> Any:
     """Binary cross-entropy + soft Dice per region (WT, TC, ET) over the batch, as nnU-Net trains for BraTS."""
-    from core.engine.model import keras_module
+    from core.engine.model_files import keras_module
 
     keras = keras_module()
     ops = keras.ops
@@ -270,7 +270,7 @@ def load_volume_network(model_folder: Path, preference: str = "auto") -> VolumeN
     """
     import json
 
-    from core.engine.model import file_sha256, keras_module
+    from core.engine.model_files import file_sha256, keras_module
     from core.engine.runtime import ONNX_NAME, load_onnx
 
     folder = Path(model_folder) / VOLUME_DIR
@@ -305,7 +305,7 @@ def export_volume_network(model_folder: Path) -> dict[str, Any]:
     depth, C)) and record the export with both checksums in ``volume3d.json``. Returns the entry."""
     import json
 
-    from core.engine.model import file_sha256, keras_module
+    from core.engine.model_files import file_sha256, keras_module
     from core.engine.runtime import export_onnx
 
     folder = Path(model_folder) / VOLUME_DIR
