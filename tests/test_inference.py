@@ -240,3 +240,31 @@ def test_bright_channel_model_tta_is_certain_inside_blocks(tmp_path: Path) -> No
     inner = ndimage.binary_erosion(exp == 2, np.ones((5, 5, 1), bool))
     assert float(pred.uncertainty[inner].max()) < 0.05  # a 1x1 conv is flip-invariant: no disagreement
     assert_labels_at(pred.labels, exp)
+
+
+def test_the_shipped_post_processing_removes_a_small_island(tmp_path: Path) -> None:
+    """The shipped model's own settings (models/unet2d_default/postprocess.json) reach the labels through
+    predict_case: a small edema island far from the main one is gone, which the inference defaults would keep."""
+    from core.config import DEFAULT_MODEL_NAME, MODELS_DIR
+    from core.engine.postprocess import PostprocessSpec
+
+    shipped = PostprocessSpec.load(MODELS_DIR / DEFAULT_MODEL_NAME)
+    brain = np.zeros(SHAPE, dtype=np.float32)
+    brain[3:21, 2:22, 1:5] = 1.0
+    t1 = np.zeros(SHAPE, dtype=np.float32)  # the bright channel of edema (label 2)
+    main, island = np.s_[4:12, 4:12, 1:5], np.s_[16:20, 16:20, 2:4]  # 256 and 32 voxels of 1 mm^3, 5 voxels apart
+    t1[main] = t1[island] = 1.0
+    arrays = {"flair": np.zeros(SHAPE, np.float32), "t1": t1, "t1ce": np.zeros(SHAPE, np.float32), "t2": brain}
+    case = assemble_case("island", {k: volume_from_array(a, np.eye(4), f"{k}.nii.gz") for k, a in arrays.items()})
+    spec = PreprocessSpec(channels=ALL4, input_size=32, normalisation="slice_max", crop="none")
+    network = bright_channel_model()
+
+    def run(post: PostprocessSpec | None) -> np.ndarray:
+        return predict_case(LoadedModel(network, spec, "bright", "1" * 64, "", {}, post), case).labels
+
+    inner_main, inner_island = np.s_[5:11, 5:11, 1:5], np.s_[17:19, 17:19, 2:4]
+    default = run(None)  # the inference defaults: argmax, no rule
+    assert np.all(default[inner_main] == 2) and np.all(default[inner_island] == 2)
+    labels = run(shipped)
+    assert np.all(labels[inner_main] == 2)
+    assert not np.any(labels[14:22, 14:22, :]), "the 0.03 mL island survived the shipped post-processing"

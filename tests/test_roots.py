@@ -203,3 +203,31 @@ def test_the_example_settings_file_is_read(tmp_path: Path, monkeypatch: pytest.M
     assert set(settings) == {"data_roots", "model_roots", "upload_ttl_minutes"}
     assert roots.upload_ttl_minutes() == float(settings["upload_ttl_minutes"])
     assert [str(p) for p in roots.configured_roots()[-len(settings["data_roots"]):]] == settings["data_roots"]
+
+
+def test_a_sibling_folder_sharing_the_root_name_as_prefix_is_outside(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Containment is by path parts, not string prefix: /x/brats_secret is not inside the root /x/brats."""
+    root, sibling = tmp_path / "brats", tmp_path / "brats_secret"
+    (root / "case1").mkdir(parents=True)
+    (sibling / "caseX").mkdir(parents=True)
+    (root / "link_to_sibling").symlink_to(sibling, target_is_directory=True)
+    monkeypatch.delenv(config.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv(roots.SERVER_CONFIG_ENV, str(tmp_path / "no-server.toml"))
+    monkeypatch.setenv(roots.ROOTS_ENV, str(root))
+    assert roots.resolve_folder(str(root / "case1")) == (root / "case1").resolve()
+    for bad in (sibling, sibling / "caseX", root / "link_to_sibling", f"{root}/../brats_secret"):
+        with pytest.raises(DataFolderError):
+            roots.resolve_folder(str(bad))
+    with pytest.raises(DataFolderError):
+        roots.resolve_under(root, "link_to_sibling/out.nii.gz")
+    assert all("brats_secret" not in str(p) for p in roots.picker_folders().values())
+    assert "link_to_sibling" not in roots.subfolders(root)
+    models, models_secret = tmp_path / "models", tmp_path / "models_secret"
+    (models_secret / "m").mkdir(parents=True)
+    models.mkdir()
+    monkeypatch.setattr(config, "MODELS_DIR", models)
+    monkeypatch.delenv(config.MODEL_ENV, raising=False)
+    monkeypatch.delenv(roots.MODEL_ROOTS_ENV, raising=False)
+    with pytest.raises(DataFolderError):
+        roots.resolve_model_folder(str(models_secret / "m"))
