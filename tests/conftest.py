@@ -159,6 +159,24 @@ def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path / "work"
 
 
+# The running test's monkeypatch, for helpers that are plain functions (run_page): what they set is undone when
+# the test ends. A stack, so that a test may push its own (tests/test_conftest.py).
+_MONKEYPATCHES: list[pytest.MonkeyPatch] = []
+
+
+@pytest.fixture(autouse=True)
+def _monkeypatch_for_helpers(monkeypatch: pytest.MonkeyPatch):
+    _MONKEYPATCHES.append(monkeypatch)
+    yield
+    _MONKEYPATCHES.remove(monkeypatch)
+
+
+def _test_monkeypatch() -> pytest.MonkeyPatch:
+    if not _MONKEYPATCHES:
+        raise RuntimeError("expected to run inside a test (run_page sets environment variables through monkeypatch)")
+    return _MONKEYPATCHES[-1]
+
+
 def run_page(page: str | None = None, selection: dict | None = None, model: Path | None = None,
              timeout: float = 120, **state: object):
     """Run ``page`` through Home.py (so page links resolve as in the app) with seeded session state."""
@@ -173,10 +191,11 @@ def run_page(page: str | None = None, selection: dict | None = None, model: Path
         at.session_state[ui.KEY_CASE] = selection
     if model is not None:
         at.session_state[ui.KEY_MODEL_DIR] = str(model)
-        # the administrator's model roots (core.data.roots.model_roots) must hold a test's model folder
+        # the administrator's model roots (core.data.roots.model_roots) must hold a test's model folder; set
+        # through the running test's monkeypatch, so the root is gone when the test ends
         allowed = [p for p in os.environ.get("BRATS_MODEL_ROOTS", "").split(os.pathsep) if p]
         if str(Path(model).parent) not in allowed:
-            os.environ["BRATS_MODEL_ROOTS"] = os.pathsep.join([*allowed, str(Path(model).parent)])
+            _test_monkeypatch().setenv("BRATS_MODEL_ROOTS", os.pathsep.join([*allowed, str(Path(model).parent)]))
     for key, value in state.items():
         at.session_state[key] = value
     return at.run()
@@ -190,11 +209,44 @@ def texts(elements) -> str:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained 4-channel U-Net on 32 x 32 inputs, saved like a trained model (built once per run)."""
+    return save_tiny_unet(tmp_path_factory.mktemp("models") / "tiny")
+
+
+# ---- tiny models (CLI and batch tests) -------------------------------------------------------------------------
+TINY_SPEC_KW: dict = {"channels": ("flair", "t1ce", "t1", "t2"), "input_size": 32, "normalisation": "zscore_brain",
+                      "crop": "brain_bbox"}
+
+
+def save_tiny_unet(folder: Path, seed: int | None = None, onnx: bool = False) -> Path:
+    """An untrained 4-channel U-Net on 32 x 32 inputs (base 4 filters, depth 2) saved in ``folder`` like a trained
+    model; with ``onnx`` also a card and its ONNX export."""
     from core.engine.model import build_unet, save_for_inference
     from core.engine.preprocess import PreprocessSpec
 
-    folder = tmp_path_factory.mktemp("models") / "tiny"
-    spec = PreprocessSpec(channels=("flair", "t1ce", "t1", "t2"), input_size=32, normalisation="zscore_brain",
-                          crop="brain_bbox")
-    save_for_inference(build_unet(32, 4, 4, 2), folder, spec)
+    save_for_inference(build_unet(32, 4, 4, 2, seed=seed), folder, PreprocessSpec(**TINY_SPEC_KW))
+    if onnx:
+        from core.engine.export import export_model_folder
+
+        (folder / "model_card.json").write_text("{}")
+        export_model_folder(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_unet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``models/tiny_unet``: the tiny U-Net (seed 5), Keras only."""
+    return save_tiny_unet(tmp_path_factory.mktemp("models") / "tiny_unet", seed=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``models/tiny_onnx``: the tiny U-Net (seed 11) with a card and its ONNX export."""
+    return save_tiny_unet(tmp_path_factory.mktemp("models") / "tiny_onnx", seed=11, onnx=True)
+
+
+@pytest.fixture
+def work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The work folder (audit events) in tmp, never the project's."""
+    folder = tmp_path / "work"
+    monkeypatch.setenv(config.WORK_DIR_ENV, str(folder))
     return folder

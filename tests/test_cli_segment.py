@@ -12,37 +12,21 @@ from conftest import LPS_AFFINE, make_case_dir
 
 import core.cli.segment as segment_cli
 from core.__main__ import main
-from core.engine.model import build_unet, save_for_inference
-from core.engine.preprocess import PreprocessSpec
 
 SHAPE = (24, 20, 6)
-SPEC = PreprocessSpec(channels=("flair", "t1ce", "t1", "t2"), input_size=32, normalisation="zscore_brain",
-                      crop="brain_bbox")
 
 
-@pytest.fixture(autouse=True)
-def work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Audit events go to a temporary work folder, never the project's."""
-    folder = tmp_path / "work"
-    monkeypatch.setenv("BRATS_VIEWER_WORK_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("models") / "tiny_unet"
-    save_for_inference(build_unet(32, 4, 4, 2, seed=5), folder, SPEC)
-    return folder
+pytestmark = pytest.mark.usefixtures("work_in_tmp")
 
 
 def _lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def test_segment_one_lps_case(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_segment_one_lps_case(tmp_path: Path, tiny_unet: Path, capsys: pytest.CaptureFixture[str]) -> None:
     case = make_case_dir(tmp_path / "data", "BraTS2021_00042", shape=SHAPE, affine=LPS_AFFINE, with_seg=False)
     out = tmp_path / "out"
-    code = main(["segment", str(case), "--out", str(out), "--model", str(model_dir), "--tta", "--probabilities",
+    code = main(["segment", str(case), "--out", str(out), "--model", str(tiny_unet), "--tta", "--probabilities",
                  "--batch-size", "4"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -52,7 +36,9 @@ def test_segment_one_lps_case(tmp_path: Path, model_dir: Path, capsys: pytest.Ca
     assert set(summary["volumes_ml"]) == {"NCR", "ED", "ET", "WT", "TC"}
     assert set(summary["time_s"]) >= {"load", "predict", "write", "model_load"}
     assert "not for clinical diagnosis" in summary["disclaimer"]
-    assert summary["quality"]["status"] in ("ok", "review") and isinstance(summary["quality"]["reasons"], list)
+    # a 24 x 20 x 6 mm "brain" is far below a whole brain (900-2100 mL): the flag asks for review and says why
+    assert summary["quality"]["status"] == "review"
+    assert any(r.startswith("input: brain volume") and "outside 900-2100 mL" in r for r in summary["quality"]["reasons"])
     assert summary["missing_modalities"] == [] and summary["postprocess"] == "argmax"
 
     src = nib.load(str(case / "BraTS2021_00042_flair.nii.gz"))
@@ -94,12 +80,12 @@ def test_segment_one_lps_case(tmp_path: Path, model_dir: Path, capsys: pytest.Ca
     assert event["extra"]["outputs"]["seg"] == str(seg_path)
 
 
-def test_segment_a_folder_of_cases(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_segment_a_folder_of_cases(tmp_path: Path, tiny_unet: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     make_case_dir(data, "BraTS2021_00001", shape=SHAPE, seed=1)
     make_case_dir(data, "BraTS-GLI-00002-000", naming="2023", shape=SHAPE, seed=2, with_seg=False)
     out = tmp_path / "out"
-    assert main(["segment", str(data), "--out", str(out), "--model", str(model_dir)]) == 0
+    assert main(["segment", str(data), "--out", str(out), "--model", str(tiny_unet)]) == 0
     summaries = _lines(capsys.readouterr().out)
     assert sorted(s["case_id"] for s in summaries) == ["BraTS-GLI-00002-000", "BraTS2021_00001"]
     names = sorted(p.name for p in out.iterdir())
@@ -110,12 +96,12 @@ def test_segment_a_folder_of_cases(tmp_path: Path, model_dir: Path, capsys: pyte
     assert all(set(s["outputs"]) == {"seg", "quality"} for s in summaries)
 
 
-def test_folder_mode_reports_a_bad_case_and_segments_the_rest(tmp_path: Path, model_dir: Path,
+def test_folder_mode_reports_a_bad_case_and_segments_the_rest(tmp_path: Path, tiny_unet: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     make_case_dir(data, "BraTS2021_00001", shape=SHAPE, seed=1)
     make_case_dir(data, "BraTS2021_00002", shape=SHAPE, seed=2, modalities=("t1", "t2"))
-    code = main(["segment", str(data), "--out", str(tmp_path / "out"), "--model", str(model_dir)])
+    code = main(["segment", str(data), "--out", str(tmp_path / "out"), "--model", str(tiny_unet)])
     captured = capsys.readouterr()
     assert code == 1
     assert [s["case_id"] for s in _lines(captured.out)] == ["BraTS2021_00001"]
@@ -132,20 +118,20 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-def test_n4_before_segmenting(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_n4_before_segmenting(tmp_path: Path, tiny_unet: Path, capsys: pytest.CaptureFixture[str]) -> None:
     case = make_case_dir(tmp_path, "BraTS2021_00005", shape=SHAPE, affine=LPS_AFFINE, with_seg=False)
     out = tmp_path / "out"
-    assert main(["segment", str(case), "--out", str(out), "--model", str(model_dir), "--n4"]) == 0
+    assert main(["segment", str(case), "--out", str(out), "--model", str(tiny_unet), "--n4"]) == 0
     (summary,) = _lines(capsys.readouterr().out)
     assert summary["n4"] is True and summary["time_s"]["n4"] > 0
     seg = nib.load(str(out / "BraTS2021_00005_seg.nii.gz"))
     np.testing.assert_array_equal(seg.affine, nib.load(str(case / "BraTS2021_00005_flair.nii.gz")).affine)
 
 
-def test_too_few_modalities_exits_2(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_too_few_modalities_exits_2(tmp_path: Path, tiny_unet: Path, capsys: pytest.CaptureFixture[str]) -> None:
     case = make_case_dir(tmp_path, "BraTS2021_00003", shape=SHAPE, modalities=("t1", "t2"))
     out = tmp_path / "out"
-    code = main(["segment", str(case), "--out", str(out), "--model", str(model_dir)])
+    code = main(["segment", str(case), "--out", str(out), "--model", str(tiny_unet)])
     captured = capsys.readouterr()
     assert code == 2 and captured.out == ""
     line = _one_error_line(captured.err)
@@ -153,11 +139,11 @@ def test_too_few_modalities_exits_2(tmp_path: Path, model_dir: Path, capsys: pyt
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_flair_and_t1ce_only_segments_and_says_so(tmp_path: Path, model_dir: Path,
+def test_flair_and_t1ce_only_segments_and_says_so(tmp_path: Path, tiny_unet: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     case = make_case_dir(tmp_path, "BraTS2021_00004", shape=SHAPE, modalities=("flair", "t1ce"))
     out = tmp_path / "out"
-    assert main(["segment", str(case), "--out", str(out), "--model", str(model_dir)]) == 0
+    assert main(["segment", str(case), "--out", str(out), "--model", str(tiny_unet)]) == 0
     (summary,) = _lines(capsys.readouterr().out)
     assert summary["modalities"] == ["flair", "t1ce"]
     assert summary["missing_modalities"] == ["t1", "t2"]
@@ -176,27 +162,27 @@ def test_missing_model_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "does not exist" in _one_error_line(capsys.readouterr().err)
 
 
-def test_not_a_case_folder_exits_2(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_not_a_case_folder_exits_2(tmp_path: Path, tiny_unet: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
-    assert main(["segment", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--model", str(model_dir)]) == 2
+    assert main(["segment", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--model", str(tiny_unet)]) == 2
     assert "found none" in _one_error_line(capsys.readouterr().err)
-    assert main(["segment", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--model", str(model_dir)]) == 2
+    assert main(["segment", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--model", str(tiny_unet)]) == 2
     assert "not a folder" in _one_error_line(capsys.readouterr().err)
 
 
-def test_bad_batch_size_exits_2(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_batch_size_exits_2(tmp_path: Path, tiny_unet: Path, capsys: pytest.CaptureFixture[str]) -> None:
     case = make_case_dir(tmp_path, shape=SHAPE)
-    assert main(["segment", str(case), "--out", str(tmp_path / "o"), "--model", str(model_dir),
+    assert main(["segment", str(case), "--out", str(tmp_path / "o"), "--model", str(tiny_unet),
                  "--batch-size", "0"]) == 2
     assert "batch-size" in _one_error_line(capsys.readouterr().err)
 
 
-def test_model_by_name_and_default(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(segment_cli, "MODELS_DIR", model_dir.parent)
-    assert segment_cli.resolve_model_path("tiny_unet") == model_dir
-    assert segment_cli.resolve_model_path(str(model_dir)) == model_dir
-    monkeypatch.setenv("BRATS_MODEL", str(model_dir))
-    assert segment_cli.resolve_model_path(None) == model_dir
+def test_model_by_name_and_default(tmp_path: Path, tiny_unet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segment_cli, "MODELS_DIR", tiny_unet.parent)
+    assert segment_cli.resolve_model_path("tiny_unet") == tiny_unet
+    assert segment_cli.resolve_model_path(str(tiny_unet)) == tiny_unet
+    monkeypatch.setenv("BRATS_MODEL", str(tiny_unet))
+    assert segment_cli.resolve_model_path(None) == tiny_unet
     with pytest.raises(ValueError, match="does not exist"):
         segment_cli.resolve_model_path("../tiny_unet_missing")
 
@@ -249,3 +235,25 @@ def test_shipped_model_segments_a_real_case_where_the_tumour_is(tmp_path: Path, 
     assert dice(wt_pred, wt_gt) > 0.85
     assert dice(wt_pred[::-1], wt_gt) < 0.1  # the tumour is lateral: a left-right mirrored output would miss it
     assert dice(np.isin(pred, (1, 4)), np.isin(gt, (1, 4))) > 0.8 and dice(pred == 4, gt == 4) > 0.75
+
+
+def test_segment_puts_each_label_on_its_marker_voxels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A known network (class = bright channel) on an LPS marker case through ``segment``: the written labels,
+    and the argmax of the written probabilities, lie on the very voxels of their markers (a mirrored output fails)."""
+    from test_inference import ALL4, assert_labels_at, bright_channel_model, expected_stored_labels, write_marker_case
+
+    from core.engine.model import save_for_inference
+    from core.engine.preprocess import PreprocessSpec
+
+    folder = tmp_path / "models" / "bright"
+    save_for_inference(bright_channel_model(), folder,
+                       PreprocessSpec(channels=ALL4, input_size=32, normalisation="slice_max", crop="none"))
+    case = write_marker_case(tmp_path / "Marker_001")
+    out = tmp_path / "out"
+    assert main(["segment", str(case), "--out", str(out), "--model", str(folder), "--probabilities"]) == 0
+    (summary,) = _lines(capsys.readouterr().out)
+    seg = nib.load(summary["outputs"]["seg"])
+    assert nib.aff2axcodes(seg.affine) == ("L", "P", "S")
+    assert_labels_at(np.asarray(seg.dataobj), expected_stored_labels())
+    prob = nib.load(summary["outputs"]["prob"]).get_fdata()
+    assert_labels_at(np.array([0, 1, 2, 4], dtype=np.uint8)[prob.argmax(axis=-1)], expected_stored_labels())

@@ -175,7 +175,7 @@ def test_main_flow_home_to_pdf_report(tmp_path: Path) -> None:
                 assert page.get_by_text("to see the per-class probabilities").count() == 0
                 e2e.wait_text(page, "Agreement with the ground truth")
                 assert page.get_by_text("WT Dice").count() >= 1
-                e2e.wait_text(page, "Quality check:")  # the flag (ok or review) next to the result
+                e2e.wait_text(page, "Quality check: review")  # the demo is flagged (README, "The model")
                 flow.shot("segmented")
 
                 # ---- Volume report: the PDF
@@ -209,7 +209,8 @@ def test_main_flow_home_to_pdf_report(tmp_path: Path) -> None:
     assert "not a medical device" in flat.lower() or "not for diagnosis" in flat.lower(), flat[:800]
     assert re.search(r"\d+(\.\d+)?\s*mL", flat), "no volume in mL in the PDF"
     assert model_sha in re.sub(r"\s+", "", text), "the model's weights SHA-256 is not in the PDF"
-    assert "Quality check of the model's prediction" in flat and ("REVIEW" in flat or "OK - no warning" in flat)
+    assert "Quality check of the model's prediction" in flat and "REVIEW - check this segmentation" in flat
+    assert "OK - no warning" not in flat
 
     # ---- the audit log went to the temporary work folder
     events = [json.loads(line) for line in (work / "audit.log.jsonl").read_text(encoding="utf-8").splitlines()]
