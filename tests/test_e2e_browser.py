@@ -175,7 +175,7 @@ def test_main_flow_home_to_pdf_report(tmp_path: Path) -> None:
                 assert page.get_by_text("to see the per-class probabilities").count() == 0
                 e2e.wait_text(page, "Agreement with the ground truth")
                 assert page.get_by_text("WT Dice").count() >= 1
-                e2e.wait_text(page, "Quality check: review")  # the demo is flagged (README, "The model")
+                e2e.wait_text(page, "Quality check: review")  # the demo is flagged (docs/model.md)
                 flow.shot("segmented")
 
                 # ---- Volume report: the PDF

@@ -1,4 +1,4 @@
-"""The walls between core/'s subpackages (README "Layout"): checked on the import statements of every module."""
+"""The walls between core/'s subpackages (docs/layout.md): checked on the import statements of every module."""
 from __future__ import annotations
 
 import ast

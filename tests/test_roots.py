@@ -196,7 +196,7 @@ def test_model_folders_are_confined_to_the_model_roots(tmp_path: Path, monkeypat
 
 
 def test_the_example_settings_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """server.toml.example (the README's recipe) parses, and its keys are the ones roots reads."""
+    """server.toml.example (the recipe of docs/deployment.md) parses, and its keys are the ones roots reads."""
     monkeypatch.setenv(roots.SERVER_CONFIG_ENV, str(config.PROJECT_ROOT / "server.toml.example"))
     monkeypatch.delenv("BRATS_UPLOAD_TTL_MINUTES", raising=False)
     settings = roots.server_settings()

@@ -42,7 +42,7 @@ def study_tab() -> None:
                 "own grid, skull on, scanner orientation). The sequences are co-registered to the T1CE, registered "
                 "to the SRI24 atlas, resampled to the 1 mm BraTS grid and brain-extracted (about half a minute). A "
                 "study already in BraTS space is taken as it is. To write a segmentation back onto the original "
-                "series, use `python -m core preprocess` and `segment --native-study` (README \"Raw studies\").")
+                "series, use `python -m core preprocess` and `segment --native-study` (docs/raw-studies-and-dicom.md).")
     flash = st.session_state.pop(KEY_FLASH, None)
     if flash:
         st.success(flash, icon=":material/check_circle:")

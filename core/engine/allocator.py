@@ -2,7 +2,7 @@
 
 Streamlit runs each session's script in a thread of its own, and glibc gives threads their own malloc arenas (up
 to 8 per core); the page runs free their arrays, but the freed memory stays spread over those arenas and is not
-given back to the system. Measured with ``benchmarks/load_test.py`` (see README "Many users at once"): RSS stayed
+given back to the system. Measured with ``benchmarks/load_test.py`` (see docs/deployment.md, "Many users at once"): RSS stayed
 a few hundred MB over its level before the sessions, growing with their number, and ``malloc_trim`` gave little
 of it back; with two arenas it comes back to within tens of MB. ``limit_arenas()`` sets that limit from inside the
 process (``mallopt(M_ARENA_MAX)``, the same as ``MALLOC_ARENA_MAX=2`` in the environment), before sessions start.
