@@ -9,6 +9,7 @@ import argparse
 import importlib
 import sys
 
+from core.cli.common import error_line, print_error
 from core.errors import BratsViewerError
 
 COMMANDS: tuple[str, ...] = ("info", "segment", "evaluate", "train", "report", "measure", "export", "convert", "preprocess", "compare", "export_seg")
@@ -31,11 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except (BratsViewerError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print_error(error_line(err))
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print_error("interrupted")
         return 130
 
 

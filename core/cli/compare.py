@@ -18,11 +18,10 @@ Bad input, or a follow-up that does not align with the baseline, exits with stat
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from core.analysis.compare import MIN_NCC, REGISTRATION_ORDER, compare_studies
-from core.cli.report import load_report_case
+from core.cli.common import load_case_arg, print_json
 from core.config import DISCLAIMER
 from core.data.io import load_volume
 
@@ -51,8 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
-    baseline = load_report_case([args.baseline])
-    followup = load_report_case([args.followup])
+    baseline = load_case_arg([args.baseline])
+    followup = load_case_arg([args.followup])
     seg_a = load_volume(args.seg_a) if args.seg_a is not None else None
     seg_b = load_volume(args.seg_b) if args.seg_b is not None else None
     result = compare_studies(baseline, followup, seg_a, seg_b, args.modality, min_ncc=args.min_ncc)
@@ -61,5 +60,5 @@ def run(args: argparse.Namespace) -> int:
         from core.analysis.report_followup import save_followup_pdf
 
         out["pdf"] = str(save_followup_pdf(args.pdf, result))
-    print(json.dumps(out, indent=2))
+    print_json(out)
     return 0

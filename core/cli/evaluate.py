@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,7 @@ import numpy as np
 
 from core.analysis.lesionwise import LESION_MISS_HD95_MM, LESION_RULES, flat_lesionwise, lesionwise_scores
 from core.analysis.metrics import REGION_ORDER, score_case
+from core.cli.common import print_error, print_json
 from core.data.cases import SEG_KEY, check_same_grid, normalise_labels, parse_brats_name
 from core.data.io import Volume, load_volume
 from core.errors import BratsViewerError, DataFolderError
@@ -287,13 +286,13 @@ def run(args: argparse.Namespace) -> int:
         if args.csv is not None:
             raise BratsViewerError("expected --csv only with --pred-dir and --gt-dir")
         pred, gt = load_pair(args.pred, args.gt)
-        print(json.dumps(_case_json(pred, gt, args.lesionwise, rule), indent=2))
+        print_json(_case_json(pred, gt, args.lesionwise, rule))
         return 0
     result = evaluate_folders(args.pred_dir, args.gt_dir, args.lesionwise, rule)
     if args.csv is not None:
         write_csv(result["cases"], args.csv)
         result["csv"] = str(args.csv)
-    print(json.dumps(result, indent=2))
+    print_json(result)
     for line in result["errors"]:
-        print(f"error: {line}", file=sys.stderr)
+        print_error(line)
     return 1 if result["errors"] else 0

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from core.cli.common import print_json
 from core.errors import DataFolderError
 
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             result["volume3d_onnx"] = export_volume_network(Path(args.model_dir))
     if args.int8:
         result["onnx_int8"] = quantize(args.model_dir, args.data)
-    print(json.dumps(result))
+    print_json(result, indent=None)
     return 0
 
 

@@ -13,13 +13,13 @@ Every file is fully validated, as the app does. Bad input exits with status 2 an
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core.cli.common import print_json
 from core.config import LABEL_NAMES, MODALITIES
 from core.data.cases import (
     SEG_KEY,
@@ -54,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 def run(args: argparse.Namespace) -> int:
     info = describe_paths(list(args.paths))
-    print(json.dumps(info, indent=args.indent or None, ensure_ascii=False))
+    print_json(info, indent=args.indent or None, ensure_ascii=False)
     return 0
 
 

@@ -14,11 +14,10 @@ Bad input exits with status 2 and one ``error: ...`` line.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from core.analysis.measure import measure_rano
-from core.cli.report import load_report_case, load_seg_for_case
+from core.cli.common import load_case_arg, load_seg_on_case_grid, print_json
 from core.config import DISCLAIMER
 
 
@@ -38,8 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
-    case = load_report_case(list(args.case))
-    labels, seg_sha = load_seg_for_case(args.seg, case)
+    case = load_case_arg(list(args.case))
+    labels, seg_sha = load_seg_on_case_grid(args.seg, case)
     result = measure_rano(labels, case.spacing_mm)
     out = {
         "case_id": case.case_id,
@@ -50,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
         **result.to_dict(),
         "disclaimer": DISCLAIMER,
     }
-    print(json.dumps(out, indent=2))
+    print_json(out)
     return 0

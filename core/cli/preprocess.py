@@ -18,10 +18,10 @@ A missing sequence, a 2-D localiser, or a registration that did not converge exi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from core.cli.common import print_json
 from core.config import MODALITIES, MODALITY_TITLES
 from core.errors import StudyError
 
@@ -79,5 +79,5 @@ def run(args: argparse.Namespace) -> int:
         "time_s": rec["time_s"], "record": str(result.case_dir / "preprocessing" / "study.json"),
         "disclaimer": rec["disclaimer"],
     }
-    print(json.dumps(summary))
+    print_json(summary, indent=None)
     return 0

@@ -21,18 +21,10 @@ import numpy as np
 
 from core.analysis.metrics import score_case
 from core.analysis.report import ReportInputs, build_pdf, volume_table
+from core.cli.common import load_case_arg, load_seg_on_case_grid, print_json
 from core.data.audit import append_event
-from core.data.cases import (
-    Case,
-    case_folder_of,
-    check_same_grid,
-    load_case_files,
-    load_case_folder,
-    naming_convention,
-    normalise_labels,
-)
-from core.data.io import atomic_write_bytes, load_volume
-from core.errors import CaseError, DataFolderError
+from core.data.io import atomic_write_bytes
+from core.errors import DataFolderError
 
 DEFAULT_MODEL_NAME = "unknown (external segmentation)"
 DEFAULT_MODEL_SHA = "n/a"
@@ -60,37 +52,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.set_defaults(run=run)
 
 
-def load_report_case(paths: list[Path]) -> Case:
-    """The case given as one folder or as files.
-
-    Raises:
-        DataFolderError: a missing path, or folders mixed with files.
-        BratsViewerError: bad files or an inconsistent case.
-    """
-    folder = case_folder_of(paths)
-    return load_case_folder(folder) if folder is not None else load_case_files(paths)
-
-
-def load_seg_for_case(path: Path, case: Case) -> tuple[np.ndarray, str]:
-    """Labels (X, Y, Z) uint8 0/1/2/4 of a segmentation file on the case's grid, and the file's SHA-256.
-
-    Raises:
-        CaseError: another stored shape, or an affine differing by more than 1e-3 mm, or bad labels.
-        BratsViewerError: the file is not an acceptable image.
-    """
-    vol = load_volume(path)
-    ref = case.reference
-    try:
-        check_same_grid(vol, ref, "the segmentation", "the case's images")
-    except CaseError as err:
-        raise CaseError(f"{path.name}: {err}") from err
-    try:
-        seg, _ = normalise_labels(vol, hint=naming_convention(path.name))
-    except CaseError as err:
-        raise CaseError(f"{path.name}: {err}") from err
-    return np.asarray(seg.data, dtype=np.uint8), vol.sha256
-
-
 def load_quality(path: Path) -> dict:
     """A quality flag written by ``segment`` (``<case>_quality.json``).
 
@@ -107,8 +68,8 @@ def load_quality(path: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    case = load_report_case(list(args.case))
-    labels, seg_sha = load_seg_for_case(args.seg, case)
+    case = load_case_arg(list(args.case))
+    labels, seg_sha = load_seg_on_case_grid(args.seg, case)
     gt = None
     scores = None
     if case.seg is not None and not args.no_reference and case.seg.sha256 != seg_sha:
@@ -140,5 +101,5 @@ def run(args: argparse.Namespace) -> int:
         "corrected": bool(args.corrected),
         "quality": quality["status"] if quality is not None else None,
     }
-    print(json.dumps(summary, indent=2))
+    print_json(summary)
     return 0

@@ -31,12 +31,12 @@ others are still segmented, and the exit status is 1.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from core.cli.common import print_error, print_json
 from core.config import MODELS_DIR, active_model_dir
 from core.data.audit import append_event
 from core.data.cases import CaseRef, discover_cases, load_case_folder
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         summary["time_s"]["model_load"] = round(model_load_s, 3)
         if args.native_study is not None:
             summary["outputs"].update(_write_native(args.native_study, summary, args.out))
-        print(json.dumps(summary))
+        print_json(summary, indent=None)
         _audit(summary, case.input_hashes())
         return 0
     if not args.dask and args.workers == 1:
@@ -188,9 +188,9 @@ def run(args: argparse.Namespace) -> int:
         nonlocal failures
         if row["status"] == "error":
             failures += 1
-            print(f"error: {row['case_id']}: {row['error']}", file=sys.stderr, flush=True)
+            print_error(f"{row['case_id']}: {row['error']}", flush=True)
         else:
-            print(json.dumps(row["summary"]), flush=True)
+            print_json(row["summary"], indent=None, flush=True)
             if row["status"] == "ok":
                 _audit(row["summary"], row["input_sha256"])
         print(f"[{done}/{total}] {row['case_id']}: {row['status']} in {row['seconds']:.1f} s", file=sys.stderr,

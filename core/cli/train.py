@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from core.cli.common import print_json
 from core.config import MODALITIES
 from core.errors import BratsViewerError
 
@@ -90,6 +90,6 @@ def run(args: argparse.Namespace) -> int:
     )
     card = train(cfg)
     if card:
-        print(json.dumps({k: card[k] for k in ("name", "epochs_run", "validation_mean_dice", "test_mean_dice",
-                                              "weights_sha256", "total_wall_time_s")}, indent=2))
+        print_json({k: card[k] for k in ("name", "epochs_run", "validation_mean_dice", "test_mean_dice",
+                                         "weights_sha256", "total_wall_time_s")})
     return 0
