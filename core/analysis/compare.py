@@ -429,7 +429,7 @@ def new_measurable_lesions(baseline_labels: np.ndarray, followup_on_baseline: np
         if np.any(lesion & base_et):
             continue
         alone = np.where(lesion, LABEL_ET, 0).astype(np.uint8)
-        if measure_rano(alone, spacing_mm).measurable:
+        if measure_rano(alone, (float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2]))).measurable:
             count += 1
     return count
 

@@ -235,7 +235,7 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types only the first keyword
     return buf.getvalue()
 
 

@@ -378,7 +378,7 @@ def _brats2023_region(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, fl
         sub = _union_box([lesion_box, *(pred_boxes[h - 1] for h in hits)])
         g = merged[sub] == k
         p = np.isin(pred_cc[sub], hits)
-        dice = 2.0 * np.count_nonzero(g & p) / (np.count_nonzero(g) + np.count_nonzero(p))
+        dice = float(2.0 * np.count_nonzero(g & p) / (np.count_nonzero(g) + np.count_nonzero(p)))
         hd = surfel_hd95_mm(g, p, spacing)
         kept.append((float(dice), LESION_MISS_HD95_MM if hd == math.inf else hd, hits.size > 0))
     fp = n_pred - len(hit_pred)

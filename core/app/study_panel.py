@@ -82,8 +82,10 @@ def study_tab() -> None:
     out = Path(tempfile.mkdtemp(prefix="study-", dir=base))
     case_id = "study-" + hashlib.sha256(str(folder).encode()).hexdigest()[:10]
     try:
-        result = study.preprocess_study(chosen, out, case_id,
-                                        progress=lambda f, msg: bar.progress(min(1.0, max(0.0, f)), text=msg))
+        def progress(fraction: float, message: str) -> None:
+            bar.progress(min(1.0, max(0.0, fraction)), text=message)
+
+        result = study.preprocess_study(chosen, out, case_id, progress=progress)
         case = load_case_folder(result.case_dir, required=())
     except BratsViewerError as err:
         st.error(str(err).splitlines()[0], icon=":material/error:")

@@ -16,12 +16,16 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.config import MAX_DECOMPRESSED_BYTES, MAX_FILE_BYTES, MAX_VOXELS
 from core.data.nibabel_import import nib, ornt_mod
 from core.errors import BratsViewerError, ImageContentError, ImageFormatError, ImageSizeError
+
+if TYPE_CHECKING:  # annotations only: nibabel itself comes through core.data.nibabel_import
+    import nibabel
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -283,7 +287,7 @@ def _gunzip_capped(blob: bytes) -> bytes:
     return out
 
 
-def _open_nifti(raw: bytes, info: HeaderInfo) -> nib.Nifti1Image:
+def _open_nifti(raw: bytes, info: HeaderInfo) -> nibabel.Nifti1Image:
     klass = nib.Nifti1Image if info.version == 1 else nib.Nifti2Image
     try:
         fh = nib.FileHolder(fileobj=io.BytesIO(raw))
@@ -422,7 +426,7 @@ def read_header_info(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], tup
 
 # ------------------------------------------------------------------------------------------------ writing ---
 
-def to_nifti_image(reference: Volume, array_ras: np.ndarray, dtype: np.dtype | type | None = None) -> nib.Nifti1Image:
+def to_nifti_image(reference: Volume, array_ras: np.ndarray, dtype: np.dtype | type | None = None) -> nibabel.Nifti1Image:
     """A NIfTI image of ``array_ras`` (on ``reference``'s RAS grid, shape (X, Y, Z[, C])) in the reference's
     stored voxel order and original affine."""
     arr = reference.to_original(np.asarray(array_ras))

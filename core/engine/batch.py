@@ -204,7 +204,7 @@ def segment_ref(ref: CaseRef, out_dir: str, opts: SegmentOptions) -> dict[str, A
         hashes = file_hashes(ref)
         row["input_sha256"] = hashes
         manifest = read_manifest(out, ref.case_id)
-        if is_done(manifest, hashes, loaded.sha256, opts):
+        if manifest is not None and is_done(manifest, hashes, loaded.sha256, opts):
             row.update(status="skipped", summary=manifest["summary"])
         else:
             t0 = time.perf_counter()

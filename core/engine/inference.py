@@ -92,7 +92,8 @@ def _forward_for(loaded: LoadedModel) -> Callable[[np.ndarray], Any]:
             import tensorflow as tf
 
             ref = weakref.ref(model)
-            fn = tf.function(lambda batch: ref()(batch, training=False), reduce_retracing=True)
+            fn = tf.function(lambda batch: ref()(batch, training=False),  # type: ignore[misc]  # alive while fn is
+                             reduce_retracing=True)
             _FORWARD[id(model)] = fn
             weakref.finalize(model, _FORWARD.pop, id(model), None)
         return fn

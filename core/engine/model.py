@@ -297,7 +297,7 @@ def save_for_inference(model: Any, folder: str | Path, spec: PreprocessSpec) -> 
 def list_models(models_dir: str | Path) -> list[dict]:
     """Model folders under ``models_dir`` with their card (name, path, card dict)."""
     base = Path(models_dir)
-    found = []
+    found: list[dict] = []
     if not base.is_dir():
         return found
     for d in sorted(p for p in base.iterdir() if p.is_dir()):

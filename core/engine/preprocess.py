@@ -293,7 +293,8 @@ def prepare_case(case: Case, spec: PreprocessSpec) -> Prepared:
     if spec.normalisation not in ("zscore_brain", "robust_brain"):
         norm = normalise(stack_channels(case, spec.channels), spec, mask)
         mask.setflags(write=False)
-        return Prepared(resize_stack(norm[x0:x1, y0:y1], spec.input_size, cv2.INTER_AREA), box, brain_z,
+        return Prepared(resize_stack(norm[x0:x1, y0:y1], spec.input_size, cv2.INTER_AREA), box,
+                        brain_z,  # type: ignore[arg-type]
                         shape, missing, spec.context, mask)  # type: ignore[arg-type]
     bb = bounding_box(mask)
     crop = np.zeros((x1 - x0, y1 - y0, shape[2], len(spec.channels)), dtype=np.float32)
@@ -385,9 +386,10 @@ def probabilities_in_box(probs: np.ndarray, box: tuple[int, int, int, int]) -> n
     and renormalised (the part of ``probabilities_to_grid`` inside the box)."""
     x0, x1, y0, y1 = box
     # cv2.resize takes (width, height) = (columns, rows) = (Y extent, X extent).
-    r = cv2.resize(np.ascontiguousarray(probs, dtype=np.float32), (y1 - y0, x1 - x0), interpolation=cv2.INTER_LINEAR)
+    r: np.ndarray = cv2.resize(np.ascontiguousarray(probs, dtype=np.float32), (y1 - y0, x1 - x0),
+                               interpolation=cv2.INTER_LINEAR)
     r = r.reshape(x1 - x0, y1 - y0, probs.shape[-1])
-    total = r[..., 0].copy()  # summed class by class, in order: what r.sum(axis=-1) gives, three times faster
+    total: np.ndarray = r[..., 0].copy()  # summed class by class, in order: what r.sum(axis=-1) gives, three times faster
     for k in range(1, r.shape[-1]):
         total += r[..., k]
     r /= np.maximum(total, 1e-6, out=total)[..., None]

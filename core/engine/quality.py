@@ -67,7 +67,7 @@ class QualityThresholds:
     def from_dict(cls, d: dict[str, Any]) -> QualityThresholds:
         """Thresholds from a ``quality.json`` body; keys it lacks (files written before a measure existed) take
         the defaults, unknown keys are ignored."""
-        known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in cls.__dataclass_fields__}
+        known: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
 
@@ -147,7 +147,7 @@ def reference_from(per_case: list[list[list[float] | None]], channels: tuple[str
     """Average the per-case quantiles (``intensity_quantiles``) of training cases, per modality."""
     ref: dict[str, list[float]] = {}
     for c, key in enumerate(channels):
-        rows = [q[c] for q in per_case if q[c] is not None]
+        rows: list[Any] = [q[c] for q in per_case if q[c] is not None]
         if rows:
             ref[key] = [round(float(x), 4) for x in np.mean(rows, axis=0)]
     return ref

@@ -47,7 +47,7 @@ def export_volumes(files: Sequence[tuple[str, Path, Path]], out: Path) -> Path:
         arrays[f"{case_id}__x"] = np.clip(np.rint(vol[0] * X_SCALE), -127, 127).astype(np.int8)
         arrays[f"{case_id}__y"] = np.rint(volume_targets(y, brain_z) * 255).astype(np.uint8)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, **arrays)
+    np.savez_compressed(out, **arrays)  # type: ignore[arg-type]  # numpy's stub types only the first keyword
     return out
 
 
