@@ -2,7 +2,7 @@
 
 Two steps, so that training can run where the data is not (a GPU machine with Keras on JAX, say):
 
-1. ``export_volumes``: from the 2-D training caches (``core.engine.training.cache_case``: (Z, S, S, C) float16
+1. ``export_volumes``: from the 2-D training caches (``core.engine.training_data.cache_case``: (Z, S, S, C) float16
    prepared slices and (Z, S, S) classes, the very preparation inference uses) to one ``.npz`` of 3-D inputs
    (int8, z-scores x 25) and region targets (uint8, fractions x 255) per case;
 2. ``train_volume``: random patches of those volumes, augmented (mirroring, intensity, bias field, modality
@@ -89,7 +89,7 @@ def augment_volume(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, patch
         (p 0.2 each); per modality gain, shift, gamma, contrast, a bias field (p 0.5), noise; modalities
         dropped with probability ``modality_dropout`` (at least two kept, FLAIR or T1CE among them).
     """
-    from core.engine.training import drop_modalities
+    from core.engine.training_data import drop_modalities
 
     sl = tuple(slice(int(o), int(o) + p) for o, p in
                zip((rng.integers(0, n - p + 1) for n, p in zip(x.shape[:3], patch, strict=True)), patch, strict=True))
