@@ -49,7 +49,7 @@ def test_dicom_tab_lists_series_and_opens_a_case(dicom_root: Path, app_env: Path
     assert "4 series in" in texts(at.caption)
     frames = [df.value for df in at.dataframe]
     refused = next(f for f in frames if "Reason" in f.columns)
-    assert list(refused["Series"]) == [1] and "mixed slice orientations" in refused["Reason"].iloc[0]
+    assert list(refused["Series"]) == ["1"] and "mixed slice orientations" in refused["Reason"].iloc[0]
     at.button(key="dicom_open").click().run()
     assert not at.exception, at.exception
     sel = at.session_state[ui.KEY_CASE]

@@ -71,7 +71,8 @@ def _table(study: dicom.Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     names = dicom.resolve_names(study)
     usable, refused = [], []
     for s in study.series:
-        row: dict[str, Any] = {"Series": s.n, "Description": s.description or s.protocol, "Files": s.n_files,
+        row: dict[str, Any] = {"Series": str(s.n), **({"Study": s.study} if study.n_studies > 1 else {}),
+                               "Description": s.description or s.protocol, "Files": s.n_files,
                                "Guess": s.guess or "-"}
         if s.usable and s.shape and s.spacing_mm:
             name = names[s.index][0]
@@ -180,7 +181,11 @@ def dicom_tab() -> None:
     sid, study = loaded
     usable, refused = _table(study)
     st.caption(f"{len(study.series)} series in {study.dicom_files} DICOM files"
-               + (f"; {study.skipped_files} other files skipped" if study.skipped_files else ""))
+               + (f"; {study.skipped_files} other files skipped" if study.skipped_files else "")
+               + (f"; {study.duplicate_files} exact duplicate files dropped" if study.duplicate_files else ""))
+    if study.n_studies > 1:
+        st.warning(study.studies_note()[0].upper() + study.studies_note()[1:] + ". Open one study at a time as a "
+                   "case (set the others to skip).", icon=":material/group:")
     edited = None
     if len(usable):
         edited = st.data_editor(

@@ -25,6 +25,7 @@ scanner have put them there), geometry and decisions; the NIfTI headers hold geo
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -75,13 +76,16 @@ class Series:
 
     Attributes:
         index: 1-based position in SeriesInstanceUID order.
-        n: the number that names it (``series-<n>``, ``--sequence N=...``): SeriesNumber when unique in the study,
-            else ``index``.
+        n: what names it (``series-<n>``, ``--sequence N=...``): SeriesNumber when it is positive and no other
+            series of the folder has it, else a string derived from the SeriesInstanceUID, ``"<number>-<hash>"``
+            (``"uid-<hash>"`` without a number; hash: the first hex digits of its SHA-256, never the UID itself),
+            so that no two series of a folder share a name.
         series_number: SeriesNumber as stored (None when absent).
         uid: SeriesInstanceUID: matched against overrides, never written anywhere.
         description, protocol: SeriesDescription and ProtocolName, scrubbed of the patient's name and ID.
         modality: DICOM Modality (MR, CT, ...).
-        n_files: files of the series.
+        n_files: files of the series (exact duplicates dropped).
+        study, patient: 1-based study and patient of the folder it belongs to (a folder may hold several).
         guess, guess_reason: guessed sequence (flair, t1, t1ce, t2 or None) and why.
         refusal: one-line reason the series cannot be converted (None when usable).
         warnings: non-fatal findings (gantry tilt, rescaling).
@@ -92,13 +96,15 @@ class Series:
     """
 
     index: int
-    n: int
+    n: int | str
     series_number: int | None
     uid: str
     description: str
     protocol: str
     modality: str
     n_files: int
+    study: int = 1
+    patient: int = 1
     guess: str | None = None
     guess_reason: str = ""
     refusal: str | None = None
@@ -120,7 +126,8 @@ class Series:
     def listing(self) -> dict[str, Any]:
         """JSON-ready description: series number and description, geometry, guess, decision (no identifiers)."""
         out: dict[str, Any] = {
-            "n": self.n, "series_number": self.series_number, "description": self.description,
+            "n": self.n, "series_number": self.series_number, "study": self.study, "patient": self.patient,
+            "description": self.description,
             "protocol": self.protocol, "modality": self.modality, "files": self.n_files,
             "sequence_guess": self.guess, "guess_reason": self.guess_reason,
         }
@@ -148,16 +155,44 @@ class Study:
     dicom_files: int
     skipped_files: int
     scrub: tuple[str, ...] = ()
+    duplicate_files: int = 0
+
+    @property
+    def n_studies(self) -> int:
+        """Studies (StudyInstanceUID, per patient) among the series of the folder."""
+        return len({s.study for s in self.series}) if self.series else 0
+
+    @property
+    def n_patients(self) -> int:
+        """Patients (PatientID, name and birth date) among the series of the folder."""
+        return len({s.patient for s in self.series}) if self.series else 0
+
+    def folder_of(self, s: Series) -> str:
+        """Sub-folder the series' file is written to: ``""`` for a folder of one study, else ``study-<k>``."""
+        return f"study-{s.study}" if self.n_studies > 1 else ""
+
+    def studies_note(self) -> str:
+        """One line saying how a folder of several studies or patients is split (``""`` for one study)."""
+        if self.n_studies <= 1:
+            return ""
+        parts = []
+        for k in sorted({s.study for s in self.series}):
+            members = [s for s in self.series if s.study == k]
+            parts.append(f"study-{k}/ (patient {members[0].patient}): series "
+                         + ", ".join(str(s.n) for s in members))
+        return (f"this folder holds {self.n_studies} studies of {self.n_patients} patient(s); each study is "
+                "converted on its own, into its own folder: " + "; ".join(parts))
 
     def find(self, key: str) -> Series:
-        """The series named by ``key``: its number ``n`` or its SeriesInstanceUID.
+        """The series named by ``key``: its name ``n`` (``series-`` prefix allowed) or its SeriesInstanceUID.
 
         Raises:
             DicomError: no such series.
         """
         key = key.strip()
+        short = key.removeprefix("series-")
         for s in self.series:
-            if key == s.uid or (key.isdigit() and int(key) == s.n):
+            if key == s.uid or short == str(s.n):
                 return s
         known = ", ".join(str(s.n) for s in self.series)
         raise DicomError(f"expected a series number ({known}) or a SeriesInstanceUID of this study, got {key!r}"
@@ -369,16 +404,48 @@ def _phi_strings(ds: Any) -> set[str]:
 
 
 def scrub_text(text: str, phi: Iterable[str]) -> str:
-    """``text`` with every occurrence of the identifier strings ``phi`` replaced by ``[removed]`` (any case)."""
+    """``text`` with every whole-word occurrence of the identifier strings ``phi`` replaced by ``[removed]``.
+
+    Any case; a match must not touch a letter or digit on either side (``_``, ``-``, ``.``, spaces and the text's
+    ends are boundaries), so that an identifier "Ann" removes "Ann" and "ann_t1" but leaves "Planning" whole.
+    """
     for item in sorted(set(phi), key=len, reverse=True):
-        text = re.sub(re.escape(item), "[removed]", text, flags=re.IGNORECASE)
+        text = re.sub(r"(?<![A-Za-z0-9])" + re.escape(item) + r"(?![A-Za-z0-9])", "[removed]", text,
+                      flags=re.IGNORECASE)
     return text
+
+
+SCRUBBED_FIELDS: tuple[str, ...] = ("description", "protocol", "guess_reason", "name_reason", "refusal", "warnings")
+
+
+def scrub_listing(listing: Mapping[str, Any], phi: Iterable[str]) -> dict[str, Any]:
+    """A copy of a study listing with the identifier strings ``phi`` scrubbed from each series' free-text fields
+    (``SCRUBBED_FIELDS``: texts copied from headers or quoting them), field by field. Keys, numbers and the
+    names of written files are left as they are (a patient id "130" must not touch a count of 130 files)."""
+    phi = tuple(phi)
+    out = dict(listing)
+    rows = []
+    for row in listing.get("series", []):
+        row = dict(row)
+        for key in SCRUBBED_FIELDS:
+            value = row.get(key)
+            if isinstance(value, str):
+                row[key] = scrub_text(value, phi)
+            elif isinstance(value, list):
+                row[key] = [scrub_text(v, phi) if isinstance(v, str) else v for v in value]
+        rows.append(row)
+    out["series"] = rows
+    return out
 
 
 @dataclass
 class _Header:
     path: Path
     uid: str
+    study_uid: str
+    patient: str
+    sop_uid: str
+    mosaic: int
     number: int | None
     description: str
     protocol: str
@@ -408,10 +475,25 @@ def _read_header(pydicom: Any, path: Path) -> tuple[_Header | None, set[str]]:
 def _header_of(ds: Any, path: Path) -> _Header:
     """The fields of one header (a pydicom Dataset) that grouping and the stack checks use."""
     frames = _int_or_none(ds, "NumberOfFrames") or 1
+    image_type = "\\".join(str(v) for v in (ds.get("ImageType") or []))
+    mosaic = 0  # Siemens mosaic: tiles per image (-1: a mosaic of unknown tile count)
+    siemens_tiles = (0x0019, 0x100A) in ds and "SIEMENS" in str(ds.get((0x0019, 0x0010), "") and
+                                                               ds[0x0019, 0x0010].value).upper()
+    if "MOSAIC" in image_type.upper() or siemens_tiles:
+        mosaic = -1
+        if siemens_tiles:
+            value = ds[0x0019, 0x100A].value
+            try:
+                mosaic = int.from_bytes(value[:2], "little") if isinstance(value, bytes) else int(value)
+            except (TypeError, ValueError):
+                pass
+        mosaic = mosaic or -1
+    patient = "\x1f".join(_text(ds, t) for t in ("PatientID", "PatientName", "PatientBirthDate"))
     return _Header(
-        path=path, uid=_text(ds, "SeriesInstanceUID"), number=_int_or_none(ds, "SeriesNumber"),
+        path=path, uid=_text(ds, "SeriesInstanceUID"), study_uid=_text(ds, "StudyInstanceUID"), patient=patient,
+        sop_uid=_text(ds, "SOPInstanceUID"), mosaic=mosaic, number=_int_or_none(ds, "SeriesNumber"),
         description=_text(ds, "SeriesDescription"), protocol=_text(ds, "ProtocolName"),
-        modality=_text(ds, "Modality"), image_type="\\".join(str(v) for v in (ds.get("ImageType") or [])),
+        modality=_text(ds, "Modality"), image_type=image_type,
         rows=_int_or_none(ds, "Rows"), columns=_int_or_none(ds, "Columns"), frames=frames,
         samples=_int_or_none(ds, "SamplesPerPixel") or 1, iop=_floats(ds, "ImageOrientationPatient", 6),
         ipp=_floats(ds, "ImagePositionPatient", 3), pixel_spacing=_floats(ds, "PixelSpacing", 2),
@@ -430,6 +512,11 @@ def _check_series(headers: list[_Header]) -> tuple[str | None, dict[str, Any]]:
     n = len(headers)
     if not any(h.has_pixels for h in headers):
         return f"no image data (modality {first.modality or '?'}: a report, presentation state or key object?)", {}
+    if any(h.mosaic for h in headers):
+        tiles = max(h.mosaic for h in headers)
+        each = f"each tiling {tiles} slices into one image" if tiles > 0 else "slices tiled into one image per file"
+        return (f"a Siemens mosaic ({n} file(s), {each}: one file per volume): mosaics are not unpacked here; "
+                "convert it with dcm2niix and upload the NIfTI"), {}
     if "LOCALIZER" in first.image_type.upper() or re.search(r"\b(localizer|localiser|scout|survey)\b",
                                                             _normalise_text(first.description)):
         return f"a localiser (scout) series of {n} image(s), not a diagnostic volume", {}
@@ -582,19 +669,30 @@ def read_study(folder: str | os.PathLike[str], *, load_pixels: bool = True,
     groups: dict[str, list[_Header]] = {}
     for h in headers:
         groups.setdefault(h.uid, []).append(h)
-    numbers = [g[0].number for g in groups.values()]
+    names = series_names({uid: g[0].number for uid, g in groups.items()})
+    patients = {p: k for k, p in enumerate(sorted({g[0].patient for g in groups.values()}), start=1)}
+    studies = {key: k for k, key in enumerate(sorted({(patients[g[0].patient], g[0].study_uid)
+                                                       for g in groups.values()}), start=1)}
     series: list[Series] = []
+    duplicates = 0
     for index, uid in enumerate(sorted(groups), start=1):
-        hs = groups[uid]
+        hs, dropped, conflict = _drop_duplicates(groups[uid])
+        duplicates += dropped
         first = hs[0]
-        number = first.number
-        unique = number is not None and numbers.count(number) == 1 and number > 0
-        s = Series(index=index, n=number if unique else index, series_number=number, uid=uid,  # type: ignore[arg-type]
+        patient = patients[first.patient]
+        s = Series(index=index, n=names[uid], series_number=first.number, uid=uid,
                    description=scrub_text(first.description, phi), protocol=scrub_text(first.protocol, phi),
-                   modality=first.modality, n_files=len(hs), files=[h.path for h in hs])
-        s.guess, s.guess_reason = guess_sequence(s.description, s.protocol)
+                   modality=first.modality, n_files=len(hs), study=studies[(patient, first.study_uid)],
+                   patient=patient, files=[h.path for h in hs])
+        # Guessed from the headers' own text (in memory), so that scrubbing cannot change the guess.
+        s.guess, s.guess_reason = guess_sequence(first.description, first.protocol)
+        if dropped:
+            s.warnings.append(f"{dropped} exact duplicate file(s) dropped (same SOPInstanceUID, same bytes)")
         if not uid:
             s.refusal = "no SeriesInstanceUID: files cannot be grouped into a series"
+        elif conflict:
+            s.refusal = (f"{conflict} files share a SOPInstanceUID with another file of the series but differ "
+                         "from it: which one is the image cannot be told")
         else:
             s.refusal, geo = _check_series(hs)
             if s.refusal is None:
@@ -619,7 +717,67 @@ def read_study(folder: str | os.PathLike[str], *, load_pixels: bool = True,
         series.append(s)
     if progress:
         progress(1.0, "Read")
-    return Study(series=series, dicom_files=len(headers), skipped_files=skipped, scrub=tuple(sorted(phi)))
+    return Study(series=series, dicom_files=len(headers), skipped_files=skipped, scrub=tuple(sorted(phi)),
+                 duplicate_files=duplicates)
+
+
+def series_names(numbers: Mapping[str, int | None]) -> dict[str, int | str]:
+    """The name ``n`` of every series, by SeriesInstanceUID, from its SeriesNumber (None when absent).
+
+    A positive SeriesNumber that no other series of the folder has names its series; the others are named
+    ``"<number>-<hash>"`` (``"uid-<hash>"`` without a number), hash: the first 6 (or more, until unique) hex digits
+    of the SHA-256 of the SeriesInstanceUID. Names are unique, and never the UID itself.
+    """
+    counts: dict[int | None, int] = {}
+    for number in numbers.values():
+        counts[number] = counts.get(number, 0) + 1
+    out: dict[str, int | str] = {}
+    for uid, number in numbers.items():
+        if number is not None and number > 0 and counts[number] == 1:
+            out[uid] = number
+    used = {str(v) for v in out.values()}
+    for uid in sorted(numbers):
+        if uid in out:
+            continue
+        number = numbers[uid]
+        digest = hashlib.sha256(uid.encode("utf-8")).hexdigest()
+        for length in range(6, len(digest) + 1):
+            name = f"{number if number is not None else 'uid'}-{digest[:length]}"
+            if name not in used:
+                break
+        used.add(name)
+        out[uid] = name
+    return out
+
+
+def _drop_duplicates(headers: list[_Header]) -> tuple[list[_Header], int, int]:
+    """(headers without exact duplicates, duplicates dropped, files that share a SOPInstanceUID but differ).
+
+    Files of one series with the same SOPInstanceUID are compared byte for byte: identical ones are kept once
+    (as dcm2niix does); differing ones are counted as a conflict and all kept (the series is then refused).
+    """
+    by_sop: dict[str, list[_Header]] = {}
+    for h in headers:
+        if h.sop_uid:
+            by_sop.setdefault(h.sop_uid, []).append(h)
+    drop: set[int] = set()
+    conflict = 0
+    for group in by_sop.values():
+        if len(group) < 2:
+            continue
+        digests: dict[str, _Header] = {}
+        for h in group:
+            try:
+                digest = hashlib.sha256(h.path.read_bytes()).hexdigest()
+            except OSError:
+                digest = f"unreadable:{h.path}"
+            if digest in digests:
+                drop.add(id(h))
+            else:
+                digests[digest] = h
+        if len(digests) > 1:
+            conflict += len(digests)
+    return [h for h in headers if id(h) not in drop], len(drop), conflict
 
 
 # ---- naming and overrides -------------------------------------------------------------------------------------
@@ -645,12 +803,14 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
 def resolve_names(study: Study, overrides: Mapping[str, str] | None = None) -> dict[int, tuple[str | None, str]]:
     """The file name (without ``.nii.gz``) of every usable series, by ``Series.index``, and why.
 
-    An override (key: number ``n`` or SeriesInstanceUID; value: a sequence, ``none`` or ``skip``) wins over the
-    guess. A guessed sequence is used as the name only when exactly one usable series has it and no override
-    took it; otherwise the series is named ``series-<n>``. ``skip`` gives None (not written).
+    An override (key: name ``n`` or SeriesInstanceUID; value: a sequence, ``none`` or ``skip``) wins over the
+    guess. A guessed sequence is used as the name only when exactly one usable series of its study has it and no
+    override took it; otherwise the series is named ``series-<n>``. ``skip`` gives None (not written). In a
+    folder of several studies, names are per study (each study is written into its own folder,
+    ``Study.folder_of``); no two series of one folder get one name.
 
     Raises:
-        DicomError: an override names no series, a refused series, or gives one sequence to two series.
+        DicomError: an override names no series, a refused series, or gives one sequence to two series of a study.
     """
     chosen: dict[int, str] = {}
     for key, value in (overrides or {}).items():
@@ -658,37 +818,64 @@ def resolve_names(study: Study, overrides: Mapping[str, str] | None = None) -> d
         if not s.usable:
             raise DicomError(f"series {s.n} cannot be converted ({s.refusal}); its sequence cannot be set")
         chosen[s.index] = value
-    taken: dict[str, int] = {}
+    by_index = {s.index: s for s in study.series}
+    taken: dict[tuple[int, str], int] = {}
     for idx, value in chosen.items():
         if value in SEQUENCES:
-            if value in taken:
-                a = next(s.n for s in study.series if s.index == taken[value])
-                b = next(s.n for s in study.series if s.index == idx)
-                raise DicomError(f"expected one series per sequence, got {value} for series {a} and {b}")
-            taken[value] = idx
+            key = (by_index[idx].study, value)
+            if key in taken:
+                raise DicomError(f"expected one series per sequence, got {value} for series "
+                                 f"{by_index[taken[key]].n} and {by_index[idx].n}")
+            taken[key] = idx
     usable = [s for s in study.series if s.usable]
-    counts: dict[str, int] = {}
+    counts: dict[tuple[int, str], int] = {}
     for s in usable:
         if s.index not in chosen and s.guess:
-            counts[s.guess] = counts.get(s.guess, 0) + 1
+            counts[(s.study, s.guess)] = counts.get((s.study, s.guess), 0) + 1
     names: dict[int, tuple[str | None, str]] = {}
     for s in usable:
         value = chosen.get(s.index)
+        n_like = counts.get((s.study, s.guess or ""), 0)
         if value == "skip":
             names[s.index] = (None, "skipped by the user")
         elif value == "none":
             names[s.index] = (s.label, "set to no sequence by the user")
         elif value in SEQUENCES:
             names[s.index] = (value, "set by the user")
-        elif s.guess and s.guess in taken:
+        elif s.guess and (s.study, s.guess) in taken:
             names[s.index] = (s.label, f"guessed {s.guess}, but the user gave {s.guess} to another series")
-        elif s.guess and counts.get(s.guess, 0) > 1:
-            names[s.index] = (s.label, f"guessed {s.guess} like {counts[s.guess] - 1} other series: choose one")
+        elif s.guess and n_like > 1:
+            names[s.index] = (s.label, f"guessed {s.guess} like {n_like - 1} other series: choose one")
         elif s.guess:
             names[s.index] = (s.guess, "guessed")
         else:
             names[s.index] = (s.label, "no sequence guessed")
+    seen: dict[tuple[str, str], int] = {}
+    for idx, (name, _why) in names.items():  # by construction never; checked so that no file is ever overwritten
+        if name is None:
+            continue
+        where = (study.folder_of(by_index[idx]), name)
+        if where in seen:
+            raise DicomError(f"expected one file name per series, got {name}.nii.gz for series "
+                             f"{by_index[seen[where]].n} and {by_index[idx].n}")
+        seen[where] = idx
     return names
+
+
+def refusal_summary(study: Study, max_chars: int = 300) -> str:
+    """Why the series of ``study`` were refused, in one line of whole reasons (about ``max_chars`` at most, then
+    "and N more refused series"; the listing holds them all). ``""`` when none was refused."""
+    refused = [s for s in study.series if s.refusal]
+    parts: list[str] = []
+    used = 0
+    for s in refused:
+        part = f"series {s.n}: {scrub_text(str(s.refusal), study.scrub)}"
+        if parts and used + len(part) > max_chars:
+            break
+        parts.append(part)
+        used += len(part) + 2
+    more = len(refused) - len(parts)
+    return "; ".join(parts) + (f"; and {more} more refused series" if more else "")
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
@@ -727,7 +914,10 @@ class Conversion:
 
 def study_listing(study: Study, names: Mapping[int, tuple[str | None, str]] | None = None,
                   written: Mapping[int, str] | None = None) -> dict[str, Any]:
-    """The JSON-ready listing of a study: counts, the PHI note and every series (no identifiers)."""
+    """The JSON-ready listing of a study: counts, the PHI note and every series (no identifiers).
+
+    The patient's identifier strings are scrubbed field by field (``scrub_listing``), never from the JSON text.
+    """
     rows = []
     for s in study.series:
         row = s.listing()
@@ -742,32 +932,43 @@ def study_listing(study: Study, names: Mapping[int, tuple[str | None, str]] | No
         elif s.usable and names is not None and names.get(s.index, (None, ""))[0] is None:
             row["status"] = "skipped"
         rows.append(row)
-    listing = {
+    listing: dict[str, Any] = {
         "note": PHI_NOTE,
         "dicom_files": study.dicom_files,
         "skipped_files": study.skipped_files,
-        "series": rows,
+        "duplicate_files_dropped": study.duplicate_files,
+        "studies": study.n_studies,
+        "patients": study.n_patients,
     }
-    text = json.dumps(listing)
-    if study.scrub and scrub_text(text, study.scrub) != text:  # belt and braces: never write an identifier
-        listing = json.loads(scrub_text(text, study.scrub))
-    return listing
+    if study.n_studies > 1:
+        listing["split"] = study.studies_note()
+    listing["series"] = rows
+    return scrub_listing(listing, study.scrub)
+
+
+def _file_of(study: Study, s: Series, name: str) -> str:
+    """The written file's path relative to the output folder (``study-<k>/`` first for several studies)."""
+    folder = study.folder_of(s)
+    return f"{folder}/{name}.nii.gz" if folder else f"{name}.nii.gz"
 
 
 def write_study(study: Study, out_dir: str | os.PathLike[str], overrides: Mapping[str, str] | None = None, *,
                 overwrite: bool = False) -> Conversion:
     """Write ``<name>.nii.gz`` for every usable series not skipped, and ``dicom_series.json``.
 
-    Every file is loaded back through ``core.data.io`` before it is written.
+    A folder of several studies (or patients) is split: each study's files go into ``study-<k>/`` (the listing
+    says which series went where). A file written by this run is never overwritten. Every file is loaded back
+    through ``core.data.io`` before it is written. The listing is written even when no series can be converted.
+
+    Returns:
+        ``Conversion``; ``files`` is keyed by the name (``study-<k>/<name>`` for several studies).
 
     Raises:
-        DicomError: no usable series, an output folder that holds files (unless ``overwrite``), a bad override.
+        DicomError: no usable series (after writing the listing), an output folder that holds files (unless
+            ``overwrite``), a bad override.
         BratsViewerError: a written image would not load (should not happen).
     """
     names = resolve_names(study, overrides)
-    if not any(name for name, _ in names.values()):
-        reasons = "; ".join(f"series {s.n}: {s.refusal}" for s in study.series if s.refusal)[:400]
-        raise DicomError("no series to convert" + (f" ({reasons})" if reasons else ""))
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DicomError("expected an output folder, got an existing file")
@@ -780,16 +981,24 @@ def write_study(study: Study, out_dir: str | os.PathLike[str], overrides: Mappin
         name = names.get(s.index, (None, ""))[0]
         if name is None:
             continue
+        rel = _file_of(study, s, name)
+        if rel in written.values():  # resolve_names makes names unique: never overwrite a file of this run
+            raise DicomError(f"refused to overwrite {rel}, written for another series in this run")
         blob = series_nifti_bytes(s)
         try:
             load_volume_bytes(blob, f"{name}.nii.gz")
         except BratsViewerError as err:
             s.refusal = f"the converted image does not load: {err}"
             continue
-        files[name] = atomic_write_bytes(out / f"{name}.nii.gz", blob)
-        written[s.index] = f"{name}.nii.gz"
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        files[rel.removesuffix(".nii.gz")] = atomic_write_bytes(out / rel, blob)
+        written[s.index] = rel
     listing = study_listing(study, names, written)
     listing_path = atomic_write_bytes(out / LISTING_NAME, (json.dumps(listing, indent=2) + "\n").encode("utf-8"))
+    if not written:
+        reasons = refusal_summary(study)
+        raise DicomError("no series to convert" + (f" ({reasons})" if reasons else "")
+                         + f"; every series is listed in {LISTING_NAME}")
     return Conversion(files, listing, listing_path)
 
 
@@ -823,14 +1032,17 @@ def convert(source: str | os.PathLike[str], out_dir: str | os.PathLike[str],
 
 
 def study_volumes(study: Study, overrides: Mapping[str, str] | None = None) -> dict[str, Volume]:
-    """Volumes of the series named flair, t1, t1ce or t2 (after overrides), each on its own grid."""
+    """Volumes of the series named flair, t1, t1ce or t2 (after overrides), each on its own grid.
+
+    Raises:
+        DicomError: the named series belong to several studies (or patients): one case is one study.
+    """
     names = resolve_names(study, overrides)
-    out: dict[str, Volume] = {}
-    for s in study.series:
-        name = names.get(s.index, (None, ""))[0]
-        if name in SEQUENCES:
-            out[name] = series_volume(s, name)
-    return out
+    named = [s for s in study.series if names.get(s.index, (None, ""))[0] in SEQUENCES]
+    if len({s.study for s in named}) > 1:
+        raise DicomError("expected the sequences of one study, got series named from several: "
+                         + study.studies_note() + "; set the series of all studies but one to skip")
+    return {str(names[s.index][0]): series_volume(s, names[s.index][0]) for s in named}
 
 
 def resample_onto(vol: Volume, ref: Volume) -> Volume:
@@ -854,8 +1066,11 @@ def conversion_zip(study: Study, overrides: Mapping[str, str] | None = None) -> 
             name = names.get(s.index, (None, ""))[0]
             if name is None or s.data is None:
                 continue
-            zf.writestr(f"{name}.nii.gz", series_nifti_bytes(s))
-            written[s.index] = f"{name}.nii.gz"
+            rel = _file_of(study, s, name)
+            if rel in written.values():
+                raise DicomError(f"refused to overwrite {rel}, written for another series")
+            zf.writestr(rel, series_nifti_bytes(s))
+            written[s.index] = rel
         listing = study_listing(study, names, written)
         zf.writestr(LISTING_NAME, json.dumps(listing, indent=2) + "\n")
     return buf.getvalue()

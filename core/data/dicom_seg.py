@@ -137,6 +137,14 @@ def source_series(datasets: Sequence[Any]) -> SourceSeries:
         if any(not ds.get(tag) for ds in datasets):
             raise DicomError(f"expected {tag} in every image of the source series, some have none: a DICOM SEG "
                              "cannot reference them")
+    seen: set[str] = set()
+    kept = []
+    for ds in datasets:  # an exact duplicate file (one SOPInstanceUID twice) is dropped, as read_study does
+        sop = str(ds.SOPInstanceUID)
+        if sop not in seen:
+            seen.add(sop)
+            kept.append(ds)
+    datasets = kept
     refusal, geo = dicom.stack_geometry(datasets)
     if refusal:
         raise DicomError(f"the source series cannot carry a segmentation: {refusal}")
