@@ -40,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 def run(args: argparse.Namespace) -> int:
     case = load_report_case(list(args.case))
     labels, seg_sha = load_seg_for_case(args.seg, case)
-    result = measure_rano(labels, case.spacing_mm)
+    result = measure_rano(labels, case.spacing_mm, voxel_volume_ml=case.voxel_volume_ml)
     out = {
         "case_id": case.case_id,
         "seg": args.seg.name,
