@@ -64,7 +64,7 @@ def write_series(folder: str | os.PathLike[str], *, rows: int = 8, columns: int 
                  rescale: tuple[float, float] | None = None, reverse_files: bool = True,
                  modality: str = "MR", prefix: str = "", rle: bool = False, patient_id: str = PATIENT_ID,
                  patient_name: str = PATIENT_NAME, study_uid: str = "1.2.826.0.1.3680043.8.498.1",
-                 mosaic_tiles: int = 0) -> tuple[Path, str, list[np.ndarray]]:
+                 mosaic_tiles: int = 0, volume: np.ndarray | None = None) -> tuple[Path, str, list[np.ndarray]]:
     """Write one series as DICOM Part-10 files (one per slice) and return (folder, SeriesInstanceUID, positions).
 
     Args:
@@ -77,6 +77,7 @@ def write_series(folder: str | os.PathLike[str], *, rows: int = 8, columns: int 
         rle: store the pixels RLE Lossless compressed (pydicom's own encoder).
         patient_id, patient_name, study_uid: the patient and study the series belongs to.
         mosaic_tiles: write Siemens' private NumberOfImagesInMosaic (0019,100A) with this value (0: none).
+        volume: the voxels to store instead of ``voxel_value``, shape (columns, rows, n_slices), int16 range.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -130,6 +131,8 @@ def write_series(folder: str | os.PathLike[str], *, rows: int = 8, columns: int 
             ds.RescaleSlope, ds.RescaleIntercept = f"{rescale[0]:g}", f"{rescale[1]:g}"
         jj, ii = np.meshgrid(np.arange(r_k), np.arange(c_k), indexing="ij")
         pixels = (100 * k + 10 * jj + ii + 1).astype("<i2")  # (rows, columns)
+        if volume is not None:
+            pixels = np.ascontiguousarray(volume[:, :, k].T).astype("<i2")
         ds.PixelData = pixels.tobytes()
         if rle:
             from pydicom.uid import RLELossless
