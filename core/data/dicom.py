@@ -2,6 +2,10 @@
 
 The way a study travels:
 
+The ideas live in their own modules, re-exported here: ``dicom_zip`` (archives and folder limits),
+``dicom_stack`` (one series as a 3-D stack: checks, affine, voxels), ``dicom_sequence`` (sequence guess) and
+``dicom_phi`` (identifiers and scrubbing). This module groups files into series and studies, names them and writes.
+
 1. ``safe_extract_zip`` (zip input only): members are written under generated names (``000001.dcm``...),
    never their own; path-climbing names, links, encrypted members, too many members and too many bytes
    (counted while inflating, not trusted from the directory) refuse the whole archive.
@@ -30,41 +34,46 @@ import io
 import json
 import math
 import os
-import re
-import stat
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core.config import MAX_VOXELS, MODALITIES
+from core.config import MODALITIES
+from core.data.dicom_phi import PHI_NOTE, SCRUBBED_FIELDS, phi_strings, scrub_listing, scrub_text
+from core.data.dicom_sequence import guess_sequence, normalise_text
+from core.data.dicom_stack import (
+    MIN_SLICES,
+    ORIENTATION_TOL,
+    SPACING_ABS_TOL_MM,
+    SPACING_REL_TOL,
+    StackHeader,
+    check_series,
+    header_of,
+    read_pixels,
+    series_affine,
+    stack_geometry,
+)
+from core.data.dicom_zip import MAX_FILE_BYTES, MAX_FILES, MAX_RATIO, MAX_TOTAL_BYTES, safe_extract_zip, walk_files
 from core.data.io import Volume, atomic_write_bytes, load_volume_bytes
 from core.data.nibabel_import import nib
 from core.errors import BratsViewerError, DicomError
 
-# ---- limits -------------------------------------------------------------------------------------------------
-MAX_FILES: int = 20_000  # DICOM files (or zip members) in one study
-MAX_FILE_BYTES: int = 64 * 1024 * 1024  # one DICOM file (a 1024 x 1024 float64 slice is 8 MB)
-MAX_TOTAL_BYTES: int = 2 * 1024**3  # all files of one study, decompressed
-MAX_RATIO: int = 200  # a zip member inflating more than this many times its compressed size is a bomb
-MIN_SLICES: int = 3  # fewer slices is a localiser or a single image, not a volume
+__all__ = [  # re-exported from the modules of each idea, so that ``dicom.<name>`` keeps working
+    "MAX_FILES", "MAX_FILE_BYTES", "MAX_RATIO", "MAX_TOTAL_BYTES", "MIN_SLICES", "ORIENTATION_TOL", "PHI_NOTE",
+    "SCRUBBED_FIELDS", "SPACING_ABS_TOL_MM", "SPACING_REL_TOL", "guess_sequence", "normalise_text", "phi_strings",
+    "safe_extract_zip", "scrub_listing", "scrub_text", "series_affine", "stack_geometry", "walk_files",
+]
 
-ORIENTATION_TOL: float = 1e-3  # max difference of direction cosines within one series
-SPACING_REL_TOL: float = 0.01  # slice gaps may differ by this fraction of the median gap...
-SPACING_ABS_TOL_MM: float = 0.02  # ...plus this (positions are written with limited decimals)
 TILT_WARN_DEG: float = 0.1  # a slice step further than this from the normal is reported as a tilt
 
 LISTING_NAME = "dicom_series.json"
 SEQUENCES: tuple[str, ...] = MODALITIES  # flair, t1, t1ce, t2
 OVERRIDE_VALUES: tuple[str, ...] = (*SEQUENCES, "none", "skip")  # none: keep it as series-<n>; skip: do not write
-PHI_NOTE = ("Patient identifiers (name, ID, birth date, accession number, UIDs, institution) are not copied into "
-            "any file written: series are listed by number and description only.")
 
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_PHI_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "AccessionNumber")
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 
 
@@ -199,137 +208,6 @@ class Study:
                          if len(key) < 80 else "expected a series number or SeriesInstanceUID of this study")
 
 
-# ---- archives ---------------------------------------------------------------------------------------------------
-
-def _is_unsafe_member_name(name: str) -> bool:
-    parts = re.split(r"[\\/]+", name)
-    return name.startswith(("/", "\\")) or bool(re.match(r"^[A-Za-z]:", name)) or ".." in parts or "\x00" in name
-
-
-def safe_extract_zip(source: str | os.PathLike[str] | bytes, dest: str | os.PathLike[str], *,
-                     max_files: int = MAX_FILES, max_total_bytes: int = MAX_TOTAL_BYTES,
-                     max_file_bytes: int = MAX_FILE_BYTES, max_ratio: int = MAX_RATIO) -> int:
-    """Extract the regular files of a zip archive into ``dest`` under generated names (``000001.dcm``, ...).
-
-    Member names are never used as paths; an archive whose names climb out of it (``../``, absolute, drive
-    letters) is refused whole, as are links, encrypted members, more than ``max_files`` members, a member over
-    ``max_file_bytes`` or inflating more than ``max_ratio`` times, and more than ``max_total_bytes`` in all.
-    Sizes are counted while inflating: the archive's own directory is not trusted.
-
-    Returns:
-        The number of files written.
-
-    Raises:
-        DicomError: not a zip archive, or any of the refusals above (one line, no member name).
-    """
-    out = Path(dest)
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes | bytearray) else Path(source))
-    except (zipfile.BadZipFile, OSError, ValueError) as err:
-        raise DicomError(f"expected a zip archive of DICOM files, got an unreadable archive ({err})") from err
-    with zf:
-        members = zf.infolist()
-        files = [m for m in members if not m.is_dir()]
-        if len(members) > max_files * 2 or len(files) > max_files:
-            raise DicomError(f"expected at most {max_files:,} files in the archive, got {len(files):,} files "
-                             f"in {len(members):,} entries")
-        declared = sum(m.file_size for m in files)
-        if declared > max_total_bytes:
-            raise DicomError(f"expected at most {max_total_bytes // 2**20:,} MB once extracted, the archive "
-                             f"declares {declared // 2**20:,} MB")
-        for pos, m in enumerate(members, start=1):
-            if _is_unsafe_member_name(m.filename):
-                raise DicomError(f"refused the archive: member {pos} has a path that climbs out of the archive "
-                                 "(absolute or '..'); nothing was extracted from it")
-        total = 0
-        written = 0
-        for pos, m in enumerate(files, start=1):
-            mode = (m.external_attr >> 16) & 0o170000
-            if mode and not stat.S_ISREG(mode):
-                raise DicomError(f"refused the archive: member {pos} is a link or special file, not a regular file")
-            if m.flag_bits & 0x1:
-                raise DicomError(f"refused the archive: member {pos} is encrypted")
-            limit = min(max_file_bytes, max_ratio * max(m.compress_size, 1) + 64 * 1024)
-            target = out / f"{pos:06d}.dcm"
-            size = 0
-            try:
-                with zf.open(m) as src, open(target, "wb") as dst:
-                    while chunk := src.read(1 << 20):
-                        size += len(chunk)
-                        total += len(chunk)
-                        if size > limit:
-                            raise DicomError(f"refused the archive: member {pos} inflates beyond "
-                                             f"{limit // 2**20 or 1} MB (at most {max_file_bytes // 2**20} MB per "
-                                             f"file and {max_ratio}x its compressed size): a zip bomb?")
-                        if total > max_total_bytes:
-                            raise DicomError(f"refused the archive: more than {max_total_bytes // 2**20:,} MB "
-                                             "once extracted")
-                        dst.write(chunk)
-            except DicomError:
-                target.unlink(missing_ok=True)
-                raise
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError,
-                    RuntimeError) as err:
-                target.unlink(missing_ok=True)
-                raise DicomError(f"refused the archive: member {pos} cannot be read ({type(err).__name__})") from err
-            written += 1
-    return written
-
-
-# ---- sequence guess ---------------------------------------------------------------------------------------------
-
-_NOT_STRUCTURAL = re.compile(
-    r"(?<![a-z0-9])(dwi|diffusion|adc|trace|dti|tensor|swi|swan|t2\s*\*|t2star|t2\s+star|gre\s*t2|hemo|perf\w*|dsc|dce|pwi|"
-    r"asl|mra|tof|angio|mip|localizer|localiser|scout|survey|3\s*plane|spectro\w*|mrs|fmri|bold|cbf|cbv|"
-    r"sub(traction)?|fa|mapping|map)(?![a-z0-9])")
-_FLAIR = re.compile(r"\b(flair|t2\s*flair|t2f|dark\s*fluid|darkfluid|tirm|fluid\s*att\w*)\b")
-_PRE = re.compile(r"\b(pre|precontrast|pre\s*contrast|pre\s*(gd|gad|c)|w\s*o|wo|without|non\s*contrast|"
-                  r"no\s*contrast|nat\w*|native|plain)\b")
-_POST = re.compile(r"(\+\s*c\b|\bc\s*\+|\+\s*gd|\bgd\b|\bgad\w*|\bgado\w*|\bcontrast\b|\bpost(?!er)\w*|\bce\b|\bt1ce\b|"
-                   r"\bt1c\b|\bt1gd\b|\bt1\s*c\b|\bwith\s*contrast\b|\bw\s*contrast\b|\benhanc\w*|\bmultihance\b|"
-                   r"\bdotarem\b|\bgadavist\b|\bmagnevist\b|\bprohance\b)")
-_T1 = re.compile(r"(\bt1\w*|\bmprage\b|\bmp\s*rage\b|\bspgr\b|\bfspgr\b|\bbravo\b|\btfe\b|\bvibe\b|\bt1n\b|"
-                 r"\bflash\b|\bse\s*t1\b)")
-_T2 = re.compile(r"\b(t2|t2w|t2\s*w|t2\s*tse|t2\s*fse|tse\s*t2|fse\s*t2|t2\s*se|t2w\w*)\b")
-
-
-def _normalise_text(text: str) -> str:
-    """Lower case; separators (``_-./,()``) become spaces; ``+`` and ``*`` are kept."""
-    return re.sub(r"\s+", " ", re.sub(r"[^a-z0-9+*]+", " ", text.lower())).strip()
-
-
-def guess_sequence(description: str, protocol: str = "") -> tuple[str | None, str]:
-    """Guess flair, t1, t1ce or t2 from a SeriesDescription and ProtocolName.
-
-    The description is tried first, then the protocol. Diffusion, susceptibility (T2*), perfusion, angiography,
-    localisers, maps and subtractions are recognised and guessed as nothing. T1 with a contrast word
-    ("post", "+C", "C+", "Gd", "gad", "contrast", "CE", "enhanced") and no "pre"/"without" word is T1CE.
-
-    Returns:
-        (sequence or None, the reason in a few words).
-    """
-    for field_name, raw in (("description", description), ("protocol", protocol)):
-        text = _normalise_text(raw or "")
-        if not text:
-            continue
-        if _NOT_STRUCTURAL.search(text):
-            what = _NOT_STRUCTURAL.search(text).group(0)  # type: ignore[union-attr]
-            return None, f"{field_name} names {what!r}: not a structural sequence"
-        t1 = _T1.search(text)
-        if _FLAIR.search(text) and not (t1 and t1.group(0).startswith("t1")):  # GE's "T1 FLAIR" is a T1
-            return "flair", f"{field_name} says FLAIR"
-        post = _POST.search(text)
-        pre = _PRE.search(text)
-        if t1 or (post and not _T2.search(text) and re.search(r"\b(t1c|t1ce|t1gd)\b", text)):
-            if post and not pre:
-                return "t1ce", f"{field_name} says T1 with contrast ({post.group(0).strip()!r})"
-            return "t1", f"{field_name} says T1" + (" before contrast" if pre else "")
-        if _T2.search(text):
-            return "t2", f"{field_name} says T2"
-    return None, "no sequence named in description or protocol"
-
-
 # ---- reading ----------------------------------------------------------------------------------------------------
 
 def _import_pydicom() -> Any:
@@ -340,128 +218,7 @@ def _import_pydicom() -> Any:
     return pydicom
 
 
-def _walk_files(root: Path, max_files: int, max_total_bytes: int) -> list[Path]:
-    """Regular files under ``root`` (links not followed), sorted, bounded in number and bytes."""
-    found: list[Path] = []
-    total = 0
-    for folder, dirs, names in os.walk(root, followlinks=False):
-        dirs.sort()
-        for name in sorted(names):
-            p = Path(folder) / name
-            try:
-                st = p.lstat()
-            except OSError:
-                continue
-            if not stat.S_ISREG(st.st_mode) or st.st_size == 0 or st.st_size > MAX_FILE_BYTES:
-                continue
-            found.append(p)
-            total += st.st_size
-            if len(found) > max_files:
-                raise DicomError(f"expected at most {max_files:,} files in the DICOM folder, found more")
-            if total > max_total_bytes:
-                raise DicomError(f"expected at most {max_total_bytes // 2**20:,} MB of files in the DICOM folder, "
-                                 "found more")
-    return found
-
-
-def _text(ds: Any, tag: str) -> str:
-    value = ds.get(tag, "")
-    return "" if value is None else str(value).strip()
-
-
-def _floats(ds: Any, tag: str, n: int) -> tuple[float, ...] | None:
-    value = ds.get(tag)
-    if value is None:
-        return None
-    try:
-        out = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        return None
-    return out if len(out) == n and all(math.isfinite(v) for v in out) else None
-
-
-def _int_or_none(ds: Any, tag: str) -> int | None:
-    try:
-        value = ds.get(tag)
-        return None if value is None or value == "" else int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _phi_strings(ds: Any) -> set[str]:
-    """The patient's identifier strings of one header (name parts of 3+ letters, IDs, birth date)."""
-    out: set[str] = set()
-    for tag in _PHI_TAGS:
-        value = ds.get(tag)
-        if value is None:
-            continue
-        text = str(value).strip()
-        if tag == "PatientName":
-            out.update(p for p in re.split(r"[\^=\s,]+", text) if len(p) >= 3)
-        elif len(text) >= 3:
-            out.add(text)
-    return out
-
-
-def scrub_text(text: str, phi: Iterable[str]) -> str:
-    """``text`` with every whole-word occurrence of the identifier strings ``phi`` replaced by ``[removed]``.
-
-    Any case; a match must not touch a letter or digit on either side (``_``, ``-``, ``.``, spaces and the text's
-    ends are boundaries), so that an identifier "Ann" removes "Ann" and "ann_t1" but leaves "Planning" whole.
-    """
-    for item in sorted(set(phi), key=len, reverse=True):
-        text = re.sub(r"(?<![A-Za-z0-9])" + re.escape(item) + r"(?![A-Za-z0-9])", "[removed]", text,
-                      flags=re.IGNORECASE)
-    return text
-
-
-SCRUBBED_FIELDS: tuple[str, ...] = ("description", "protocol", "guess_reason", "name_reason", "refusal", "warnings")
-
-
-def scrub_listing(listing: Mapping[str, Any], phi: Iterable[str]) -> dict[str, Any]:
-    """A copy of a study listing with the identifier strings ``phi`` scrubbed from each series' free-text fields
-    (``SCRUBBED_FIELDS``: texts copied from headers or quoting them), field by field. Keys, numbers and the
-    names of written files are left as they are (a patient id "130" must not touch a count of 130 files)."""
-    phi = tuple(phi)
-    out = dict(listing)
-    rows = []
-    for row in listing.get("series", []):
-        row = dict(row)
-        for key in SCRUBBED_FIELDS:
-            value = row.get(key)
-            if isinstance(value, str):
-                row[key] = scrub_text(value, phi)
-            elif isinstance(value, list):
-                row[key] = [scrub_text(v, phi) if isinstance(v, str) else v for v in value]
-        rows.append(row)
-    out["series"] = rows
-    return out
-
-
-@dataclass
-class _Header:
-    path: Path
-    uid: str
-    study_uid: str
-    patient: str
-    sop_uid: str
-    mosaic: int
-    number: int | None
-    description: str
-    protocol: str
-    modality: str
-    image_type: str
-    rows: int | None
-    columns: int | None
-    frames: int
-    samples: int
-    iop: tuple[float, ...] | None
-    ipp: tuple[float, ...] | None
-    pixel_spacing: tuple[float, ...] | None
-    has_pixels: bool
-
-
-def _read_header(pydicom: Any, path: Path) -> tuple[_Header | None, set[str]]:
+def _read_header(pydicom: Any, path: Path) -> tuple[StackHeader | None, set[str]]:
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=False)
     except Exception:  # not DICOM Part 10 (pydicom raises several types on arbitrary bytes)
@@ -469,169 +226,7 @@ def _read_header(pydicom: Any, path: Path) -> tuple[_Header | None, set[str]]:
     meta = getattr(ds, "file_meta", None)
     if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_CLASS:
         return None, set()
-    return _header_of(ds, path), _phi_strings(ds)
-
-
-def _header_of(ds: Any, path: Path) -> _Header:
-    """The fields of one header (a pydicom Dataset) that grouping and the stack checks use."""
-    frames = _int_or_none(ds, "NumberOfFrames") or 1
-    image_type = "\\".join(str(v) for v in (ds.get("ImageType") or []))
-    mosaic = 0  # Siemens mosaic: tiles per image (-1: a mosaic of unknown tile count)
-    siemens_tiles = (0x0019, 0x100A) in ds and "SIEMENS" in str(ds.get((0x0019, 0x0010), "") and
-                                                               ds[0x0019, 0x0010].value).upper()
-    if "MOSAIC" in image_type.upper() or siemens_tiles:
-        mosaic = -1
-        if siemens_tiles:
-            value = ds[0x0019, 0x100A].value
-            try:
-                mosaic = int.from_bytes(value[:2], "little") if isinstance(value, bytes) else int(value)
-            except (TypeError, ValueError):
-                pass
-        mosaic = mosaic or -1
-    patient = "\x1f".join(_text(ds, t) for t in ("PatientID", "PatientName", "PatientBirthDate"))
-    return _Header(
-        path=path, uid=_text(ds, "SeriesInstanceUID"), study_uid=_text(ds, "StudyInstanceUID"), patient=patient,
-        sop_uid=_text(ds, "SOPInstanceUID"), mosaic=mosaic, number=_int_or_none(ds, "SeriesNumber"),
-        description=_text(ds, "SeriesDescription"), protocol=_text(ds, "ProtocolName"),
-        modality=_text(ds, "Modality"), image_type=image_type,
-        rows=_int_or_none(ds, "Rows"), columns=_int_or_none(ds, "Columns"), frames=frames,
-        samples=_int_or_none(ds, "SamplesPerPixel") or 1, iop=_floats(ds, "ImageOrientationPatient", 6),
-        ipp=_floats(ds, "ImagePositionPatient", 3), pixel_spacing=_floats(ds, "PixelSpacing", 2),
-        has_pixels=ds.get("Rows") is not None and ds.get("Columns") is not None,
-    )
-
-
-def _check_series(headers: list[_Header]) -> tuple[str | None, dict[str, Any]]:
-    """(refusal or None, geometry) of one series' headers: the consistency checks of a 3-D stack.
-
-    Geometry (LPS, mm): ``row_cos`` (direction of increasing column index), ``col_cos`` (increasing row index),
-    ``spacing`` (between columns, between rows), ``order`` of the headers by position along the normal and
-    ``step`` (vector between consecutive slices).
-    """
-    first = headers[0]
-    n = len(headers)
-    if not any(h.has_pixels for h in headers):
-        return f"no image data (modality {first.modality or '?'}: a report, presentation state or key object?)", {}
-    if any(h.mosaic for h in headers):
-        tiles = max(h.mosaic for h in headers)
-        each = f"each tiling {tiles} slices into one image" if tiles > 0 else "slices tiled into one image per file"
-        return (f"a Siemens mosaic ({n} file(s), {each}: one file per volume): mosaics are not unpacked here; "
-                "convert it with dcm2niix and upload the NIfTI"), {}
-    if "LOCALIZER" in first.image_type.upper() or re.search(r"\b(localizer|localiser|scout|survey)\b",
-                                                            _normalise_text(first.description)):
-        return f"a localiser (scout) series of {n} image(s), not a diagnostic volume", {}
-    if any(h.frames > 1 for h in headers):
-        return ("multi-frame (enhanced) DICOM is not supported here: convert it with dcm2niix and upload "
-                "the NIfTI"), {}
-    if any(h.samples != 1 for h in headers):
-        return "colour images (SamplesPerPixel > 1), not a greyscale MR/CT series", {}
-    missing = [t for t, ok in (("ImageOrientationPatient", all(h.iop for h in headers)),
-                               ("ImagePositionPatient", all(h.ipp for h in headers)),
-                               ("PixelSpacing", all(h.pixel_spacing for h in headers))) if not ok]
-    if missing:
-        return f"missing geometry ({', '.join(missing)}) in some or all images: no 3-D position to give", {}
-    matrices = sorted({(h.rows, h.columns) for h in headers}, key=str)
-    if len(matrices) > 1:
-        shown = ", ".join(f"{r}x{c}" for r, c in matrices[:3])
-        return f"mixed matrix sizes ({shown}): not one 3-D stack", {}
-    iops = np.array([h.iop for h in headers], dtype=float)
-    if np.abs(iops - iops[0]).max() > ORIENTATION_TOL:
-        n_orient = len({tuple(np.round(v, 3)) for v in iops})
-        return f"mixed slice orientations ({n_orient} different): a multi-plane localiser or several stacks", {}
-    spacings = np.array([h.pixel_spacing for h in headers], dtype=float)
-    if np.abs(spacings - spacings[0]).max() > 1e-4:
-        return "mixed pixel spacings: not one 3-D stack", {}
-    if n < MIN_SLICES:
-        return f"only {n} slice(s): a single image or localiser, at least {MIN_SLICES} slices are needed", {}
-    row_cos, col_cos = np.asarray(first.iop[:3]), np.asarray(first.iop[3:])  # type: ignore[index]
-    if abs(np.linalg.norm(row_cos) - 1) > 0.01 or abs(np.linalg.norm(col_cos) - 1) > 0.01 \
-            or abs(float(row_cos @ col_cos)) > 0.01:
-        return "ImageOrientationPatient is not two orthogonal unit vectors", {}
-    row_cos, col_cos = row_cos / np.linalg.norm(row_cos), col_cos / np.linalg.norm(col_cos)
-    normal = np.cross(row_cos, col_cos)
-    pos = np.array([h.ipp for h in headers], dtype=float)
-    dist = pos @ normal
-    order = np.argsort(dist, kind="stable")
-    pos, dist = pos[order], dist[order]
-    gaps = np.diff(dist)
-    if (gaps < 1e-3).any():
-        dup = int((gaps < 1e-3).sum()) + 1
-        return (f"{dup} images share a slice position (several echoes, phases or time points in one series?): "
-                "not one 3-D stack"), {}
-    median = float(np.median(gaps))
-    tol = SPACING_REL_TOL * median + SPACING_ABS_TOL_MM
-    if float(np.abs(gaps - median).max()) > tol:
-        return (f"uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm between positions): "
-                "a slice is missing or the series mixes stacks"), {}
-    step = (pos[-1] - pos[0]) / (n - 1)
-    line = pos[0] + np.arange(n)[:, None] * step
-    if float(np.linalg.norm(pos - line, axis=1).max()) > tol:
-        return "slice positions do not lie on one line: not one 3-D stack", {}
-    ps = spacings[0]
-    if ps.min() <= 0:
-        return f"non-positive PixelSpacing {tuple(ps)}", {}
-    voxels = int(first.rows or 0) * int(first.columns or 0) * n
-    if voxels > MAX_VOXELS:
-        return f"too large: {voxels:,} voxels, at most {MAX_VOXELS:,}", {}
-    return None, {"row_cos": row_cos, "col_cos": col_cos, "spacing": (float(ps[1]), float(ps[0])),
-                  "order": order, "step": step, "origin": pos[0], "normal": normal}
-
-
-def stack_geometry(datasets: Sequence[Any]) -> tuple[str | None, dict[str, Any]]:
-    """(refusal or None, geometry) of one series' single-frame headers (pydicom Datasets, any order): the checks
-    and the geometry that ``read_study`` uses (see ``_check_series``; ``order`` sorts ``datasets`` by position)."""
-    return _check_series([_header_of(ds, Path()) for ds in datasets])
-
-
-def series_affine(origin: np.ndarray, row_cos: np.ndarray, col_cos: np.ndarray, col_spacing_mm: float,
-                  row_spacing_mm: float, step: np.ndarray) -> np.ndarray:
-    """The 4x4 voxel-to-RAS affine of a stack with array axes (column i, row j, slice k).
-
-    Args:
-        origin: ImagePositionPatient of the first slice (LPS, mm).
-        row_cos, col_cos: ImageOrientationPatient's two cosines (LPS).
-        col_spacing_mm, row_spacing_mm: PixelSpacing[1] (between columns) and PixelSpacing[0] (between rows).
-        step: vector between consecutive slice positions (LPS, mm); not necessarily along the normal.
-    """
-    lps = np.eye(4)
-    lps[:3, 0] = row_cos * col_spacing_mm
-    lps[:3, 1] = col_cos * row_spacing_mm
-    lps[:3, 2] = step
-    lps[:3, 3] = origin
-    return _LPS_TO_RAS @ lps
-
-
-def _read_pixels(pydicom: Any, headers: list[_Header], order: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Voxels (columns, rows, slices) of the ordered slices with each slice's rescale applied.
-
-    Integers that fit stay int16; anything else becomes float32.
-    """
-    slices: list[np.ndarray] = []
-    scaled = False
-    for idx in order:
-        ds = pydicom.dcmread(headers[int(idx)].path, force=False)
-        try:
-            px = np.asarray(ds.pixel_array)
-        except Exception as err:  # compressed without a decoder, truncated pixel data, ...
-            uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-            syntax = getattr(uid, "name", None) or str(uid or "?")
-            raise DicomError(f"pixel data could not be decoded (transfer syntax {syntax}, "
-                             f"{type(err).__name__}): decompress the files first, e.g. with dcmdjpeg") from err
-        if px.ndim != 2:
-            raise DicomError(f"expected one 2-D greyscale image per file, got pixel data of shape {px.shape}")
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        if slope != 1 or intercept != 0:
-            scaled = True
-            px = px.astype(np.float64) * slope + intercept
-        slices.append(px.T)  # (rows, columns) -> (columns, rows)
-    vol = np.stack(slices, axis=2)
-    notes = ["rescale slope/intercept applied"] if scaled else []
-    if vol.dtype.kind in "iu" or (np.isfinite(vol).all() and np.array_equal(vol, np.round(vol))):
-        lo, hi = float(vol.min()), float(vol.max())
-        if -32768 <= lo and hi <= 32767:
-            return vol.astype(np.int16), notes
-    return vol.astype(np.float32), notes
+    return header_of(ds, path), phi_strings(ds)
 
 
 def read_study(folder: str | os.PathLike[str], *, load_pixels: bool = True,
@@ -650,8 +245,8 @@ def read_study(folder: str | os.PathLike[str], *, load_pixels: bool = True,
     root = Path(folder)
     if not root.is_dir():
         raise DicomError("expected a folder of DICOM files or a zip archive, got something else")
-    paths = _walk_files(root, MAX_FILES, MAX_TOTAL_BYTES)
-    headers: list[_Header] = []
+    paths = walk_files(root, MAX_FILES, MAX_TOTAL_BYTES)
+    headers: list[StackHeader] = []
     phi: set[str] = set()
     skipped = 0
     for i, p in enumerate(paths):
@@ -666,7 +261,7 @@ def read_study(folder: str | os.PathLike[str], *, load_pixels: bool = True,
     if not headers:
         raise DicomError(f"expected DICOM files, found none among {len(paths)} file(s) "
                          "(DICOM Part-10 files start with a 128-byte preamble and 'DICM')")
-    groups: dict[str, list[_Header]] = {}
+    groups: dict[str, list[StackHeader]] = {}
     for h in headers:
         groups.setdefault(h.uid, []).append(h)
     names = series_names({uid: g[0].number for uid, g in groups.items()})
@@ -694,7 +289,7 @@ def read_study(folder: str | os.PathLike[str], *, load_pixels: bool = True,
             s.refusal = (f"{conflict} files share a SOPInstanceUID with another file of the series but differ "
                          "from it: which one is the image cannot be told")
         else:
-            s.refusal, geo = _check_series(hs)
+            s.refusal, geo = check_series(hs)
             if s.refusal is None:
                 s.affine = series_affine(geo["origin"], geo["row_cos"], geo["col_cos"], *geo["spacing"], geo["step"])
                 s.shape = (int(first.columns or 0), int(first.rows or 0), len(hs))
@@ -708,7 +303,7 @@ def read_study(folder: str | os.PathLike[str], *, load_pixels: bool = True,
                     if progress:
                         progress(0.5 + 0.5 * index / len(groups), f"Reading voxels of series {s.n}")
                     try:
-                        s.data, notes = _read_pixels(pydicom, hs, geo["order"])
+                        s.data, notes = read_pixels(pydicom, hs, geo["order"])
                         s.warnings.extend(notes)
                     except DicomError as err:
                         s.refusal = str(err)
@@ -750,13 +345,13 @@ def series_names(numbers: Mapping[str, int | None]) -> dict[str, int | str]:
     return out
 
 
-def _drop_duplicates(headers: list[_Header]) -> tuple[list[_Header], int, int]:
+def _drop_duplicates(headers: list[StackHeader]) -> tuple[list[StackHeader], int, int]:
     """(headers without exact duplicates, duplicates dropped, files that share a SOPInstanceUID but differ).
 
     Files of one series with the same SOPInstanceUID are compared byte for byte: identical ones are kept once
     (as dcm2niix does); differing ones are counted as a conflict and all kept (the series is then refused).
     """
-    by_sop: dict[str, list[_Header]] = {}
+    by_sop: dict[str, list[StackHeader]] = {}
     for h in headers:
         if h.sop_uid:
             by_sop.setdefault(h.sop_uid, []).append(h)
@@ -765,7 +360,7 @@ def _drop_duplicates(headers: list[_Header]) -> tuple[list[_Header], int, int]:
     for group in by_sop.values():
         if len(group) < 2:
             continue
-        digests: dict[str, _Header] = {}
+        digests: dict[str, StackHeader] = {}
         for h in group:
             try:
                 digest = hashlib.sha256(h.path.read_bytes()).hexdigest()
