@@ -345,12 +345,13 @@ else:
 
     with tools_col:
         st.markdown("**Volumes**" + (" (corrected)" if saved is not None and saved.corrected else ""))
-        rows = volume_table(current, case.spacing_mm, gt)
+        rows = volume_table(current, case.spacing_mm, gt, voxel_volume_ml=case.voxel_volume_ml)
         table = pd.DataFrame({
             "Structure": [r["structure"] for r in rows],
             "Volume (mL)": [r["volume_ml"] for r in rows],
             **({"Ground truth (mL)": [r["gt_volume_ml"] for r in rows]} if gt is not None else {}),
-            **({"Model (mL)": [r["volume_ml"] for r in volume_table(saved.model_labels, case.spacing_mm)]}
+            **({"Model (mL)": [r["volume_ml"] for r in volume_table(saved.model_labels, case.spacing_mm,
+                                                                              voxel_volume_ml=case.voxel_volume_ml)]}
                if saved is not None and saved.corrected else {}),
         })
         st.dataframe(table, hide_index=True, width="stretch",

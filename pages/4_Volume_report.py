@@ -88,7 +88,7 @@ if source.kind != segstate.SOURCE_GROUND_TRUTH and getattr(prediction, "quality"
 
 # ---- volumes ---------------------------------------------------------------------------------------------------
 with_gt = gt is not None and source.kind != segstate.SOURCE_GROUND_TRUTH
-rows = volume_table(source.labels, case.spacing_mm, gt if with_gt else None)
+rows = volume_table(source.labels, case.spacing_mm, gt if with_gt else None, voxel_volume_ml=case.voxel_volume_ml)
 lesions = count_lesions(source.labels, case.spacing_mm)  # WT, TC, ET: the region rows
 gt_lesions = count_lesions(gt, case.spacing_mm) if with_gt else {}
 spacing = " x ".join(f"{s:g}" for s in case.spacing_mm)

@@ -62,7 +62,9 @@ def write_series(folder: str | os.PathLike[str], *, rows: int = 8, columns: int 
                  series_uid: str | None = None, drop: Sequence[int] = (), image_type: str = "ORIGINAL\\PRIMARY",
                  slice_iops: dict[int, Sequence[float]] | None = None, slice_shapes: dict[int, tuple[int, int]] | None = None,
                  rescale: tuple[float, float] | None = None, reverse_files: bool = True,
-                 modality: str = "MR", prefix: str = "", rle: bool = False) -> tuple[Path, str, list[np.ndarray]]:
+                 modality: str = "MR", prefix: str = "", rle: bool = False, patient_id: str = PATIENT_ID,
+                 patient_name: str = PATIENT_NAME, study_uid: str = "1.2.826.0.1.3680043.8.498.1",
+                 mosaic_tiles: int = 0, volume: np.ndarray | None = None) -> tuple[Path, str, list[np.ndarray]]:
     """Write one series as DICOM Part-10 files (one per slice) and return (folder, SeriesInstanceUID, positions).
 
     Args:
@@ -73,6 +75,9 @@ def write_series(folder: str | os.PathLike[str], *, rows: int = 8, columns: int 
         reverse_files: name the files in reverse position order (converters must sort by position).
         prefix: file name prefix (to put several series in one folder).
         rle: store the pixels RLE Lossless compressed (pydicom's own encoder).
+        patient_id, patient_name, study_uid: the patient and study the series belongs to.
+        mosaic_tiles: write Siemens' private NumberOfImagesInMosaic (0019,100A) with this value (0: none).
+        volume: the voxels to store instead of ``voxel_value``, shape (columns, rows, n_slices), int16 range.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -80,7 +85,6 @@ def write_series(folder: str | os.PathLike[str], *, rows: int = 8, columns: int 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     uid = series_uid or generate_uid()
-    study_uid = "1.2.826.0.1.3680043.8.498.1"
     positions = series_geometry(iop, n_slices, slice_gap_mm, tilt_deg, origin)
     for k, pos in enumerate(positions):
         if k in drop:
@@ -98,8 +102,8 @@ def write_series(folder: str | os.PathLike[str], *, rows: int = 8, columns: int 
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = uid
         ds.FrameOfReferenceUID = FRAME_OF_REFERENCE_UID
-        ds.PatientName = PATIENT_NAME
-        ds.PatientID = PATIENT_ID
+        ds.PatientName = patient_name
+        ds.PatientID = patient_id
         ds.PatientBirthDate = BIRTH_DATE
         ds.AccessionNumber = ACCESSION
         ds.InstitutionName = "General Hospital"
@@ -110,6 +114,9 @@ def write_series(folder: str | os.PathLike[str], *, rows: int = 8, columns: int 
         if protocol:
             ds.ProtocolName = protocol
         ds.ImageType = image_type.split("\\")
+        if mosaic_tiles:
+            ds.add_new((0x0019, 0x0010), "LO", "SIEMENS MR HEADER")
+            ds.add_new((0x0019, 0x100A), "US", mosaic_tiles)
         ds.ImageOrientationPatient = [f"{v:.8f}" for v in (slice_iops or {}).get(k, iop)]
         ds.ImagePositionPatient = [f"{v:.6f}" for v in pos]
         ds.PixelSpacing = [f"{v:g}" for v in pixel_spacing]
@@ -124,6 +131,8 @@ def write_series(folder: str | os.PathLike[str], *, rows: int = 8, columns: int 
             ds.RescaleSlope, ds.RescaleIntercept = f"{rescale[0]:g}", f"{rescale[1]:g}"
         jj, ii = np.meshgrid(np.arange(r_k), np.arange(c_k), indexing="ij")
         pixels = (100 * k + 10 * jj + ii + 1).astype("<i2")  # (rows, columns)
+        if volume is not None:
+            pixels = np.ascontiguousarray(volume[:, :, k].T).astype("<i2")
         ds.PixelData = pixels.tobytes()
         if rle:
             from pydicom.uid import RLELossless

@@ -73,3 +73,17 @@ def test_measure_refuses_a_segmentation_on_another_grid(tmp_path: Path, capsys: 
     assert err.startswith("error: other_seg.nii.gz: expected the segmentation to have the shape") and err.count("\n") == 1
     code, out, err = _run(capsys, [str(tmp_path / "missing"), "--seg", str(seg)])
     assert code == 2 and err.startswith("error:")
+
+
+def test_lesion_volumes_on_a_tilted_grid_come_from_the_determinant(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # The same voxels, slices stepped 30 deg off the normal (a gantry tilt): 2 mm steps, 2 cos(30) mm apart.
+    tilt = np.radians(30.0)
+    sheared = LPS_AFFINE @ np.array([[0.8, 0, 0, 0], [0, 1.0, 2.0 * np.sin(tilt), 0], [0, 0, 2.0 * np.cos(tilt), 0],
+                                     [0, 0, 0, 1.0]])
+    case_dir = make_case_dir(tmp_path / "data", shape=SHAPE, affine=sheared)
+    seg = write_nifti(tmp_path / "pred" / "BraTS2021_00000_seg.nii.gz", _seg(), sheared)
+    code, out, _ = _run(capsys, [str(case_dir), "--seg", str(seg)])
+    assert code == 0
+    big = json.loads(out)["lesions"][0]
+    assert big["volume_ml"] == pytest.approx(240 * 1.6 * np.cos(tilt) / 1000, abs=1e-3)  # not 240 x 1.6 mm^3

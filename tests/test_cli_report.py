@@ -138,3 +138,21 @@ def test_report_missing_case_exit_2(tmp_path: Path, work: Path, capsys: pytest.C
     seg = write_nifti(tmp_path / "seg.nii.gz", _pred())
     code, _, err = _run(capsys, [str(tmp_path / "nope"), "--seg", str(seg), "--out", str(tmp_path / "r.pdf")])
     assert code == 2 and len(err.strip().splitlines()) == 1 and "nope" in err
+
+
+def test_report_volumes_on_a_tilted_grid_come_from_the_determinant(tmp_path: Path, work: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # 1 x 1 x 3 mm steps with the slices stepped 60 deg off the normal: 1.5 mm apart, 1.5 mm^3 voxels, not 3.
+    tilt = np.radians(60.0)
+    sheared = LPS_AFFINE @ np.array([[1.0, 0, 0, 0], [0, 1.0, 3.0 * np.sin(tilt), 0], [0, 0, 3.0 * np.cos(tilt), 0],
+                                     [0, 0, 0, 1.0]])
+    case_dir = make_case_dir(tmp_path / "data", with_seg=False, affine=sheared)
+    lab = np.zeros(SHAPE, np.uint8)
+    lab.ravel()[:200] = 2  # 200 x 1.5 mm^3 = 0.3 mL (the spacing product would say 0.6 mL)
+    seg = write_nifti(tmp_path / "seg.nii.gz", lab, sheared)
+    out_pdf = tmp_path / "r.pdf"
+    code, out, _ = _run(capsys, [str(case_dir), "--seg", str(seg), "--out", str(out_pdf)])
+    assert code == 0
+    assert json.loads(out)["volumes_ml"]["WT"] == 0.3
+    text = "".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(out_pdf.read_bytes())).pages)
+    assert "voxel volume 1.5 mm^3" in text

@@ -202,3 +202,12 @@ def test_focus_voxel_is_the_centre_of_the_baseline_tumour_core(result: compare.C
     # the TC cube spans voxels 25..34, 17..26, 21..30: centre (29.5, 21.5, 25.5), rounded half to even
     assert compare.focus_voxel(result) == (30, 22, 26)
     assert result.baseline_labels[30, 22, 26] == 1  # inside the necrotic core
+
+
+def test_follow_up_volumes_use_each_study_s_own_voxel_volume() -> None:
+    lab = np.zeros((4, 4, 4), np.uint8)
+    lab[:2, :2, :2] = 2  # 8 voxels of edema in both studies
+    # Same spacing, but the follow-up's slices are tilted 60 deg: its voxels hold half the volume (|det|).
+    changes = {c.name: c for c in volume_changes(lab, (1.0, 1.0, 2.0), lab, (1.0, 1.0, 2.0),
+                                                 baseline_voxel_ml=2e-3, followup_voxel_ml=1e-3)}
+    assert changes["ED"].baseline == pytest.approx(0.016) and changes["ED"].followup == pytest.approx(0.008)

@@ -392,3 +392,155 @@ def test_cli_convert_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureF
     (tmp_path / "o3" / "x.txt").write_text("x")
     assert main(["convert", str(folder), "--out", str(tmp_path / "o3")]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+# ---- folders as real scanners and PACS exports make them (issue 18) -----------------------------------------------
+
+@pytest.mark.parametrize(("patient_id", "kwargs"), [
+    ("130", {"series_number": 130}),  # a patient id that is also a number of the listing
+    ("4.375", {"pixel_spacing": (4.375, 4.375)}),
+    ("dicom", {}),  # a patient id that is a word of the listing's keys ("dicom_files")
+])
+def test_identifiers_are_scrubbed_field_by_field_never_as_json_text(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], patient_id: str, kwargs: dict) -> None:
+    folder, _, _ = write_series(tmp_path / "dcm", patient_id=patient_id, description=f"AX T1 {patient_id}",
+                                **kwargs)
+    assert main(["convert", str(folder), "--out", str(tmp_path / "out")]) == 0
+    listing = json.loads((tmp_path / "out" / dicom.LISTING_NAME).read_text())
+    assert listing["dicom_files"] == 6 and listing["skipped_files"] == 0
+    (row,) = listing["series"]
+    assert row["description"] == "AX T1 [removed]" and row["file"] == "t1.nii.gz"
+    if "series_number" in kwargs:
+        assert row["n"] == row["series_number"] == 130
+    if "pixel_spacing" in kwargs:
+        assert row["spacing_mm"][:2] == [4.375, 4.375]
+    capsys.readouterr()
+    assert main(["convert", str(folder), "--out", str(tmp_path / "o2"), "--list"]) == 0
+    assert "'AX T1 [removed]'" in capsys.readouterr().out
+
+
+def test_scrubbing_takes_whole_words_and_does_not_change_the_guess(tmp_path: Path) -> None:
+    # A name part ("Ann") inside a word ("Planning") is not an identifier; the name part alone is.
+    folder, _, _ = write_series(tmp_path / "dcm", patient_name="Ann^Flair", description="Planning T1 Ann",
+                                protocol="ann_t1")
+    (s,) = dicom.read_study(folder).series
+    assert s.description == "Planning T1 [removed]" and s.protocol == "[removed]_t1"
+    # The patient is called "Flair": the T1 is still guessed T1 (from the header, in memory), never FLAIR.
+    folder2, _, _ = write_series(tmp_path / "dcm2", patient_name="Flair^Tom", description="Flair T1")
+    (s2,) = dicom.read_study(folder2).series
+    assert s2.guess == "t1" and s2.description == "[removed] T1"
+    assert dicom.scrub_text("Planning ann_T1 ANN", ["Ann"]) == "Planning [removed]_T1 [removed]"
+
+
+def test_clashing_series_numbers_get_uid_derived_names_and_nothing_is_overwritten(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "dcm"
+    # Two series numbered 2 sort first and second by UID; a third is really number 1: the old fallback
+    # (the series' position) named the first clashing one series-1 too, and one file overwrote the other.
+    for uid, number, prefix in (("1.2.3.1", 2, "a"), ("1.2.3.2", 2, "b"), ("1.2.3.3", 1, "c")):
+        write_series(folder, description="AX PD", series_number=number, series_uid=uid, prefix=prefix)
+    study = dicom.read_study(folder, load_pixels=False)
+    names = [s.n for s in study.series]
+    assert names[2] == 1 and len(set(map(str, names))) == 3
+    assert all(re.fullmatch(r"2-[0-9a-f]{6}", str(n)) for n in names[:2])
+    assert all("1.2.3" not in str(n) for n in names)  # derived from the UID, not the UID
+    assert main(["convert", str(folder), "--out", str(tmp_path / "out"), "--sequence", "1=none",
+                 "--sequence", f"series-{names[0]}=t2"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 3 NIfTI file(s)" in printed
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == sorted(
+        ["t2.nii.gz", f"series-{names[1]}.nii.gz", "series-1.nii.gz"])
+    listing = json.loads((tmp_path / "out" / dicom.LISTING_NAME).read_text())
+    assert sorted(r["file"] for r in listing["series"]) == sorted(p.name for p in (tmp_path / "out").glob("*.gz"))
+
+
+def test_resolve_names_never_gives_one_file_name_to_two_series(tmp_path: Path) -> None:
+    folder = tmp_path / "dcm"
+    write_series(folder, description="AX PD", series_number=2, prefix="a")
+    write_series(folder, description="AX PD", series_number=5, prefix="b")
+    study = dicom.read_study(folder, load_pixels=False)
+    study.series[1].n = study.series[0].n  # what the old fallback numbering could do
+    with pytest.raises(DicomError, match="one file name per series"):
+        dicom.resolve_names(study)
+
+
+def test_a_folder_of_several_patients_and_studies_is_split_and_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "dcm"
+    write_series(folder, description="AX FLAIR", series_number=2, prefix="a", patient_id="P-1111",
+                 study_uid="1.2.3.10")
+    write_series(folder, description="AX T1 +C", series_number=3, prefix="b", patient_id="P-1111",
+                 study_uid="1.2.3.10")
+    write_series(folder, description="AX FLAIR", series_number=4, prefix="c", patient_id="P-1111",
+                 study_uid="1.2.3.11")  # the same patient's follow-up study
+    write_series(folder, description="AX FLAIR", series_number=5, prefix="d", patient_id="P-2222",
+                 patient_name="Roe^Richard", study_uid="1.2.3.12")  # another patient
+    study = dicom.read_study(folder)
+    assert (study.n_studies, study.n_patients) == (3, 2)
+    assert "3 studies of 2 patient(s)" in study.studies_note()
+    out = tmp_path / "out"
+    assert main(["convert", str(folder), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 studies of 2 patient(s)" in printed and "wrote 4 NIfTI file(s)" in printed
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.nii.gz"))
+    assert written == ["study-1/flair.nii.gz", "study-1/t1ce.nii.gz", "study-2/flair.nii.gz",
+                       "study-3/flair.nii.gz"]
+    listing = json.loads((out / dicom.LISTING_NAME).read_text())
+    assert listing["studies"] == 3 and listing["patients"] == 2 and "split" in listing
+    assert "P-1111" not in (out / dicom.LISTING_NAME).read_text()
+    with pytest.raises(DicomError, match="several"):
+        dicom.open_as_case_volumes(study)
+    vols, _ = dicom.open_as_case_volumes(study, {"4": "skip", "5": "skip"})
+    assert set(vols) == {"flair", "t1ce"}
+    with zipfile.ZipFile(io.BytesIO(dicom.conversion_zip(study))) as zf:
+        assert "study-3/flair.nii.gz" in zf.namelist()
+
+
+@pytest.mark.parametrize("kwargs", [{"image_type": "ORIGINAL\\PRIMARY\\M\\ND\\MOSAIC"}, {"mosaic_tiles": 36}])
+def test_a_siemens_mosaic_is_named_a_mosaic(tmp_path: Path, kwargs: dict) -> None:
+    s = _only_series(tmp_path, n_slices=2, description="ep2d_bold", **kwargs)
+    assert "Siemens mosaic" in (s.refusal or "") and "localiser" not in (s.refusal or "")
+    if "mosaic_tiles" in kwargs:
+        assert "36 slices" in (s.refusal or "")
+
+
+def test_an_exact_duplicate_file_is_dropped_with_a_note(tmp_path: Path) -> None:
+    folder, _, positions = write_series(tmp_path / "dcm")
+    first = sorted(folder.iterdir())[0]
+    (folder / "copy_of_one.dcm").write_bytes(first.read_bytes())
+    study = dicom.read_study(folder)
+    (s,) = study.series
+    assert s.usable and s.n_files == 6 and study.duplicate_files == 1
+    assert any("1 exact duplicate" in w for w in s.warnings)
+    conv = dicom.convert(folder, tmp_path / "out")
+    assert _max_error_mm(load_volume(conv.files["t1"]), AXIAL, (1.2, 0.9), positions) < TOL_MM
+    assert conv.listing["duplicate_files_dropped"] == 1
+
+
+def test_files_sharing_a_sop_instance_uid_but_differing_refuse_the_series(tmp_path: Path) -> None:
+    import pydicom
+
+    folder, _, _ = write_series(tmp_path / "dcm")
+    ds = pydicom.dcmread(sorted(folder.iterdir())[0])
+    ds.PixelData = bytes(len(ds.PixelData))
+    ds.save_as(folder / "altered.dcm", enforce_file_format=True)
+    (s,) = dicom.read_study(folder).series
+    assert "share a SOPInstanceUID" in (s.refusal or "")
+
+
+def test_the_listing_is_written_when_every_series_is_refused_and_the_error_line_is_whole(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "dcm"
+    for k in range(12):
+        write_series(folder, n_slices=1, series_number=10 + k, prefix=f"s{k}_")
+    out = tmp_path / "out"
+    assert main(["convert", str(folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith(f"every series is listed in {dicom.LISTING_NAME}")
+    listing = json.loads((out / dicom.LISTING_NAME).read_text())
+    refusals = {r["refusal"] for r in listing["series"]}
+    assert len(listing["series"]) == 12 and not list(out.glob("*.nii.gz"))
+    parts = err.split("(", 1)[1].rsplit(")", 1)[0].split("; ")
+    assert re.fullmatch(r"and \d+ more refused series", parts[-1])
+    for part in parts[:-1]:  # every reason shown is a whole one
+        assert re.sub(r"^series \d+: ", "", part) in refusals

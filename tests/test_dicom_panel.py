@@ -49,7 +49,7 @@ def test_dicom_tab_lists_series_and_opens_a_case(dicom_root: Path, app_env: Path
     assert "4 series in" in texts(at.caption)
     frames = [df.value for df in at.dataframe]
     refused = next(f for f in frames if "Reason" in f.columns)
-    assert list(refused["Series"]) == [1] and "mixed slice orientations" in refused["Reason"].iloc[0]
+    assert list(refused["Series"]) == ["1"] and "mixed slice orientations" in refused["Reason"].iloc[0]
     at.button(key="dicom_open").click().run()
     assert not at.exception, at.exception
     sel = at.session_state[ui.KEY_CASE]
@@ -92,3 +92,16 @@ def test_uploaded_zip_is_read_without_using_member_names(tmp_path: Path) -> None
     (s,) = study.series
     assert s.usable and s.guess == "flair" and s.data is not None
     assert all("DOE" not in str(p) for p in s.files)
+
+
+def test_a_folder_of_two_patients_is_said_and_not_opened_as_one_case(dicom_root: Path) -> None:
+    write_series(dicom_root / "study1", description="AX FLAIR", series_number=9, prefix="e", patient_id="P-2222",
+                 patient_name="Roe^Richard", study_uid="1.2.3.99")
+    at = _read_folder(run_page(BROWSER, timeout=60))
+    assert not at.exception, at.exception
+    warning = texts(at.warning)
+    assert "2 studies of 2 patient(s)" in warning and "Open one study at a time" in warning
+    assert "P-2222" not in warning and "Roe" not in warning
+    at.button(key="dicom_open").click().run()
+    assert not at.exception, at.exception
+    assert "several" in texts(at.error) and ui.KEY_UPLOADED not in at.session_state

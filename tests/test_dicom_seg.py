@@ -332,10 +332,20 @@ def test_cli_export_seg_errors_are_one_line(tmp_path: Path, capsys: pytest.Captu
 def test_case_opened_from_dicom_offers_a_dicom_seg_on_the_report(app_env: Path, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import run_page, texts
+    from streamlit.runtime.media_file_manager import MediaFileManager
 
     from core.app import dicom_panel, ui
     from core.data import roots
 
+    # The download buttons' deferred builds, as the server keeps them: called later, outside the script run.
+    deferred: dict[str, object] = {}
+    add_deferred = MediaFileManager.add_deferred
+
+    def keep(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):  # type: ignore[no-untyped-def]
+        deferred[str(file_name)] = data_callable
+        return add_deferred(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", keep)
     root = tmp_path / "dicomroot"
     write_series(root / "study1", description="AX FLAIR", series_number=2, prefix="a")
     write_series(root / "study1", description="AX T1 post gad", series_number=5, prefix="b", rows=6,
@@ -375,6 +385,15 @@ def test_case_opened_from_dicom_offers_a_dicom_seg_on_the_report(app_env: Path, 
     px = seg.get_pixels_by_source_instance(list(series.sop_instance_uids), segment_numbers=[1, 2, 3])
     for n, lab in enumerate((1, 2, 4)):
         np.testing.assert_array_equal(px[..., n].astype(bool), (src == lab).transpose(2, 1, 0))
+    # ... and what the button really delivers: its build, run after the script run as the server does (issue 18:
+    # it looked the source series up in the session state there and failed; nothing was delivered).
+    (seg_name,) = [name for name in deferred if name.endswith("seg.dcm")]
+    delivered = read_seg(deferred[seg_name]())  # type: ignore[operator]
+    assert delivered.ReferencedSeriesSequence[0].SeriesInstanceUID == series.series_uid
+    px = delivered.get_pixels_by_source_instance(list(series.sop_instance_uids), segment_numbers=[1, 2, 3])
+    for n, lab in enumerate((1, 2, 4)):
+        np.testing.assert_array_equal(px[..., n].astype(bool), (src == lab).transpose(2, 1, 0))
+    assert delivered.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
 
     at.session_state[ui.KEY_CORRECTED] = np.zeros_like(labels)  # nothing to export: said, no button
     at.run()

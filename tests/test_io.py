@@ -497,3 +497,27 @@ print(type(pydicom.Dataset()).__name__)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent).stdout.splitlines()
     assert out == ["(2, 3, 4) 276 False False", "Dataset"]
+
+
+# ---- voxel volume from the affine (issue 18) ----------------------------------------------------------------------
+
+TILT_DEG = 30.0
+SHEARED = np.array([[0.8, 0.0, 0.0, 0.0],  # 0.8 x 1 x 2 mm voxels, slices stepped 30 deg off the normal
+                    [0.0, 1.0, 2.0 * np.sin(np.radians(TILT_DEG)), 0.0],
+                    [0.0, 0.0, 2.0 * np.cos(np.radians(TILT_DEG)), 0.0],
+                    [0.0, 0.0, 0.0, 1.0]])
+
+
+def test_voxel_volume_is_the_determinant_of_the_affine_on_a_sheared_grid() -> None:
+    from core.data.io import voxel_volume_ml_from
+
+    vol = volume_from_array(np.zeros((4, 5, 6), np.int16), SHEARED)
+    assert vol.spacing_mm == pytest.approx((0.8, 1.0, 2.0))  # the slice step is 2 mm long...
+    by_hand = 0.8 * 1.0 * 2.0 * np.cos(np.radians(TILT_DEG)) / 1000.0  # ...but slices are 2 cos(30) mm apart
+    assert vol.voxel_volume_ml == pytest.approx(by_hand, rel=1e-9)
+    assert voxel_volume_ml_from(SHEARED) == pytest.approx(by_hand, rel=1e-9)
+    assert voxel_volume_ml_from(vol.spacing_mm) == pytest.approx(1.6e-3)  # the product: 1/cos(30) too large
+    assert voxel_volume_ml_from(np.diag([-1.0, 2.0, 3.0, 1.0])) == pytest.approx(6e-3)  # |det|: a flip is fine
+    for bad in ([1.0, 0.0, 2.0], np.zeros((4, 4)), [1.0, 2.0]):
+        with pytest.raises(ImageContentError):
+            voxel_volume_ml_from(bad)

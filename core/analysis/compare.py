@@ -409,10 +409,13 @@ def change(name: str, unit: str, baseline: float, followup: float) -> Change:
 
 
 def volume_changes(baseline_labels: np.ndarray, baseline_spacing_mm: Sequence[float],
-                   followup_labels: np.ndarray, followup_spacing_mm: Sequence[float]) -> tuple[Change, ...]:
-    """Volumes in mL of NCR, ED, ET, WT and TC, each study from its own labels and voxel size."""
-    b = label_volumes_ml(baseline_labels, baseline_spacing_mm)
-    f = label_volumes_ml(followup_labels, followup_spacing_mm)
+                   followup_labels: np.ndarray, followup_spacing_mm: Sequence[float], *,
+                   baseline_voxel_ml: float | None = None, followup_voxel_ml: float | None = None,
+                   ) -> tuple[Change, ...]:
+    """Volumes in mL of NCR, ED, ET, WT and TC, each study from its own labels and voxel volume
+    (``*_voxel_ml``: |det| of its affine, ``Case.voxel_volume_ml``; None: the product of its voxel sizes)."""
+    b = label_volumes_ml(baseline_labels, baseline_spacing_mm, voxel_volume_ml=baseline_voxel_ml)
+    f = label_volumes_ml(followup_labels, followup_spacing_mm, voxel_volume_ml=followup_voxel_ml)
     return tuple(change(s, "mL", b[s], f[s]) for s in STRUCTURES)
 
 
@@ -528,9 +531,10 @@ def compare_studies(baseline: Case, followup: Case, baseline_seg: Volume | None 
             f"{MODALITY_TITLES[key]} (NCC inside the brain >= {min_ncc:g}, brain overlap Dice >= "
             f"{min_brain_dice:g}), got NCC {score:.2f} and Dice {dice:.2f}: are both studies of the same patient "
             "and of the whole brain?")
-    volumes = volume_changes(base_labels, baseline.spacing_mm, follow_labels, followup.spacing_mm)
-    rano_b = measure_rano(base_labels, baseline.spacing_mm)
-    rano_f = measure_rano(follow_labels, followup.spacing_mm)
+    volumes = volume_changes(base_labels, baseline.spacing_mm, follow_labels, followup.spacing_mm,
+                             baseline_voxel_ml=baseline.voxel_volume_ml, followup_voxel_ml=followup.voxel_volume_ml)
+    rano_b = measure_rano(base_labels, baseline.spacing_mm, voxel_volume_ml=baseline.voxel_volume_ml)
+    rano_f = measure_rano(follow_labels, followup.spacing_mm, voxel_volume_ml=followup.voxel_volume_ml)
     products = change("sum_of_products", "mm2", float(rano_b.sum_products_mm2), float(rano_f.sum_products_mm2))
     new = new_measurable_lesions(base_labels, labels_on_base, baseline.spacing_mm)
     et = {c.name: c for c in volumes}["ET"]

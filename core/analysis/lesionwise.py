@@ -89,6 +89,7 @@ from core.analysis.metrics import (
     region_mask,
 )
 from core.config import REGIONS
+from core.data.io import voxel_volume_ml_from
 from core.errors import BratsViewerError, CaseError, ImageContentError
 
 LESION_MISS_HD95_MM: float = 374.0  # BraTS 2023: HD95 of a missed or spurious lesion
@@ -410,7 +411,8 @@ def _union_box(boxes: Sequence[tuple[slice, ...]]) -> tuple[slice, ...]:
 
 # --------------------------------------------------------------------------------------------- lesion counts ---
 
-def count_lesions(labels: np.ndarray, spacing_mm: Sequence[float], min_ml: float = 0.0) -> dict[str, int]:
+def count_lesions(labels: np.ndarray, spacing_mm: Sequence[float], min_ml: float = 0.0, *,
+                  voxel_volume_ml: float | None = None) -> dict[str, int]:
     """Number of lesions of each region: 26-connected components of its mask of at least ``min_ml`` mL.
 
     Args:
@@ -418,6 +420,7 @@ def count_lesions(labels: np.ndarray, spacing_mm: Sequence[float], min_ml: float
         spacing_mm: voxel size along X, Y, Z in mm.
         min_ml: smallest lesion counted, in mL (1 mL = 1000 mm^3); 0 counts every component, however small,
             as the RANO-style measurement lists every enhancing component.
+        voxel_volume_ml: one voxel's volume in mL (|det| of the affine); None: the product of ``spacing_mm``.
 
     Returns:
         "WT", "TC", "ET" -> number of lesions.
@@ -433,7 +436,7 @@ def count_lesions(labels: np.ndarray, spacing_mm: Sequence[float], min_ml: float
     spacing = _check_spacing(spacing_mm)
     if not (math.isfinite(min_ml) and min_ml >= 0):
         raise ImageContentError(f"expected a minimum lesion volume >= 0 mL, got {min_ml!r}")
-    min_voxels = min_ml * 1000.0 / float(np.prod(spacing))
+    min_voxels = min_ml / (voxel_volume_ml_from(spacing) if voxel_volume_ml is None else float(voxel_volume_ml))
     tumour = arr[bounding_box(arr > 0)]  # every region lies inside the whole tumour's box: same components
     out: dict[str, int] = {}
     for name in REGION_ORDER:

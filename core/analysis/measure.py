@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from core.config import LABEL_ET, VALID_LABELS
+from core.data.io import voxel_volume_ml_from
 from core.errors import CaseError
 
 MEASURABLE_MIN_MM = 10.0
@@ -304,12 +305,15 @@ def _shift(seg: Segment, offset: Point) -> Segment:
     return ((seg[0][0] + offset[0], seg[0][1] + offset[1]), (seg[1][0] + offset[0], seg[1][1] + offset[1]))
 
 
-def measure_rano(labels: np.ndarray, spacing_mm: tuple[float, float, float]) -> RanoResult:
+def measure_rano(labels: np.ndarray, spacing_mm: tuple[float, float, float], *,
+                 voxel_volume_ml: float | None = None) -> RanoResult:
     """Bidimensional (RANO-style) measurement of every enhancing lesion of a label volume.
 
     Args:
         labels: (X, Y, Z) integer labels 0/1/2/4 on the RAS grid; ET is label 4.
         spacing_mm: voxel size along X, Y, Z in mm.
+        voxel_volume_ml: one voxel's volume in mL for the lesions' volumes (``Case.voxel_volume_ml``: |det| of
+            the affine, exact on a sheared grid); None: the product of ``spacing_mm``.
 
     Returns:
         The lesions (largest product first), the target lesions and the sum of their products in mm^2.
@@ -322,7 +326,7 @@ def measure_rano(labels: np.ndarray, spacing_mm: tuple[float, float, float]) -> 
     if not et.any():
         return RanoResult((), (), 0.0, spacing)
     components, n = ndimage.label(et, structure=_STRUCTURE_26)
-    voxel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
+    voxel_ml = voxel_volume_ml_from(spacing) if voxel_volume_ml is None else float(voxel_volume_ml)
     pixel_mm2 = spacing[0] * spacing[1]
     raw = []
     for k, box in enumerate(ndimage.find_objects(components), start=1):

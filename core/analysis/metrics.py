@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from core.config import CLASS_NAMES, HD95_EMPTY_MM, LABEL_ED, LABEL_ET, LABEL_NCR, REGIONS, VALID_LABELS
+from core.data.io import voxel_volume_ml_from
 from core.errors import CaseError, ImageContentError
 
 # Per-label names used in outputs (NCR/NET is abbreviated NCR); label value -> name.
@@ -265,14 +266,27 @@ class RegionScore:
         return {k: float(v) for k, v in asdict(self).items()}
 
 
-def score_masks(pred: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float]) -> RegionScore:
-    """Score a boolean prediction mask against a boolean reference mask, both shape (X, Y, Z)."""
+def _voxel_ml(spacing: Sequence[float], voxel_volume_ml: float | None) -> float:
+    """``voxel_volume_ml`` when given (from the affine), else the product of the voxel sizes, in mL."""
+    if voxel_volume_ml is None:
+        return voxel_volume_ml_from(tuple(spacing))
+    value = float(voxel_volume_ml)
+    if not (np.isfinite(value) and value > 0):
+        raise ImageContentError(f"expected a positive voxel volume in mL, got {voxel_volume_ml}")
+    return value
+
+
+def score_masks(pred: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float], *,
+                voxel_volume_ml: float | None = None) -> RegionScore:
+    """Score a boolean prediction mask against a boolean reference mask, both shape (X, Y, Z).
+
+    ``voxel_volume_ml`` (mL, from the affine) gives the volumes; None: the product of ``spacing_mm``."""
     pred = np.asarray(pred, dtype=bool)
     gt = np.asarray(gt, dtype=bool)
     _check_shapes(pred, gt)
     spacing = _check_spacing(spacing_mm)
     c = Counts.from_masks(pred, gt)
-    voxel_ml = float(np.prod(spacing)) / 1000.0
+    voxel_ml = _voxel_ml(spacing, voxel_volume_ml)
     return RegionScore(
         dice=dice(c), iou=iou(c), sensitivity=sensitivity(c), specificity=specificity(c), precision=precision(c),
         hd95_mm=hd95_mm(pred, gt, spacing), pred_volume_ml=(c.tp + c.fp) * voxel_ml, gt_volume_ml=(c.tp + c.fn) * voxel_ml,
@@ -280,20 +294,23 @@ def score_masks(pred: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float]) -
 
 
 def score_region(pred: np.ndarray, gt: np.ndarray, region: str | Sequence[int],
-                 spacing_mm: Sequence[float]) -> RegionScore:
+                 spacing_mm: Sequence[float], *, voxel_volume_ml: float | None = None) -> RegionScore:
     """Score one BraTS region of a predicted label map against the reference label map.
 
     Args:
         pred, gt: label arrays 0/1/2/4, shape (X, Y, Z), same grid.
         region: "WT", "TC", "ET" or a tuple of labels.
         spacing_mm: voxel size along X, Y, Z in mm.
+        voxel_volume_ml: one voxel's volume in mL (``Volume.voxel_volume_ml``: |det| of the affine, exact on a
+            sheared grid); None: the product of ``spacing_mm`` (``core.data.io.voxel_volume_ml_from``).
 
     Raises:
         CaseError: shapes differ, not 3-D, or labels outside {0, 1, 2, 4}.
         ImageContentError: bad spacing.
     """
     _check_labels(pred, gt)
-    return score_masks(region_mask(pred, region), region_mask(gt, region), spacing_mm)
+    return score_masks(region_mask(pred, region), region_mask(gt, region), spacing_mm,
+                       voxel_volume_ml=voxel_volume_ml)
 
 
 @dataclass(frozen=True)
@@ -324,12 +341,15 @@ class CaseScore:
         return out
 
 
-def score_case(pred_labels: np.ndarray, gt_labels: np.ndarray, spacing_mm: Sequence[float]) -> CaseScore:
+def score_case(pred_labels: np.ndarray, gt_labels: np.ndarray, spacing_mm: Sequence[float], *,
+               voxel_volume_ml: float | None = None) -> CaseScore:
     """Score a predicted label map against the reference: WT/TC/ET region scores and per-label Dice.
 
     Args:
         pred_labels, gt_labels: label arrays 0/1/2/4, shape (X, Y, Z), same grid.
         spacing_mm: voxel size along X, Y, Z in mm.
+        voxel_volume_ml: one voxel's volume in mL (``Volume.voxel_volume_ml``: |det| of the affine, exact on a
+            sheared grid); None: the product of ``spacing_mm`` (``core.data.io.voxel_volume_ml_from``).
 
     Raises:
         CaseError: shapes differ, not 3-D, or labels outside {0, 1, 2, 4}.
@@ -339,24 +359,28 @@ def score_case(pred_labels: np.ndarray, gt_labels: np.ndarray, spacing_mm: Seque
     gt = np.asarray(gt_labels)
     _check_labels(pred, gt)
     spacing = _check_spacing(spacing_mm)
-    regions = {name: score_masks(region_mask(pred, name), region_mask(gt, name), spacing) for name in REGION_ORDER}
+    regions = {name: score_masks(region_mask(pred, name), region_mask(gt, name), spacing,
+                                 voxel_volume_ml=voxel_volume_ml) for name in REGION_ORDER}
     per_label = {name: dice(Counts.from_masks(pred == label, gt == label)) for label, name in PER_LABEL_NAMES.items()}
     return CaseScore(regions, per_label, spacing)
 
 
-def label_volumes_ml(labels: np.ndarray, spacing_mm: Sequence[float]) -> dict[str, float]:
-    """Volumes in mL (voxel count x prod(spacing_mm) / 1000) of each label and region.
+def label_volumes_ml(labels: np.ndarray, spacing_mm: Sequence[float], *,
+                     voxel_volume_ml: float | None = None) -> dict[str, float]:
+    """Volumes in mL (voxel count x voxel volume) of each label and region.
 
     Args:
         labels: label array 0/1/2/4, shape (X, Y, Z).
         spacing_mm: voxel size along X, Y, Z in mm.
+        voxel_volume_ml: one voxel's volume in mL (``Volume.voxel_volume_ml``: |det| of the affine, exact on a
+            sheared grid); None: the product of ``spacing_mm`` (``core.data.io.voxel_volume_ml_from``).
 
     Returns:
         {"NCR": label 1, "ED": label 2, "ET": label 4 (= region ET), "WT": labels 1+2+4, "TC": labels 1+4}.
     """
     spacing = _check_spacing(spacing_mm)
     counts = _label_counts(labels, "segmentation")
-    voxel_ml = float(np.prod(spacing)) / 1000.0
+    voxel_ml = _voxel_ml(spacing, voxel_volume_ml)
     out = {name: counts.get(label, 0) * voxel_ml for label, name in PER_LABEL_NAMES.items()}
     for name in ("WT", "TC"):
         out[name] = sum(counts.get(label, 0) for label in REGIONS[name]) * voxel_ml

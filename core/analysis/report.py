@@ -34,7 +34,7 @@ from core.analysis.lesionwise import count_lesions
 from core.analysis.measure import Lesion, RanoResult, measure_rano
 from core.config import DISCLAIMER, LABEL_COLOURS, LABEL_LONG_NAMES, LABEL_NAMES, MODALITIES, MODALITY_TITLES
 from core.data.cases import Case
-from core.data.io import atomic_write_bytes
+from core.data.io import atomic_write_bytes, voxel_volume_ml_from
 from core.errors import CaseError
 
 REPORT_TITLE = "Brain tumour segmentation report"
@@ -76,12 +76,14 @@ def round_ml(volume_mm3: float, digits: int = 1) -> float:
 
 
 def volume_table(labels: np.ndarray, spacing_mm: Sequence[float],
-                 gt_labels: np.ndarray | None = None) -> list[dict[str, Any]]:
+                 gt_labels: np.ndarray | None = None, *, voxel_volume_ml: float | None = None) -> list[dict[str, Any]]:
     """Rows of the volume table: labels NCR, ED, ET (ET is also the region ET), then regions TC and WT.
 
     Args:
         labels: label volume (X, Y, Z), 0/1/2/4.
         spacing_mm: voxel size along X, Y, Z in mm.
+        voxel_volume_ml: one voxel's volume in mL (``Case.voxel_volume_ml``: |det| of the affine, exact on a
+            sheared grid); None: the product of ``spacing_mm``.
         gt_labels: optional reference labels on the same grid; adds ``gt_voxels``, ``gt_volume_ml`` and
             ``difference_ml`` (segmentation minus reference).
 
@@ -97,7 +99,9 @@ def volume_table(labels: np.ndarray, spacing_mm: Sequence[float],
     spacing = tuple(float(s) for s in spacing_mm)
     if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise CaseError(f"expected three positive voxel sizes in mm, got {tuple(spacing_mm)}")
-    voxel_mm3 = float(np.prod(spacing))
+    voxel_mm3 = 1000.0 * (voxel_volume_ml_from(spacing) if voxel_volume_ml is None else float(voxel_volume_ml))
+    if not (np.isfinite(voxel_mm3) and voxel_mm3 > 0):
+        raise CaseError(f"expected a positive voxel volume, got {voxel_volume_ml} mL")
     gt = None
     if gt_labels is not None:
         gt = _check_volume(gt_labels, "reference labels")
@@ -304,7 +308,7 @@ def render_measurement(case: Case, labels: np.ndarray, rano: RanoResult | None =
     from PIL import ImageDraw
 
     arr, key = _labels_and_background(case, labels, modality)
-    rano = rano if rano is not None else measure_rano(arr, case.spacing_mm)
+    rano = rano if rano is not None else measure_rano(arr, case.spacing_mm, voxel_volume_ml=case.voxel_volume_ml)
     lesion = measured_lesion(rano)
     if lesion is None:
         return None
@@ -592,10 +596,10 @@ def build_pdf(inputs: ReportInputs) -> bytes:
     if created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
     created = created.astimezone(UTC)
-    rows = volume_table(labels, case.spacing_mm, inputs.gt_labels)
+    rows = volume_table(labels, case.spacing_mm, inputs.gt_labels, voxel_volume_ml=case.voxel_volume_ml)
     planes = render_planes(case, labels)
     _, basis = tumour_core_slices(labels)
-    rano = measure_rano(labels, case.spacing_mm)
+    rano = measure_rano(labels, case.spacing_mm, voxel_volume_ml=case.voxel_volume_ml)
     measurement = render_measurement(case, labels, rano)
     scores = _flat_scores(inputs.scores)
     ref = case.reference

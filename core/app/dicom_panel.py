@@ -71,7 +71,8 @@ def _table(study: dicom.Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     names = dicom.resolve_names(study)
     usable, refused = [], []
     for s in study.series:
-        row: dict[str, Any] = {"Series": s.n, "Description": s.description or s.protocol, "Files": s.n_files,
+        row: dict[str, Any] = {"Series": str(s.n), **({"Study": s.study} if study.n_studies > 1 else {}),
+                               "Description": s.description or s.protocol, "Files": s.n_files,
                                "Guess": s.guess or "-"}
         if s.usable and s.shape and s.spacing_mm:
             name = names[s.index][0]
@@ -114,13 +115,17 @@ def seg_source_for(case: Case) -> dicom_seg.SourceSeries | str | None:
 
 
 def seg_download_bytes(case: Case, labels: Any, source_kind: str, model_name: str = "",
-                       model_sha256: str = "") -> bytes:
+                       model_sha256: str = "", series: dicom_seg.SourceSeries | str | None = None) -> bytes:
     """The labels (internal 0/1/2/4 on the case grid) as a DICOM SEG referencing the case's source series.
+
+    ``series``: the source series (``seg_source_for``, read during the script run); when None it is looked up in
+    this session's state, which only works inside a script run, never in a deferred download callable.
 
     Raises:
         DicomError: the case has no source series in this session, or nothing to export.
     """
-    series = seg_source_for(case)
+    if series is None:
+        series = seg_source_for(case)
     if not isinstance(series, dicom_seg.SourceSeries):
         raise DicomError(series or "expected a case opened from DICOM in this session, got another case")
     blob, _info = dicom_seg.seg_bytes(
@@ -132,7 +137,10 @@ def seg_download_bytes(case: Case, labels: Any, source_kind: str, model_name: st
 def seg_download(case: Case, labels: Any, source_kind: str, model_name: str, model_sha256: str, file_name: str,
                  wrap: Callable[[str, Callable[[], bytes]], Callable[[], bytes]] | None = None) -> None:
     """The DICOM SEG download (or why there is none) for a case opened from DICOM in this session; nothing
-    otherwise. ``wrap(event, build)`` may wrap the deferred build (the report page records the export)."""
+    otherwise. ``wrap(event, build)`` may wrap the deferred build (the report page records the export).
+
+    The build runs when the button is pressed, outside the script run, where ``st.session_state`` is out of
+    reach: it closes over the source series and the labels read here, and touches no session state."""
     series = seg_source_for(case)
     if series is None:
         return
@@ -145,8 +153,10 @@ def seg_download(case: Case, labels: Any, source_kind: str, model_name: str, mod
         st.caption("DICOM SEG: this segmentation holds no tumour label, so there is no segment to export.")
         return
 
+    held = series  # read in this script run; the deferred build must not look it up again
+
     def build() -> bytes:
-        return seg_download_bytes(case, labels, source_kind, model_name, model_sha256)
+        return seg_download_bytes(case, labels, source_kind, model_name, model_sha256, series=held)
 
     st.download_button("Segmentation (DICOM SEG)", data=wrap("export_dicom_seg", build) if wrap else build,
                        file_name=file_name, mime="application/dicom", icon=":material/download:",
@@ -180,7 +190,11 @@ def dicom_tab() -> None:
     sid, study = loaded
     usable, refused = _table(study)
     st.caption(f"{len(study.series)} series in {study.dicom_files} DICOM files"
-               + (f"; {study.skipped_files} other files skipped" if study.skipped_files else ""))
+               + (f"; {study.skipped_files} other files skipped" if study.skipped_files else "")
+               + (f"; {study.duplicate_files} exact duplicate files dropped" if study.duplicate_files else ""))
+    if study.n_studies > 1:
+        st.warning(study.studies_note()[0].upper() + study.studies_note()[1:] + ". Open one study at a time as a "
+                   "case (set the others to skip).", icon=":material/group:")
     edited = None
     if len(usable):
         edited = st.data_editor(

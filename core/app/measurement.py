@@ -16,8 +16,9 @@ from core.data.cases import Case
 
 
 @st.cache_resource(max_entries=6, show_spinner="Measuring the enhancing lesions...")
-def _rano_cached(case_key: str, labels_key: str, _labels: Any, spacing_mm: tuple[float, float, float]) -> RanoResult:
-    return measure_rano(_labels, spacing_mm)
+def _rano_cached(case_key: str, labels_key: str, _labels: Any, spacing_mm: tuple[float, float, float],
+                voxel_volume_ml: float) -> RanoResult:
+    return measure_rano(_labels, spacing_mm, voxel_volume_ml=voxel_volume_ml)
 
 
 def cached_rano(case: Case, labels: Any) -> RanoResult:
@@ -27,4 +28,4 @@ def cached_rano(case: Case, labels: Any) -> RanoResult:
         CaseError: labels not 3-D integers within {0, 1, 2, 4}.
     """
     sx, sy, sz = (float(s) for s in case.spacing_mm)
-    return _rano_cached(case.content_key, labels_digest(labels), labels, (sx, sy, sz))
+    return _rano_cached(case.content_key, labels_digest(labels), labels, (sx, sy, sz), case.voxel_volume_ml)

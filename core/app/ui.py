@@ -432,10 +432,11 @@ def session_prediction(case: Case) -> Any:
 
 
 @st.cache_resource(max_entries=6, show_spinner="Scoring against the ground truth...")
-def _scores_cached(case_key: str, labels_key: str, _labels: Any, _gt: Any, spacing_mm: tuple[float, ...]) -> Any:
+def _scores_cached(case_key: str, labels_key: str, _labels: Any, _gt: Any, spacing_mm: tuple[float, ...],
+                   voxel_volume_ml: float) -> Any:
     from core.analysis.metrics import score_case
 
-    return score_case(_labels, _gt, spacing_mm)
+    return score_case(_labels, _gt, spacing_mm, voxel_volume_ml=voxel_volume_ml)
 
 
 def cached_scores(case: Case, labels: Any) -> Any:
@@ -446,7 +447,7 @@ def cached_scores(case: Case, labels: Any) -> Any:
     from core.app.segstate import labels_digest
 
     return _scores_cached(case_cache_key(case), labels_digest(labels), labels, case.seg.data,
-                          tuple(case.spacing_mm))
+                          tuple(case.spacing_mm), case.voxel_volume_ml)
 
 
 # ---- the quality flag, shown next to every whole-volume result ------------------------------------------------

@@ -1,8 +1,10 @@
 """``python -m core convert DICOM_DIR_OR_ZIP --out DIR``: DICOM series to NIfTI, one file per usable series.
 
 Files are named by the guessed sequence (``flair``, ``t1``, ``t1ce``, ``t2``) or ``series-<n>`` (n: the series
-number), and ``DIR/dicom_series.json`` lists every series with its guess, its decision and, for refused series,
-the reason. ``--sequence N=SEQ`` (N: series number or SeriesInstanceUID; SEQ: flair, t1, t1ce, t2, none, skip)
+number, or ``<number>-<hash>`` derived from the SeriesInstanceUID when two series share a number), and
+``DIR/dicom_series.json`` lists every series with its guess, its decision and, for refused series, the reason (it
+is written even when no series can be converted). A folder holding several studies or patients is split: each
+study goes into ``DIR/study-<k>/`` and the run says which series went where. ``--sequence N=SEQ`` (N: series number or SeriesInstanceUID; SEQ: flair, t1, t1ce, t2, none, skip)
 overrides a guess. Patient identifiers are never written (see ``core.data.dicom``).
 
 Bad input exits with status 2 and one ``error: ...`` line.
@@ -40,10 +42,15 @@ def _lines(listing: dict) -> list[str]:
     for s in listing["series"]:
         what = s.get("file") or ("refused: " + s["refusal"] if s.get("refusal") else s.get("status", ""))
         if s.get("name") and not s.get("file") and s["status"] == "usable":
-            what = f"would write {s['name']}.nii.gz"
+            folder = f"study-{s['study']}/" if listing.get("studies", 1) > 1 else ""
+            what = f"would write {folder}{s['name']}.nii.gz"
         shape = "x".join(str(v) for v in s.get("shape", [])) or "-"
-        out.append(f"series {s['n']:>4}  {s['description'][:40]!r:<42} guess={s['sequence_guess'] or '-':<6} "
+        out.append(f"series {s['n']!s:>4}  {s['description'][:40]!r:<42} guess={s['sequence_guess'] or '-':<6} "
                    f"{shape:<12} {what}")
+    if listing.get("split"):
+        out.append(listing["split"][0].upper() + listing["split"][1:] + ".")
+    if listing.get("duplicate_files_dropped"):
+        out.append(f"{listing['duplicate_files_dropped']} exact duplicate file(s) dropped.")
     return out
 
 

@@ -128,7 +128,7 @@ def lesionwise_note(rule: str) -> str:
 
 
 def _case_json(pred: Volume, gt: Volume, lesionwise: bool = False, rule: str = LESION_RULES[0]) -> dict[str, Any]:
-    score = score_case(pred.data, gt.data, gt.spacing_mm)
+    score = score_case(pred.data, gt.data, gt.spacing_mm, voxel_volume_ml=gt.voxel_volume_ml)
     out = {
         "pred": pred.source_name,
         "gt": gt.source_name,
@@ -233,7 +233,7 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, lesionwise: bool = False,
         if pred_labels is None:
             errors.append(f"{case_id}: {row['error']}")
             pred_labels = np.zeros(gt.shape, dtype=np.uint8)
-        row.update(score_case(pred_labels, gt.data, gt.spacing_mm).to_dict())
+        row.update(score_case(pred_labels, gt.data, gt.spacing_mm, voxel_volume_ml=gt.voxel_volume_ml).to_dict())
         if lesionwise:
             row.update(flat_lesionwise(lesionwise_scores(pred_labels, gt.data, gt.spacing_mm, rule=rule)))
         rows.append(row)

@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 def run(args: argparse.Namespace) -> int:
     case = load_case_arg(list(args.case))
     labels, seg_sha = load_seg_on_case_grid(args.seg, case)
-    result = measure_rano(labels, case.spacing_mm)
+    result = measure_rano(labels, case.spacing_mm, voxel_volume_ml=case.voxel_volume_ml)
     out = {
         "case_id": case.case_id,
         "seg": args.seg.name,

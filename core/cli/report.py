@@ -74,14 +74,14 @@ def run(args: argparse.Namespace) -> int:
     scores = None
     if case.seg is not None and not args.no_reference and case.seg.sha256 != seg_sha:
         gt = np.asarray(case.seg.data)
-        scores = score_case(labels, gt, case.spacing_mm)
+        scores = score_case(labels, gt, case.spacing_mm, voxel_volume_ml=case.voxel_volume_ml)
     quality = load_quality(args.quality) if args.quality is not None else None
     inputs = ReportInputs(case=case, labels=labels, model_name=args.model_name, model_sha256=args.model_sha,
                           corrected=bool(args.corrected), gt_labels=gt, scores=scores, seg_sha256=seg_sha,
                           extra={"Segmentation file": args.seg.name}, quality=quality)
     pdf = build_pdf(inputs)
     out = atomic_write_bytes(args.out, pdf)
-    rows = volume_table(labels, case.spacing_mm, gt)
+    rows = volume_table(labels, case.spacing_mm, gt, voxel_volume_ml=case.voxel_volume_ml)
     pdf_sha = hashlib.sha256(pdf).hexdigest()
     hashes = dict(case.input_hashes())
     hashes["segmentation"] = seg_sha

@@ -119,6 +119,11 @@ class Case:
         return self.reference.spacing_mm
 
     @property
+    def voxel_volume_ml(self) -> float:
+        """One voxel's volume in mL from |det| of the reference affine (``io.voxel_volume_ml_from``)."""
+        return self.reference.voxel_volume_ml
+
+    @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(k for k in MODALITIES if k in self.images)
 

@@ -137,13 +137,21 @@ def source_series(datasets: Sequence[Any]) -> SourceSeries:
         if any(not ds.get(tag) for ds in datasets):
             raise DicomError(f"expected {tag} in every image of the source series, some have none: a DICOM SEG "
                              "cannot reference them")
+    seen: set[str] = set()
+    kept = []
+    for ds in datasets:  # an exact duplicate file (one SOPInstanceUID twice) is dropped, as read_study does
+        sop = str(ds.SOPInstanceUID)
+        if sop not in seen:
+            seen.add(sop)
+            kept.append(ds)
+    datasets = kept
     refusal, geo = dicom.stack_geometry(datasets)
     if refusal:
         raise DicomError(f"the source series cannot carry a segmentation: {refusal}")
     ordered = tuple(datasets[int(i)] for i in geo["order"])
     affine = dicom.series_affine(geo["origin"], geo["row_cos"], geo["col_cos"], *geo["spacing"], geo["step"])
     first = ordered[0]
-    phi = dicom._phi_strings(first)
+    phi = dicom.phi_strings(first)
     number = first.get("SeriesNumber")
     try:
         series_number = int(number) if number not in (None, "") else None
@@ -255,7 +263,7 @@ def series_headers(source: str | os.PathLike[str] | bytes | Sequence[Path], seri
             dicom.safe_extract_zip(Path(source), tmp)
             found = _read_headers(sorted(p for p in Path(tmp).iterdir() if p.is_file()), series_uid)
     elif isinstance(source, str | os.PathLike):
-        found = _read_headers(dicom._walk_files(Path(source), dicom.MAX_FILES, dicom.MAX_TOTAL_BYTES), series_uid)
+        found = _read_headers(dicom.walk_files(Path(source), dicom.MAX_FILES, dicom.MAX_TOTAL_BYTES), series_uid)
     else:
         found = _read_headers(source, series_uid)
     if not found:
@@ -412,7 +420,7 @@ def build_seg(series: SourceSeries, labels: np.ndarray, affine: np.ndarray, *, a
             content_qualification="RESEARCH", omit_empty_frames=True)
     except (ValueError, TypeError, AttributeError, KeyError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        first = dicom.scrub_text(first, dicom._phi_strings(series.datasets[0]))  # never an identifier in a message
+        first = dicom.scrub_text(first, dicom.phi_strings(series.datasets[0]))  # never an identifier in a message
         raise DicomError(f"the DICOM SEG could not be built from this series ({first[:200]})") from err
     frames = int(seg.get("NumberOfFrames", 0) or 0)
     return seg, SegExport(labels=tuple(kept), frames=frames, exact=exact, notes=tuple(notes))

@@ -108,8 +108,9 @@ class Volume:
 
     @property
     def voxel_volume_ml(self) -> float:
-        """Volume of one voxel in millilitres (1 mL = 1000 mm^3), from the header's voxel size."""
-        return float(np.prod(self.spacing_mm)) / 1000.0
+        """Volume of one voxel in millilitres (1 mL = 1000 mm^3): |det| of the affine (``voxel_volume_ml_from``),
+        exact on a sheared (gantry-tilted) grid, where the product of ``spacing_mm`` is too large."""
+        return voxel_volume_ml_from(self.affine)
 
     @property
     def axcodes(self) -> tuple[str, str, str]:
@@ -141,6 +142,29 @@ class Volume:
 
 
 # ------------------------------------------------------------------------------------------------ reading ---
+
+def voxel_volume_ml_from(geometry: np.ndarray | tuple[float, ...] | list[float]) -> float:
+    """The volume of one voxel in mL (1 mL = 1000 mm^3): the one place volumes get their voxel size.
+
+    Args:
+        geometry: a 4x4 (or 3x3) voxel-to-world affine in mm: |det| of its 3x3 part, exact on any grid, sheared
+            (gantry-tilted) included; or three voxel sizes in mm: their product, exact only on a grid whose axes
+            are orthogonal (on a grid tilted by t it is 1/cos(t) too large), for callers without an affine.
+
+    Raises:
+        ImageContentError: not an affine or three sizes, or a zero, negative or non-finite volume.
+    """
+    g = np.asarray(geometry, dtype=float)
+    if g.shape in ((4, 4), (3, 3)):
+        mm3 = abs(float(np.linalg.det(g[:3, :3])))
+    elif g.shape == (3,) and bool((g > 0).all()):
+        mm3 = float(np.prod(g))
+    else:
+        raise ImageContentError(f"expected a 4x4 affine or three positive voxel sizes in mm, got {g.tolist()}")
+    if not math.isfinite(mm3) or mm3 <= 0:
+        raise ImageContentError(f"expected a positive finite voxel volume, got {mm3} mm^3")
+    return mm3 / 1000.0
+
 
 def _describe_non_nifti(head: bytes) -> str | None:
     """Name a known non-NIfTI format from its first bytes, or None."""

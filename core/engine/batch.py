@@ -121,7 +121,7 @@ def segment_case(loaded: Any, case: Case, out_dir: Path, opts: SegmentOptions, l
         outputs["quality"] = str(atomic_write_bytes(out_dir / f"{stem}_quality.json",
                                                     json.dumps(quality, indent=2).encode()))
     write_s = time.perf_counter() - t1
-    volumes = {k: round(v, 3) for k, v in label_volumes_ml(pred.labels, case.spacing_mm).items()}
+    volumes = {k: round(v, 3) for k, v in label_volumes_ml(pred.labels, case.spacing_mm, voxel_volume_ml=case.voxel_volume_ml).items()}
     return {
         "case_id": case.case_id,
         "shape": list(case.shape),

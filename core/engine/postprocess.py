@@ -30,6 +30,7 @@ import numpy as np
 
 from core.analysis.metrics import bounding_box, label_components
 from core.config import CLASS_TO_LABEL, LABEL_ED, LABEL_ET, LABEL_NCR
+from core.data.io import voxel_volume_ml_from
 from core.errors import ModelError
 
 POSTPROCESS_FILE = "postprocess.json"
@@ -128,7 +129,7 @@ def remove_islands(labels: np.ndarray, spacing_mm: tuple[float, float, float], m
     comps, n = label_components(out[box] > 0)
     if n <= 1:
         return out
-    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    voxel_ml = voxel_volume_ml_from(tuple(spacing_mm))
     sizes = np.bincount(comps.ravel())[1:]
     main = int(np.argmax(sizes)) + 1
     small = [i + 1 for i, s in enumerate(sizes) if i + 1 != main and s * voxel_ml < min_island_ml]
@@ -188,7 +189,7 @@ def remove_lesion_specks(labels: np.ndarray, spacing_mm: tuple[float, float, flo
     """Enhancing-tumour components (26-connected) under ``min_et_ml`` become NCR/NET; then tumour-core (NCR/NET +
     ET) components under ``min_tc_ml`` become edema. (X, Y, Z) labels in, a new array out."""
     out = np.array(labels, dtype=np.uint8, copy=True)
-    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    voxel_ml = voxel_volume_ml_from(tuple(spacing_mm))
     for min_ml, region, target in ((min_et_ml, (LABEL_ET,), LABEL_NCR), (min_tc_ml, (LABEL_NCR, LABEL_ET), LABEL_ED)):
         mask = np.isin(out, region)
         if min_ml <= 0 or not mask.any():
@@ -213,7 +214,7 @@ def refine(labels: np.ndarray, spacing_mm: tuple[float, float, float], spec: Pos
     if spec.min_et_ml > 0:
         et = out == LABEL_ET
         n_et = int(np.count_nonzero(et))
-        if 0 < n_et * float(np.prod(spacing_mm)) / 1000.0 < spec.min_et_ml:
+        if 0 < n_et * voxel_volume_ml_from(tuple(spacing_mm)) < spec.min_et_ml:
             out[et] = LABEL_NCR
     if spec.min_et_lesion_ml > 0 or spec.min_tc_ml > 0:
         out = remove_lesion_specks(out, spacing_mm, spec.min_et_lesion_ml, spec.min_tc_ml)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from core.config import LABEL_ET, LABEL_NCR, MODALITY_TITLES
+from core.data.io import voxel_volume_ml_from
 from core.errors import ModelError
 
 QUALITY_FILE = "quality.json"
@@ -193,7 +194,7 @@ def count_islands(wt: np.ndarray, spacing_mm: tuple[float, float, float], min_ml
     comps, n = label_components(wt[bounding_box(wt)])  # all of wt is inside its box
     if n == 0:
         return 0
-    sizes = np.bincount(comps.ravel())[1:] * float(np.prod(spacing_mm)) / 1000.0
+    sizes = np.bincount(comps.ravel())[1:] * voxel_volume_ml_from(tuple(spacing_mm))
     return int(np.count_nonzero(sizes >= min_ml))
 
 
@@ -213,7 +214,7 @@ def far_component_mm(wt: np.ndarray, spacing_mm: tuple[float, float, float], min
         return 0.0
     sizes = np.bincount(comps.ravel())[1:]
     main = int(np.argmax(sizes)) + 1
-    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    voxel_ml = voxel_volume_ml_from(tuple(spacing_mm))
     others = [c for c in range(1, n + 1) if c != main and sizes[c - 1] * voxel_ml >= min_ml]
     if not others:
         return 0.0
@@ -249,7 +250,7 @@ def measure(labels: np.ndarray, probs: np.ndarray, brain: np.ndarray, spacing_mm
     wt = labels > 0
     tc = np.isin(labels, (LABEL_NCR, LABEL_ET))
     et = labels == LABEL_ET
-    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    voxel_ml = voxel_volume_ml_from(tuple(spacing_mm))
     shift, shift_key = intensity_shift(case_quantiles, reference, channels)
     return {
         "max_spacing_deviation": round(float(max(abs(s - 1.0) for s in spacing_mm)), 4),

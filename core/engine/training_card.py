@@ -33,7 +33,8 @@ def evaluate_cases(model_dir: Path, refs: list[CaseRef]) -> list[dict[str, Any]]
         if case.seg is None:
             continue
         pred = predict_case(loaded, case)
-        score = score_case(pred.labels, np.asarray(case.seg.data), case.spacing_mm)
+        score = score_case(pred.labels, np.asarray(case.seg.data), case.spacing_mm,
+                           voxel_volume_ml=case.voxel_volume_ml)
         rows.append({"case_id": ref.case_id, **{f"dice_{r}": round(s.dice, 4) for r, s in score.regions.items()},
                      **{f"hd95_{r}_mm": round(s.hd95_mm, 2) for r, s in score.regions.items()}})
     return rows
