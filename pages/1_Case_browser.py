@@ -33,7 +33,7 @@ def folder_table(folder: Path) -> None:
         st.error(str(err))
         return
     if not rows:
-        st.info(f"No BraTS cases (e.g. `<id>_flair.nii.gz`, `<id>-t2f.nii.gz`) found under `{folder}`.",
+        st.info(f"No BraTS cases (e.g. `<id>_flair.nii.gz`, `<id>-t2f.nii.gz`) found under `{roots.display_name(folder)}`.",
                 icon=":material/info:")
         return
     query = st.text_input("Search case id", placeholder="e.g. 00014", key="browser_search")
@@ -225,7 +225,8 @@ def selected_case_panel() -> None:
             ("Stored shape", " x ".join(str(s) for s in ref.original_shape)),
             ("Modalities", ", ".join(config.MODALITY_TITLES[k] for k in case.modalities)),
             ("Ground truth", f"yes (labels as BraTS {case.label_convention})" if case.has_seg else "no"),
-            ("Source", case.source or "-"),
+            ("Source", (roots.display_name(case.source) if Path(case.source).is_absolute() else case.source)
+             if case.source else "-"),  # a folder's label or name, never its server path
         ]
         st.dataframe(pd.DataFrame(rows, columns=["Property", "Value"]), hide_index=True, width="stretch")
         missing = [k for k in config.MODALITIES if k not in case.modalities]

@@ -119,10 +119,10 @@ def live_job() -> None:
                     st.error(str(err))
             st.rerun()
     elif state == "finished":
-        st.success(f"Finished: model saved in `{out}`.", icon=":material/check_circle:")
+        st.success(f"Finished: model `{name}` saved in the models folder.", icon=":material/check_circle:")
     elif state.startswith("stopped"):
         note = " (the process ended without finishing)" if state != "stopped" else ""
-        st.warning(f"Stopped{note}. The last checkpoint and the CSV log are kept in `{out}`.",
+        st.warning(f"Stopped{note}. The last checkpoint and the CSV log are kept in the model folder `{name}`.",
                    icon=":material/stop_circle:")
     else:
         error = status.get("progress", {}).get("error") or f"exit code {status.get('returncode')}"
@@ -156,7 +156,7 @@ def training_form(job_alive: bool) -> None:
         return
     labelled = [r["case_id"] for r in rows if r.get("ground_truth")]
     if not labelled:
-        st.warning(f"No labelled cases (with a segmentation file) in `{folder}`: nothing to train on.",
+        st.warning(f"No labelled cases (with a segmentation file) in `{roots.display_name(folder)}`: nothing to train on.",
                    icon=":material/folder_off:")
         return
     st.caption(f"{len(labelled)} labelled case(s) found: {', '.join(labelled[:12])}"
@@ -299,7 +299,7 @@ def model_list() -> None:
     if busy:
         st.info("Being trained by another process right now: " + ", ".join(f"`{b}`" for b in busy))
     if not models:
-        st.info(f"No trained models in `{config.MODELS_DIR}` yet. Train one above.", icon=":material/info:")
+        st.info("No trained models in the models folder yet. Train one above.", icon=":material/info:")
         return
     active = ui.active_model_dir().resolve()
     for m in models:

@@ -41,7 +41,8 @@ def test_home_shows_disclaimer_links_and_missing_card(monkeypatch: pytest.Monkey
     links = [p.proto.page for p in at.get("page_link")]
     assert {"Case_browser", "Slice_viewer"} <= set(links)
     assert "No model card" in texts(at.info)
-    assert str(config.DEMO_DATA_DIR) in texts(at.markdown)
+    assert "`demo` (bundled demo)" in texts(at.markdown)
+    assert str(config.DEMO_DATA_DIR) not in texts(at.markdown)  # never a server path
 
 
 def test_home_summarises_the_model_card(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -225,7 +226,7 @@ def test_sidebar_data_folder_follows_the_pick_in_the_same_run(monkeypatch: pytes
         at.selectbox(key="browser_folder_pick").set_value(label).run()
         assert not at.exception
         assert at.session_state[ui.KEY_DATA_DIR] == str(folder.resolve())
-        assert f"**Data folder**  \n`{folder.resolve()}`" in [m.value for m in at.sidebar.markdown]
+        assert f"**Data folder**  \n`{label}`" in [m.value for m in at.sidebar.markdown]  # a label, not a path
 
 
 def test_browser_says_how_a_case_with_missing_modalities_is_segmented(monkeypatch: pytest.MonkeyPatch,

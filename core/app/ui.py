@@ -103,7 +103,7 @@ def sidebar() -> None:
     _sync_case_with_url()
     with st.sidebar:
         st.caption("Research software - not for diagnosis")
-        st.markdown(f"**Data folder**  \n`{data_dir()}`")
+        st.markdown(f"**Data folder**  \n`{roots.display_name(data_dir())}`")  # never a server path
         model_dir = active_model_dir()
         st.markdown(f"**Model**  \n`{model_dir.name}`" + ("" if model_dir.exists() else " (missing)"))
         sel = st.session_state.get(KEY_CASE)
