@@ -40,7 +40,8 @@ with col_a:
     seg_a_file = st.file_uploader("Baseline segmentation (optional; default: the study's own)", type=["nii", "gz"],
                                   key="followup_seg_a")
 with col_b:
-    follow_id = st.selectbox("Follow-up study", ids, index=(first + 1) % len(ids), format_func=lambda i: by_id[i].label,
+    follow_id = st.selectbox("Follow-up study", ids, index=followup.default_followup(options, first),
+                             format_func=lambda i: by_id[i].label,
                              key="followup_followup")
     seg_b_file = st.file_uploader("Follow-up segmentation (optional; default: the study's own)", type=["nii", "gz"],
                                   key="followup_seg_b")
@@ -57,6 +58,32 @@ try:
     seg_b = followup.segmentation_upload(seg_b_file)
 except BratsViewerError as err:
     st.error(str(err))
+    st.stop()
+
+# A study without a segmentation of its own and no label file: the model's, made here on request.
+missing = False
+for role, case, seg_file, slot in (("baseline", baseline, seg_a, "a"), ("follow-up", follow_case, seg_b, "b")):
+    if seg_file is not None or case.seg is not None:
+        continue
+    prediction = followup.model_segmentation(case)
+    if prediction is not None:
+        volume = followup.prediction_volume(case, prediction)
+        if slot == "a":
+            seg_a = volume
+        else:
+            seg_b = volume
+        st.caption(f"The {role} study `{case.case_id}` has no segmentation of its own: its volumes come from the "
+                   f"{volume.source_name} (computed on request; review it before relying on the numbers).")
+        continue
+    missing = True
+    w1, w2 = st.columns([3, 1], vertical_alignment="center")
+    w1.warning(f"The {role} study `{case.case_id}` has no segmentation of its own: segment it with the model, or "
+               "upload a label file above.", icon=":material/warning:")
+    if w2.button(f"Segment the {role} study", key=f"followup_segment_{slot}", icon=":material/neurology:",
+                 width="stretch"):
+        if followup.segment_study(case) is not None:
+            st.rerun()
+if missing:
     st.stop()
 
 request = followup.request_key(baseline, follow_case, seg_a, seg_b, modality)

@@ -294,7 +294,8 @@ def test_browser_upload_shows_errors_next_to_files_and_builds_a_case(tmp_path: P
         ["flair", "seg", "t1", "t1ce", "t2"]
     next(b for b in at.button if b.label == "Use these files as the case").click().run()
     assert not at.exception
-    assert at.session_state[ui.KEY_CASE] == {"kind": "upload", "case_id": "BraTS2021_00042"}
+    sel = at.session_state[ui.KEY_CASE]
+    assert (sel["kind"], sel["case_id"], sel["origin"]) == ("upload", "BraTS2021_00042", "upload")
     assert at.session_state[ui.KEY_UPLOADED].has_seg
     assert len(at.get("image")) == 4
 

@@ -64,6 +64,7 @@ PERCENT_UNDEFINED = "undefined: the baseline value is 0"
 
 
 # ---- result types --------------------------------------------------------------------------------------------
+MODEL_SOURCE_PREFIX = "model "  # source_name of a label volume the model made (not a file)
 
 @dataclass(frozen=True)
 class Registration:
@@ -548,6 +549,8 @@ def compare_studies(baseline: Case, followup: Case, baseline_seg: Volume | None 
 
 def _label_source(case: Case, seg: Volume | None) -> str:
     if seg is not None:
+        if seg.source_name.startswith(MODEL_SOURCE_PREFIX):  # the model's labels (core.app.followup)
+            return seg.source_name
         return f"file {seg.source_name}" if seg.source_name else "file given"
-    return "the case's own segmentation" + (f" ({case.seg.source_name})" if case.seg is not None and
-                                            case.seg.source_name else "")
+    return "expert segmentation (the case's own label file" + (f" {case.seg.source_name})" if case.seg is not None
+                                                                and case.seg.source_name else ")")

@@ -223,7 +223,7 @@ def dicom_tab() -> None:
                                       "refused": int(sum(1 for s in study.series if not s.usable))})
         except (BratsViewerError, OSError) as err:
             st.warning(f"The audit log could not be written: {err}")
-        ui.select_uploaded_case(case)
+        ui.select_uploaded_case(case, "dicom")
         keep_seg_source(study, overrides, case, sid)
         st.session_state[KEY_FLASH] = (f"Case `{case_id}` ({', '.join(k.upper() for k in images)}) is ready; "
                                              "it is kept in this browser session only.")

@@ -96,7 +96,7 @@ def study_tab() -> None:
                                   "sequences": sorted(result.images), "time_s": result.record["time_s"]})
     except (BratsViewerError, OSError) as err:
         st.warning(f"The audit log could not be written: {err}")
-    ui.select_uploaded_case(case)
+    ui.select_uploaded_case(case, "study")
     how = ("already in BraTS space: taken untouched" if result.record.get("passthrough")
            else f"preprocessed in {result.record['time_s']['total']:.0f} s")
     st.session_state[KEY_FLASH] = (f"Case `{case.case_id}` ({', '.join(MODALITY_TITLES[s] for s in result.images)}) "
