@@ -70,7 +70,8 @@ def _load_source() -> tuple[str, dicom.Study] | None:
 def _table(study: dicom.Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     names = dicom.resolve_names(study)
     usable, refused = [], []
-    for s in study.series:
+    # listed by series number (as a PACS lists them), series without one last; the study keeps UID order
+    for s in sorted(study.series, key=lambda s: (s.series_number is None, s.series_number or 0, s.n, s.index)):
         row: dict[str, Any] = {"Series": s.n, "Description": s.description or s.protocol, "Files": s.n_files,
                                "Guess": s.guess or "-"}
         if s.usable and s.shape and s.spacing_mm:

@@ -17,7 +17,7 @@ import streamlit as st
 
 from core.app import ui
 from core.config import MODALITY_TITLES, work_dir
-from core.data import study
+from core.data import roots, study
 from core.data.cases import load_case_folder
 from core.errors import BratsViewerError
 
@@ -59,6 +59,9 @@ def study_tab() -> None:
     if not rows:
         st.warning("No NIfTI file in this folder.", icon=":material/warning:")
         return
+    # a line between the folder pickers and the table: the table's hover toolbar otherwise covers "Read folder"
+    st.caption(f"{len(rows)} NIfTI file{'s' if len(rows) != 1 else ''} in `{roots.display_name(folder)}`: check "
+               "the sequence of each below.")
     edited = st.data_editor(
         pd.DataFrame(rows), hide_index=True, width="stretch", key="study_editor",
         disabled=["File"],

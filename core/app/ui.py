@@ -670,7 +670,9 @@ def pick_folder_in_roots(prefix: str, sub_label: str) -> Path | None:
     """
     from core.errors import DataFolderError
 
-    options = roots.picker_folders()
+    # the roots only: their sub-folders are offered by the second picker (listing them here too named every
+    # sub-folder twice)
+    options = {lb: path for lb, path in roots.picker_folders().items() if "/" not in lb}
     c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="bottom")
     label = c1.selectbox("Data root", list(options), key=f"{prefix}_root")
     subs = roots.subfolders(options[label]) if label else []
