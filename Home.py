@@ -102,6 +102,6 @@ with right:
             n_cases = len(ui.list_cases(str(folder)))
             st.caption(f"{n_cases} case{'s' if n_cases != 1 else ''} found. Change it on the case browser.")
         except (BratsViewerError, OSError) as err:
-            st.error(f"Could not read the data folder: {err}")
+            st.error(f"Could not read the data folder: {roots.redact_paths(str(err))}")
     else:
         st.error(f"The data folder `{roots.display_name(folder)}` does not exist; choose another on the case browser.")

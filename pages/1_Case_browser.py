@@ -30,7 +30,7 @@ def folder_table(folder: Path) -> None:
     try:
         rows = ui.list_cases(str(folder))
     except (BratsViewerError, OSError) as err:
-        st.error(str(err))
+        st.error(roots.redact_paths(str(err)))
         return
     if not rows:
         st.info(f"No BraTS cases (e.g. `<id>_flair.nii.gz`, `<id>-t2f.nii.gz`) found under `{roots.display_name(folder)}`.",
@@ -130,7 +130,7 @@ def browse_tab() -> None:
         try:
             folder = roots.resolve_folder(options[label])
         except BratsViewerError as err:
-            st.error(str(err))
+            st.error(roots.redact_paths(str(err)))
             return
         st.session_state[ui.KEY_DATA_DIR] = str(folder)
     folder_table(folder)

@@ -116,7 +116,7 @@ def live_job() -> None:
                 try:
                     jobs.stop_training()
                 except BratsViewerError as err:
-                    st.error(str(err))
+                    st.error(roots.redact_paths(str(err)))
             st.rerun()
     elif state == "finished":
         st.success(f"Finished: model `{name}` saved in the models folder.", icon=":material/check_circle:")
@@ -152,7 +152,7 @@ def training_form(job_alive: bool) -> None:
         folder = roots.resolve_folder(options[label])
         rows = ui.list_cases(str(folder))
     except BratsViewerError as err:
-        st.error(str(err))
+        st.error(roots.redact_paths(str(err)))
         return
     labelled = [r["case_id"] for r in rows if r.get("ground_truth")]
     if not labelled:
@@ -269,7 +269,7 @@ def training_form(job_alive: bool) -> None:
             cfg["val_cases"] = tuple(val_cases)
         jobs.start_training(cfg, out)
     except BratsViewerError as err:
-        st.error(str(err))
+        st.error(roots.redact_paths(str(err)))
         return
     st.session_state[KEY_WAS_ALIVE] = True
     st.session_state.pop(KEY_NAME, None)  # the next run gets a fresh default name
@@ -316,7 +316,7 @@ def model_list() -> None:
                 try:
                     folder = jobs.set_active_model(m["name"], config.MODELS_DIR)
                 except BratsViewerError as err:
-                    st.error(str(err))
+                    st.error(roots.redact_paths(str(err)))
                 else:
                     ui.load_model_cached.clear()
                     st.session_state[ui.KEY_MODEL_DIR] = str(folder)

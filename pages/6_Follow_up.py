@@ -11,6 +11,7 @@ from core import config
 from core.analysis.compare import CAVEAT, STRUCTURE_NAMES, Change, focus_voxel
 from core.analysis.report_followup import build_followup_pdf, followup_file_name
 from core.app import followup, ui
+from core.data import roots
 from core.errors import BratsViewerError
 from core.views import figures
 from core.views.followup import common_modalities, linked_pair
@@ -57,7 +58,7 @@ try:
     seg_a = followup.segmentation_upload(seg_a_file)
     seg_b = followup.segmentation_upload(seg_b_file)
 except BratsViewerError as err:
-    st.error(str(err))
+    st.error(roots.redact_paths(str(err)))
     st.stop()
 
 # A study without a segmentation of its own and no label file: the model's, made here on request.
@@ -91,7 +92,7 @@ if st.button("Compare", type="primary", icon=":material/compare_arrows:", key="f
     try:
         followup.run_comparison(baseline, follow_case, seg_a, seg_b, modality)
     except BratsViewerError as err:
-        st.error(str(err))
+        st.error(roots.redact_paths(str(err)))
         st.stop()
 comparison = followup.session_comparison(request)
 if comparison is None:

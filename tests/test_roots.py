@@ -204,3 +204,13 @@ def test_the_example_settings_file_is_read(tmp_path: Path, monkeypatch: pytest.M
     assert roots.upload_ttl_minutes() == float(settings["upload_ttl_minutes"])
     paths = [p["path"] if isinstance(p, dict) else p for p in settings["data_roots"]]
     assert [str(p) for p in roots.configured_roots()[-len(paths):]] == paths
+
+
+def test_error_messages_are_redacted_of_server_paths(tree: dict[str, Path]) -> None:
+    """A refusal echoes the path it was given; what a web user sees names the root's label instead."""
+    gone = tree["root"] / "train" / "gone"
+    with pytest.raises(DataFolderError) as err:
+        roots.resolve_folder(str(gone))
+    shown = roots.redact_paths(str(err.value))
+    assert str(tree["tmp"]) not in shown and "<root>/train/gone" in shown
+    assert roots.redact_paths(f"in {config.PROJECT_ROOT}/models") == "in <app>/models"

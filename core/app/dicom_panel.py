@@ -19,7 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from core.app import ui
-from core.data import dicom, dicom_seg
+from core.data import dicom, dicom_seg, roots
 from core.data.cases import Case, assemble_case
 from core.errors import BratsViewerError, DicomError
 
@@ -174,7 +174,7 @@ def dicom_tab() -> None:
     try:
         loaded = _load_source()
     except BratsViewerError as err:
-        st.error(str(err).splitlines()[0], icon=":material/error:")
+        st.error(roots.redact_paths(str(err)).splitlines()[0], icon=":material/error:")
         return
     if loaded is None:
         return
@@ -200,7 +200,7 @@ def dicom_tab() -> None:
     try:
         dicom.resolve_names(study, overrides)
     except BratsViewerError as err:
-        st.error(str(err), icon=":material/error:")
+        st.error(roots.redact_paths(str(err)), icon=":material/error:")
         return
     c1, c2 = st.columns(2)
     c1.download_button("Download the NIfTI files (zip)", data=lambda: dicom.conversion_zip(study, overrides),
@@ -214,7 +214,7 @@ def dicom_tab() -> None:
                                                     .encode()).hexdigest()[:10]
                 case = assemble_case(case_id, images, source="upload", notes=note)
         except BratsViewerError as err:
-            st.error(str(err), icon=":material/error:")
+            st.error(roots.redact_paths(str(err)), icon=":material/error:")
             return
         from core.app import audit, ui
 

@@ -49,7 +49,7 @@ def study_tab() -> None:
     try:
         picked = _pick_folder()
     except (BratsViewerError, FileNotFoundError, NotADirectoryError) as err:
-        st.error(str(err).splitlines()[0], icon=":material/error:")
+        st.error(roots.redact_paths(str(err)).splitlines()[0], icon=":material/error:")
         return
     if picked is None:
         return
@@ -89,7 +89,7 @@ def study_tab() -> None:
                                         progress=lambda f, msg: bar.progress(min(1.0, max(0.0, f)), text=msg))
         case = load_case_folder(result.case_dir, required=())
     except BratsViewerError as err:
-        st.error(str(err).splitlines()[0], icon=":material/error:")
+        st.error(roots.redact_paths(str(err)).splitlines()[0], icon=":material/error:")
         return
     from core.app import audit, ui
 

@@ -266,7 +266,7 @@ def current_case() -> Case | None:
     try:
         return load_folder_case(sel["folder"], sel["case_id"], sel.get("key"))
     except BratsViewerError as err:
-        st.error(str(err))
+        st.error(roots.redact_paths(str(err)))
         return None
 
 
@@ -316,7 +316,7 @@ def get_model() -> Any:
         weights, _ = resolve_weights(folder)
         return load_model_cached(str(folder), weights.stat().st_mtime)
     except BratsViewerError as err:
-        st.error(str(err))
+        st.error(roots.redact_paths(str(err)))
         return None
 
 
@@ -541,7 +541,7 @@ def segment_volume(case: Case, tta: bool, page: str) -> Any:
     try:
         prediction = cached_prediction(case, loaded, tta, _progress, on_wait=_wait)
     except BratsViewerError as err:
-        st.error(str(err))
+        st.error(roots.redact_paths(str(err)))
         return None
     finally:
         bar.empty()

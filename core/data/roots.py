@@ -391,3 +391,24 @@ def display_name(folder: str | os.PathLike[str], options: dict[str, Path] | None
             if best is None or len(rel) < best[0]:
                 best = (len(rel), f"{lb}/{rel}")
     return best[1] if best else (clean_label(real.name) or "folder")
+
+
+def redact_paths(text: str) -> str:
+    """``text`` (an error message) with the server path of every data root, and of the project, replaced by
+    the root's label (``<label>``): messages shown to web users never carry a server path."""
+    options = picker_folders()
+    pairs: list[tuple[str, str]] = []
+    for label, path in options.items():
+        if "/" in label:
+            continue
+        pairs.append((str(path), f"<{label}>"))
+    for raw in configured_roots():
+        real = Path(os.path.realpath(raw))
+        label = next((lb for lb, p in options.items() if p == real), None)
+        if label is not None and str(raw) != str(real):
+            pairs.append((str(raw), f"<{label}>"))
+    pairs.append((str(config.PROJECT_ROOT), "<app>"))
+    for path, label in sorted(pairs, key=lambda p: -len(p[0])):  # longest first: a root inside another
+        if len(path) > 1:
+            text = text.replace(path, label)
+    return text
