@@ -187,7 +187,7 @@ def training_form(job_alive: bool) -> None:
             f_test = c2.number_input("Test fraction", 0.0, 0.9, 0.15, 0.05, key="train_f_test", disabled=job_alive)
         else:
             val_cases = st.multiselect("Validation cases", labelled,
-                                       default=labelled[-1:] if len(labelled) > 1 else [], key="train_val_cases",
+                                       default=labelled[-1:] if len(labelled) > 1 else [], key=f"train_val_cases_{label}",
                                        disabled=job_alive,
                                        help="The other labelled cases train the model; none is kept for testing.")
         c1, c2, c3, c4 = st.columns(4)
