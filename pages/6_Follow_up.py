@@ -150,7 +150,9 @@ st.subheader("Volumes and bidimensional products")
 rows = [_row(f"{STRUCTURE_NAMES[c.name]} (mL)", c, 2) for c in comparison.volumes]
 rows.append(_row("Sum of products of enhancing tumour (mm²)", comparison.products, 0))
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-st.caption("Volumes from each study's own segmentation and voxel size; products from the RANO-style measurement "
+sources = comparison.label_sources
+st.caption(f"Segmentations: baseline - {sources.get('baseline', '?')}; follow-up - {sources.get('followup', '?')}. "
+           "Volumes from each study's segmentation and voxel size; products from the RANO-style measurement "
            f"(axial slices of each study's own grid). New measurable enhancing lesions: {comparison.new_lesions}.")
 
 st.subheader("Response category the numbers suggest")

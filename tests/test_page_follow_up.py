@@ -144,6 +144,7 @@ def test_the_model_segments_a_study_without_labels_and_the_comparison_names_it(
     comparison = at.session_state[followup.KEY_RESULT]["comparison"]
     assert comparison.label_sources["followup"] == "model tiny"
     assert comparison.label_sources["baseline"].startswith("expert segmentation")
+    assert "follow-up - model tiny" in texts(at.caption)  # the page says where each study's volumes come from
 
 
 def test_the_default_follow_up_has_a_segmentation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
