@@ -2,7 +2,8 @@
 
 - the in-browser slice viewer keeps the reader's choices made in its own toolbar (image, window, outlines,
   convention) over a reload of the page, for the same case;
-- the raw-study tab's table toolbar (shown on hover) does not cover its "Read folder" button.
+- the raw-study tab's table toolbar (shown on hover) does not cover its "Read folder" button;
+- a click on any cell of the case table opens that row's case.
 """
 
 from __future__ import annotations
@@ -113,5 +114,27 @@ def test_the_table_toolbar_does_not_cover_read_folder(tmp_path: Path) -> None:
             overlap_x = min(a["x"] + a["width"], b["x"] + b["width"]) - max(a["x"], b["x"])
             overlap_y = min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"])
             assert overlap_x <= 0 or overlap_y <= 0, (a, b)
+        finally:
+            browser.close()
+
+
+@pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+@pytest.mark.timeout(300)
+def test_a_click_on_a_table_cell_opens_the_case(tmp_path: Path) -> None:
+    """Bug: the caption said "Click a row to open it" but a click on a cell only highlighted the cell."""
+    from playwright.sync_api import sync_playwright
+
+    with e2e.running_server(tmp_path / "work") as server, sync_playwright() as p:
+        browser = e2e.launch_chromium(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{server.url}/Case_browser")
+            e2e.wait_idle(page, PAGE_TIMEOUT_S)
+            table = page.locator('[data-testid="stDataFrame"]').first
+            table.scroll_into_view_if_needed()
+            box = table.bounding_box()
+            page.mouse.click(box["x"] + 0.55 * box["width"], box["y"] + box["height"] - 18)  # the demo's row
+            e2e.wait_idle(page, PAGE_TIMEOUT_S)
+            e2e.wait_text(page, "Selected case: TCIA-example", timeout_s=30)
         finally:
             browser.close()
