@@ -19,8 +19,8 @@ from core.views.followup import common_modalities, linked_pair
 ui.page_header("Follow-up comparison", icon=":material/compare_arrows:")
 st.markdown("Compare a **baseline** and a **follow-up** study of one patient: the follow-up is registered to the "
             "baseline (rigid), both are shown on the baseline's grid with one slice control, and the volumes and "
-            "bidimensional products are compared. Each study needs a segmentation: its own, or a label file "
-            "uploaded here.")
+            "bidimensional products are compared. Each study needs a segmentation: its own, a label file "
+            "uploaded here, or the model's (a study without one is offered a Segment button).")
 
 options, problems = followup.study_options()
 for line in problems:
