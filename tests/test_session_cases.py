@@ -52,3 +52,21 @@ def test_a_reload_of_a_case_made_in_the_session_says_why_it_is_gone(origin: str)
         said = [w.value for w in again.warning if "kept only in the browser session that made it" in w.value]
         assert len(said) == 1, texts(again.warning)
         assert ui.KEY_CASE not in again.session_state or again.session_state[ui.KEY_CASE] is None
+
+
+def test_the_session_keeps_its_last_cases_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bounded memory per session: the oldest of the session's cases is forgotten, the same content added
+    again replaces its earlier entry."""
+    import streamlit as st
+    from followup_phantom import make_case, phantom
+
+    monkeypatch.setattr(st, "session_state", {})
+    cases = [make_case(f"c{i}", phantom(shift=(i, 0, 0))) for i in range(session_cases.MAX_KEPT + 1)]
+    entries = [session_cases.add(c, "upload") for c in cases]
+    kept = session_cases.all_cases()
+    assert [e.case.case_id for e in kept] == [c.case_id for c in cases[1:]]
+    assert session_cases.get(entries[0].sid) is None and session_cases.get(entries[-1].sid) is not None
+    again = session_cases.add(cases[-1], "dicom")
+    assert [e.sid for e in session_cases.all_cases()][-1] == again.sid and len(session_cases.all_cases()) == len(kept)
+    with pytest.raises(ValueError, match="origin"):
+        session_cases.add(cases[0], "elsewhere")

@@ -18,7 +18,7 @@ import streamlit as st
 
 KEY_SESSION_CASES = "session_cases"  # dict: sid -> SessionCase, oldest first
 PARAM_SESSION = "sess"  # URL: the kind of session case shown before a reload (no id, no name)
-MAX_KEPT = 3  # cases of one session kept at once (each holds its four volumes in memory)
+MAX_KEPT = 2  # a baseline and a follow-up; each holds its volumes in memory (~150 MB for four 240x240x155 float32)
 ORIGINS: dict[str, str] = {"upload": "uploaded", "dicom": "converted from DICOM", "study": "converted from a raw study"}
 
 
