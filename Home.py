@@ -9,6 +9,7 @@ import streamlit as st
 
 from core import config
 from core.app import ui
+from core.data import roots
 from core.errors import BratsViewerError
 
 PAGES: tuple[tuple[str, str, str], ...] = (
@@ -55,7 +56,7 @@ with right:
     model_dir = ui.active_model_dir()
     card = ui.model_card()
     if not card:
-        st.info(f"No model card in `{model_dir}`. The model may still be training or be missing; the viewer "
+        st.info(f"No model card in `{model_dir.name}`. The model may still be training or be missing; the viewer "
                 "works without it, segmentation needs it.", icon=":material/info:")
     else:
         st.markdown(f"**{card.get('name', model_dir.name)}**  \n{card.get('architecture', '')}")
@@ -95,12 +96,12 @@ with right:
 
     st.subheader("Data folder")
     folder = ui.data_dir()
-    st.markdown(f"`{folder}`" + (" (bundled demo)" if folder == config.DEMO_DATA_DIR else ""))
+    st.markdown(f"`{roots.display_name(folder)}`" + (" (bundled demo)" if folder == config.DEMO_DATA_DIR else ""))
     if folder.is_dir():
         try:
             n_cases = len(ui.list_cases(str(folder)))
             st.caption(f"{n_cases} case{'s' if n_cases != 1 else ''} found. Change it on the case browser.")
         except (BratsViewerError, OSError) as err:
-            st.error(f"Could not read the data folder: {err}")
+            st.error(f"Could not read the data folder: {roots.redact_paths(str(err))}")
     else:
-        st.error(f"The data folder `{folder}` does not exist; choose another on the case browser.")
+        st.error(f"The data folder `{roots.display_name(folder)}` does not exist; choose another on the case browser.")

@@ -22,6 +22,7 @@ SOURCE_DEMO, SOURCE_FOLDER = "Bundled demo", "Data folder"
 CHECKS_KEY = "browser_upload_checks"  # sha256 of an upload's bytes -> viewer.UploadCheck (this session only)
 TABLE_IDS_KEY = "browser_table_ids"  # (folder, [(case id, case key)] in table order) of the table shown
 FLASH_KEY = "browser_flash"  # message shown once after a rerun
+PICK_SEEN_KEY = "browser_pick_seen"  # the selected case's key the "Case" dropdown last followed
 
 
 def folder_table(folder: Path) -> None:
@@ -29,10 +30,10 @@ def folder_table(folder: Path) -> None:
     try:
         rows = ui.list_cases(str(folder))
     except (BratsViewerError, OSError) as err:
-        st.error(str(err))
+        st.error(roots.redact_paths(str(err)))
         return
     if not rows:
-        st.info(f"No BraTS cases (e.g. `<id>_flair.nii.gz`, `<id>-t2f.nii.gz`) found under `{folder}`.",
+        st.info(f"No BraTS cases (e.g. `<id>_flair.nii.gz`, `<id>-t2f.nii.gz`) found under `{roots.display_name(folder)}`.",
                 icon=":material/info:")
         return
     query = st.text_input("Search case id", placeholder="e.g. 00014", key="browser_search")
@@ -47,13 +48,15 @@ def folder_table(folder: Path) -> None:
             h2.button("Clear search", icon=":material/backspace:", on_click=_clear_search, width="stretch")
         else:
             table = matched
-    st.caption(f"{len(table)} of {len(rows)} cases. Click a row to open it; click a column header to sort.")
+    st.caption(f"{len(table)} of {len(rows)} cases. Click any cell of a row (or its checkbox) to open that case, "
+               "or choose it under Case and press Open case; click a column header to sort.")
     picks = [(str(i), str(k)) for i, k in zip(table["case_id"], table["key"], strict=True)]
     st.session_state[TABLE_IDS_KEY] = (str(folder), picks)  # what the rows of the table are, for the callback
     cols = [c for c in ("case_id", "location", "modalities", "ground_truth", "shape", "voxel_mm", "error")
             if c in table]
     st.dataframe(
-        table[cols], hide_index=True, width="stretch", on_select=_on_table_pick, selection_mode="single-row",
+        table[cols], hide_index=True, width="stretch", on_select=_on_table_pick,
+        selection_mode=["single-row", "single-cell"],  # a click on a cell opens its row's case too
         key="browser_table",
         column_config={
             "case_id": st.column_config.TextColumn("Case"),
@@ -70,6 +73,9 @@ def folder_table(folder: Path) -> None:
         id_of = dict((k, i) for i, k in picks)
         repeated = {i for i in id_of.values() if list(id_of.values()).count(i) > 1}
         current = sel.get("key") if sel.get("folder") == str(folder) else None
+        if current in keys and st.session_state.get(PICK_SEEN_KEY) != current:
+            st.session_state["browser_pick"] = current  # the dropdown names the case opened (table, URL, ...)
+        st.session_state[PICK_SEEN_KEY] = current
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
         choice = c1.selectbox("Case", keys, index=keys.index(current) if current in keys else 0, key="browser_pick",
                               format_func=lambda k: f"{id_of[k]} ({Path(k).parent.as_posix()})"
@@ -84,12 +90,16 @@ def _clear_search() -> None:
 
 
 def _on_table_pick() -> None:
-    """Open the case of a clicked table row (runs before the page, so the sidebar shows it at once)."""
+    """Open the case of a clicked table row or cell (runs before the page, so the sidebar shows it at once), and
+    make the "Case" dropdown name it."""
     folder, picks = st.session_state.get(TABLE_IDS_KEY, ("", []))
-    rows = st.session_state["browser_table"]["selection"]["rows"]
-    if rows and rows[0] < len(picks):
-        case_id, key = picks[rows[0]]
+    selection = st.session_state["browser_table"]["selection"]
+    picked = [*selection.get("rows", []), *(cell[0] for cell in selection.get("cells", []))]
+    if picked and 0 <= int(picked[0]) < len(picks):
+        case_id, key = picks[int(picked[0])]
         ui.select_folder_case(folder, case_id, key)
+        st.session_state["browser_pick"] = key
+        st.session_state[PICK_SEEN_KEY] = key
 
 
 def _on_folder_pick(options: dict[str, Path]) -> None:
@@ -120,7 +130,7 @@ def browse_tab() -> None:
         try:
             folder = roots.resolve_folder(options[label])
         except BratsViewerError as err:
-            st.error(str(err))
+            st.error(roots.redact_paths(str(err)))
             return
         st.session_state[ui.KEY_DATA_DIR] = str(folder)
     folder_table(folder)
@@ -215,7 +225,8 @@ def selected_case_panel() -> None:
             ("Stored shape", " x ".join(str(s) for s in ref.original_shape)),
             ("Modalities", ", ".join(config.MODALITY_TITLES[k] for k in case.modalities)),
             ("Ground truth", f"yes (labels as BraTS {case.label_convention})" if case.has_seg else "no"),
-            ("Source", case.source or "-"),
+            ("Source", (roots.display_name(case.source) if Path(case.source).is_absolute() else case.source)
+             if case.source else "-"),  # a folder's label or name, never its server path
         ]
         st.dataframe(pd.DataFrame(rows, columns=["Property", "Value"]), hide_index=True, width="stretch")
         missing = [k for k in config.MODALITIES if k not in case.modalities]

@@ -20,6 +20,7 @@ from core.errors import BratsViewerError
 
 KEY_WAS_ALIVE = "training_job_was_alive"
 KEY_CURVES_MODEL = "training_curves_model"
+KEY_NAME = "train_name"  # the output name box: its default is set once per session, a typed name is kept
 CURVES: tuple[tuple[str, str], ...] = (("loss", "Loss"), ("dice_coef", "Dice (mean of tumour classes)"),
                                        ("accuracy", "Accuracy"))
 NORMALISATIONS = ("robust_brain", "zscore_brain", "slice_max")
@@ -40,6 +41,11 @@ def default_data_folder() -> Path:
         except BratsViewerError:
             pass
     return ui.data_dir()
+
+
+def default_model_name() -> str:
+    """``unet2d_<date>_<time>`` of now: set once per session (``KEY_NAME``), so it does not change each minute."""
+    return f"unet2d_{time.strftime('%Y%m%d_%H%M')}"
 
 
 def curve_figure(rows: list[dict[str, float]], key: str, title: str) -> go.Figure:
@@ -110,13 +116,13 @@ def live_job() -> None:
                 try:
                     jobs.stop_training()
                 except BratsViewerError as err:
-                    st.error(str(err))
+                    st.error(roots.redact_paths(str(err)))
             st.rerun()
     elif state == "finished":
-        st.success(f"Finished: model saved in `{out}`.", icon=":material/check_circle:")
+        st.success(f"Finished: model `{name}` saved in the models folder.", icon=":material/check_circle:")
     elif state.startswith("stopped"):
         note = " (the process ended without finishing)" if state != "stopped" else ""
-        st.warning(f"Stopped{note}. The last checkpoint and the CSV log are kept in `{out}`.",
+        st.warning(f"Stopped{note}. The last checkpoint and the CSV log are kept in the model folder `{name}`.",
                    icon=":material/stop_circle:")
     else:
         error = status.get("progress", {}).get("error") or f"exit code {status.get('returncode')}"
@@ -146,11 +152,11 @@ def training_form(job_alive: bool) -> None:
         folder = roots.resolve_folder(options[label])
         rows = ui.list_cases(str(folder))
     except BratsViewerError as err:
-        st.error(str(err))
+        st.error(roots.redact_paths(str(err)))
         return
     labelled = [r["case_id"] for r in rows if r.get("ground_truth")]
     if not labelled:
-        st.warning(f"No labelled cases (with a segmentation file) in `{folder}`: nothing to train on.",
+        st.warning(f"No labelled cases (with a segmentation file) in `{roots.display_name(folder)}`: nothing to train on.",
                    icon=":material/folder_off:")
         return
     st.caption(f"{len(labelled)} labelled case(s) found: {', '.join(labelled[:12])}"
@@ -168,54 +174,74 @@ def training_form(job_alive: bool) -> None:
                           key="train_split_mode",
                           help="Either random fractions of the cases, or validation cases you name (the rest "
                                "train; no test cases). Only the inputs of the chosen way are shown.")
-    with st.form("train_form", border=True):
+    # Plain widgets, not an st.form: in a form, Enter in a number box submits it and starts a run. Here only a
+    # click on "Start training" starts one; every widget has its own key so its value survives reruns.
+    st.session_state.setdefault(KEY_NAME, default_model_name())
+    with st.container(border=True):
         f_val = f_test = 0.0
         val_cases: list[str] = []
         if split_mode == SPLIT_FRACTIONS:
             c1, c2 = st.columns(2)
-            f_val = c1.number_input("Validation fraction", 0.0, 0.9, 0.15, 0.05)
-            f_test = c2.number_input("Test fraction", 0.0, 0.9, 0.15, 0.05)
+            f_val = c1.number_input("Validation fraction", 0.0, 0.9, 0.15, 0.05, key="train_f_val",
+                                    disabled=job_alive)
+            f_test = c2.number_input("Test fraction", 0.0, 0.9, 0.15, 0.05, key="train_f_test", disabled=job_alive)
         else:
             val_cases = st.multiselect("Validation cases", labelled,
-                                       default=labelled[-1:] if len(labelled) > 1 else [],
+                                       default=labelled[-1:] if len(labelled) > 1 else [], key=f"train_val_cases_{label}",
+                                       disabled=job_alive,
                                        help="The other labelled cases train the model; none is kept for testing.")
         c1, c2, c3, c4 = st.columns(4)
-        epochs = c1.number_input("Epochs", 1, 500, int(min(max(recipe.get("epochs", 25), 1), 500)))
-        batch_size = c2.number_input("Batch size", 1, 64, int(min(max(recipe.get("batch_size", 8), 1), 64)))
-        input_size = c3.selectbox("Slice size (pixels)", INPUT_SIZES, index=pick(INPUT_SIZES, "input_size", 128))
+        epochs = c1.number_input("Epochs", 1, 500, int(min(max(recipe.get("epochs", 25), 1), 500)),
+                                 key="train_epochs", disabled=job_alive)
+        batch_size = c2.number_input("Batch size", 1, 64, int(min(max(recipe.get("batch_size", 8), 1), 64)),
+                                     key="train_batch_size", disabled=job_alive)
+        input_size = c3.selectbox("Slice size (pixels)", INPUT_SIZES, index=pick(INPUT_SIZES, "input_size", 128),
+                                  key="train_input_size", disabled=job_alive)
         max_minutes = c4.number_input("Time limit (minutes, 0 = none)", 0.0, 24 * 60.0,
-                                      float(min(max(recipe.get("max_minutes", 0.0), 0.0), 24 * 60.0)), 5.0)
+                                      float(min(max(recipe.get("max_minutes", 0.0), 0.0), 24 * 60.0)), 5.0,
+                                      key="train_max_minutes", disabled=job_alive)
         channels = st.multiselect("Input channels", list(config.MODALITIES),
                                   default=list(recipe.get("channels", config.MODALITIES)),
-                                  format_func=lambda m: config.MODALITY_TITLES[m])
+                                  format_func=lambda m: config.MODALITY_TITLES[m], key="train_channels",
+                                  disabled=job_alive)
         c1, c2, c3 = st.columns(3)
         base_filters = c1.select_slider("Network width (base filters)", BASE_FILTERS,
-                                        value=BASE_FILTERS[pick(BASE_FILTERS, "base_filters", 16)])
-        depth = c2.slider("Depth (poolings)", 2, 5, int(min(max(recipe.get("depth", 4), 2), 5)))
-        loss = c3.radio("Loss", LOSSES, horizontal=True, index=pick(LOSSES, "loss", "ce_dice"),
-                        format_func=lambda v: {"ce": "cross-entropy", "ce_dice": "cross-entropy + Dice"}[v])
+                                        value=BASE_FILTERS[pick(BASE_FILTERS, "base_filters", 16)],
+                                        key="train_base_filters", disabled=job_alive)
+        depth = c2.slider("Depth (poolings)", 2, 5, int(min(max(recipe.get("depth", 4), 2), 5)), key="train_depth",
+                          disabled=job_alive)
+        loss = c3.radio("Loss", LOSSES, horizontal=True, index=pick(LOSSES, "loss", "ce_dice"), key="train_loss",
+                        format_func=lambda v: {"ce": "cross-entropy", "ce_dice": "cross-entropy + Dice"}[v],
+                        disabled=job_alive)
         c1, c2 = st.columns(2)
         normalisation = c1.selectbox("Normalisation", NORMALISATIONS, index=pick(NORMALISATIONS, "normalisation",
                                                                                   "robust_brain"),
+                                     key="train_normalisation", disabled=job_alive,
                                      help="robust_brain: z-score over brain voxels after clipping to the 0.5-99.5th "
                                           "percentiles; zscore_brain: z-score over brain voxels; slice_max: divide "
                                           "by slice max")
-        crop = c2.selectbox("Crop", CROPS, index=pick(CROPS, "crop", "brain_bbox"),
-                            help="brain_bbox: crop to the brain's bounding box before resizing")
+        crop = c2.selectbox("Crop", CROPS, index=pick(CROPS, "crop", "brain_bbox"), key="train_crop",
+                            disabled=job_alive, help="brain_bbox: crop to the brain's bounding box before resizing")
         c1, c2, c3, c4 = st.columns(4)
         context = c1.selectbox("Context slices each side", CONTEXTS, index=pick(CONTEXTS, "context", 0),
+                               key="train_context", disabled=job_alive,
                                help="Neighbouring axial slices given as extra channels (2.5-D)")
         modality_dropout = c2.number_input("Modality dropout", 0.0, 0.9,
                                            float(min(max(recipe.get("modality_dropout", 0.3), 0.0), 0.9)), 0.1,
+                                           key="train_modality_dropout", disabled=job_alive,
                                            help="Share of training samples with some sequences zero-filled, so the "
                                                 "model segments cases that lack them")
         bias_field = c3.number_input("Bias-field augmentation", 0.0, 1.0,
-                                     float(min(max(recipe.get("bias_field", 0.3), 0.0), 1.0)), 0.1)
+                                     float(min(max(recipe.get("bias_field", 0.3), 0.0), 1.0)), 0.1,
+                                     key="train_bias_field", disabled=job_alive)
         strong_augment = c4.checkbox("Strong intensity augmentation", value=bool(recipe.get("strong_augment", True)),
+                                     key="train_strong_augment", disabled=job_alive,
                                      help="Gamma, contrast, noise, blur and low resolution")
-        name = st.text_input("Output name (letters, digits, - and _)", value=f"unet2d_{time.strftime('%Y%m%d_%H%M')}")
-        submitted = st.form_submit_button("Start training", type="primary", disabled=job_alive,
-                                          icon=":material/play_arrow:")
+        name = st.text_input("Output name (letters, digits, - and _)", key=KEY_NAME, disabled=job_alive,
+                             help="Kept while you change the other settings; the default is fixed when the page "
+                                  "is first opened in this session.")
+        submitted = st.button("Start training", type="primary", disabled=job_alive, icon=":material/play_arrow:",
+                              key="train_start")
     if not submitted:
         return
     try:
@@ -243,9 +269,10 @@ def training_form(job_alive: bool) -> None:
             cfg["val_cases"] = tuple(val_cases)
         jobs.start_training(cfg, out)
     except BratsViewerError as err:
-        st.error(str(err))
+        st.error(roots.redact_paths(str(err)))
         return
     st.session_state[KEY_WAS_ALIVE] = True
+    st.session_state.pop(KEY_NAME, None)  # the next run gets a fresh default name
     st.toast(f"Training {name} started in the background.", icon=":material/play_arrow:")
     st.rerun()
 
@@ -272,7 +299,7 @@ def model_list() -> None:
     if busy:
         st.info("Being trained by another process right now: " + ", ".join(f"`{b}`" for b in busy))
     if not models:
-        st.info(f"No trained models in `{config.MODELS_DIR}` yet. Train one above.", icon=":material/info:")
+        st.info("No trained models in the models folder yet. Train one above.", icon=":material/info:")
         return
     active = ui.active_model_dir().resolve()
     for m in models:
@@ -289,7 +316,7 @@ def model_list() -> None:
                 try:
                     folder = jobs.set_active_model(m["name"], config.MODELS_DIR)
                 except BratsViewerError as err:
-                    st.error(str(err))
+                    st.error(roots.redact_paths(str(err)))
                 else:
                     ui.load_model_cached.clear()
                     st.session_state[ui.KEY_MODEL_DIR] = str(folder)

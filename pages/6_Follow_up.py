@@ -11,6 +11,7 @@ from core import config
 from core.analysis.compare import CAVEAT, STRUCTURE_NAMES, Change, focus_voxel
 from core.analysis.report_followup import build_followup_pdf, followup_file_name
 from core.app import followup, ui
+from core.data import roots
 from core.errors import BratsViewerError
 from core.views import figures
 from core.views.followup import common_modalities, linked_pair
@@ -18,8 +19,8 @@ from core.views.followup import common_modalities, linked_pair
 ui.page_header("Follow-up comparison", icon=":material/compare_arrows:")
 st.markdown("Compare a **baseline** and a **follow-up** study of one patient: the follow-up is registered to the "
             "baseline (rigid), both are shown on the baseline's grid with one slice control, and the volumes and "
-            "bidimensional products are compared. Each study needs a segmentation: its own, or a label file "
-            "uploaded here.")
+            "bidimensional products are compared. Each study needs a segmentation: its own, a label file "
+            "uploaded here, or the model's (a study without one is offered a Segment button).")
 
 options, problems = followup.study_options()
 for line in problems:
@@ -40,7 +41,8 @@ with col_a:
     seg_a_file = st.file_uploader("Baseline segmentation (optional; default: the study's own)", type=["nii", "gz"],
                                   key="followup_seg_a")
 with col_b:
-    follow_id = st.selectbox("Follow-up study", ids, index=(first + 1) % len(ids), format_func=lambda i: by_id[i].label,
+    follow_id = st.selectbox("Follow-up study", ids, index=followup.default_followup(options, first),
+                             format_func=lambda i: by_id[i].label,
                              key="followup_followup")
     seg_b_file = st.file_uploader("Follow-up segmentation (optional; default: the study's own)", type=["nii", "gz"],
                                   key="followup_seg_b")
@@ -56,7 +58,33 @@ try:
     seg_a = followup.segmentation_upload(seg_a_file)
     seg_b = followup.segmentation_upload(seg_b_file)
 except BratsViewerError as err:
-    st.error(str(err))
+    st.error(roots.redact_paths(str(err)))
+    st.stop()
+
+# A study without a segmentation of its own and no label file: the model's, made here on request.
+missing = False
+for role, case, seg_file, slot in (("baseline", baseline, seg_a, "a"), ("follow-up", follow_case, seg_b, "b")):
+    if seg_file is not None or case.seg is not None:
+        continue
+    prediction = followup.model_segmentation(case)
+    if prediction is not None:
+        volume = followup.prediction_volume(case, prediction)
+        if slot == "a":
+            seg_a = volume
+        else:
+            seg_b = volume
+        st.caption(f"The {role} study `{case.case_id}` has no segmentation of its own: its volumes come from the "
+                   f"{volume.source_name} (computed on request; review it before relying on the numbers).")
+        continue
+    missing = True
+    w1, w2 = st.columns([3, 1], vertical_alignment="center")
+    w1.warning(f"The {role} study `{case.case_id}` has no segmentation of its own: segment it with the model, or "
+               "upload a label file above.", icon=":material/warning:")
+    if w2.button(f"Segment the {role} study", key=f"followup_segment_{slot}", icon=":material/neurology:",
+                 width="stretch"):
+        if followup.segment_study(case) is not None:
+            st.rerun()
+if missing:
     st.stop()
 
 request = followup.request_key(baseline, follow_case, seg_a, seg_b, modality)
@@ -64,7 +92,7 @@ if st.button("Compare", type="primary", icon=":material/compare_arrows:", key="f
     try:
         followup.run_comparison(baseline, follow_case, seg_a, seg_b, modality)
     except BratsViewerError as err:
-        st.error(str(err))
+        st.error(roots.redact_paths(str(err)))
         st.stop()
 comparison = followup.session_comparison(request)
 if comparison is None:
@@ -122,7 +150,9 @@ st.subheader("Volumes and bidimensional products")
 rows = [_row(f"{STRUCTURE_NAMES[c.name]} (mL)", c, 2) for c in comparison.volumes]
 rows.append(_row("Sum of products of enhancing tumour (mm²)", comparison.products, 0))
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-st.caption("Volumes from each study's own segmentation and voxel size; products from the RANO-style measurement "
+sources = comparison.label_sources
+st.caption(f"Segmentations: baseline - {sources.get('baseline', '?')}; follow-up - {sources.get('followup', '?')}. "
+           "Volumes from each study's segmentation and voxel size; products from the RANO-style measurement "
            f"(axial slices of each study's own grid). New measurable enhancing lesions: {comparison.new_lesions}.")
 
 st.subheader("Response category the numbers suggest")

@@ -105,3 +105,28 @@ def test_a_folder_of_two_patients_is_said_and_not_opened_as_one_case(dicom_root:
     at.button(key="dicom_open").click().run()
     assert not at.exception, at.exception
     assert "several" in texts(at.error) and ui.KEY_UPLOADED not in at.session_state
+
+
+def test_series_are_listed_by_series_number(app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug: the series were listed in SeriesInstanceUID order, not by series number as a PACS lists them."""
+    root = tmp_path / "dicomroot"
+    study = root / "study1"
+    for number, prefix in ((11, "a"), (3, "b"), (7, "c"), (5, "d")):  # UIDs follow the prefix, not the number
+        write_series(study, description=f"AX FLAIR {number}", series_number=number, prefix=prefix)
+    monkeypatch.setenv(roots.ROOTS_ENV, str(root))
+    at = _read_folder(run_page(BROWSER, timeout=60))
+    assert not at.exception, at.exception
+    table = next(df.value for df in [*at.dataframe, *at.get("arrow_data_frame")] if "Series" in df.value.columns)
+    assert list(table["Series"]) == ["3", "5", "7", "11"]
+
+
+def test_the_root_picker_names_each_sub_folder_once(dicom_root: Path) -> None:
+    """Bug: the first picker listed the roots and their sub-folders, and the second the sub-folders again."""
+    (dicom_root / "site" / "study2").mkdir(parents=True)
+    at = run_page(BROWSER, timeout=60)
+    at.radio(key="dicom_source").set_value(dicom_panel.SOURCE_FOLDER).run()
+    roots_offered = list(at.selectbox(key="dicom_root").options)
+    assert not [o for o in roots_offered if "/" in o], roots_offered
+    label = next(opt for opt in roots_offered if opt.endswith("dicomroot"))
+    at.selectbox(key="dicom_root").set_value(label).run()
+    assert {"site", "site/study2", "study1"} <= set(at.selectbox(key="dicom_sub").options)

@@ -105,7 +105,8 @@ def test_every_bad_file_gets_its_own_message_and_the_session_stays_usable(tmp_pa
     assert not at.exception and not at.error
     next(b for b in at.button if b.label == "Use these files as the case").click().run()
     assert not at.exception
-    assert at.session_state[ui.KEY_CASE] == {"kind": "upload", "case_id": "BraTS2021_00042"}
+    sel = at.session_state[ui.KEY_CASE]
+    assert (sel["kind"], sel["case_id"], sel["origin"]) == ("upload", "BraTS2021_00042", "upload")
 
 
 def test_mismatched_modalities_are_refused_with_one_message(tmp_path: Path) -> None:

@@ -9,8 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_page, texts
-from followup_phantom import SHAPE, followup_case, phantom, write_case, write_pair
+from conftest import HOME, run_page, texts
+from followup_phantom import (
+    FOLLOWUP_HALVES,
+    SHAPE,
+    SHIFT_VOXELS,
+    followup_case,
+    make_case,
+    phantom,
+    write_case,
+    write_pair,
+)
 from streamlit.testing.v1 import AppTest
 
 from core import config
@@ -103,15 +112,75 @@ def test_same_study_twice_is_refused(data: Path) -> None:
     assert not at.button and not at.get("image")
 
 
-def test_a_study_without_segmentation_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_study_without_segmentation_is_offered_the_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Bug: a study without a segmentation made the first Compare fail ("expected a segmentation... got none")
+    and nothing offered to segment it. Now each such study has a one-line warning and a Segment button, and
+    Compare is offered once both have labels."""
     folder = tmp_path / "data"
     write_pair(folder, with_seg=False)
     monkeypatch.setenv("BRATS_DATA_ROOTS", str(folder))
     at = app(folder)
+    warnings = [w.value for w in at.warning if "has no segmentation of its own" in w.value]
+    assert len(warnings) == 2 and all("\n" not in w for w in warnings)
+    assert "`FU_Baseline`" in warnings[0] and "`FU_Followup`" in warnings[1]
+    assert {b.label for b in at.button} == {"Segment the baseline study", "Segment the follow-up study"}
+    assert not at.error
+
+
+def test_the_model_segments_a_study_without_labels_and_the_comparison_names_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model: Path) -> None:
+    folder = tmp_path / "data"
+    write_case(folder, "FU_Baseline", phantom())
+    write_case(folder, "FU_Followup", phantom(FOLLOWUP_HALVES, SHIFT_VOXELS), with_seg=False)
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(folder))
+    at = run_page(PAGE, None, model=tiny_model, **{ui.KEY_DATA_DIR: str(folder.resolve())})
+    assert not at.exception, at.exception
+    assert [b.label for b in at.button] == ["Segment the follow-up study"]
+    at.button(key="followup_segment_b").click().run()
+    assert not at.exception, at.exception
+    assert "from the model tiny" in texts(at.caption)
     at.button(key="followup_run").click().run()
-    assert not at.exception
-    errors = texts(at.error)
-    assert "expected a segmentation of the baseline study 'FU_Baseline'" in errors and "\n" not in errors
+    assert not at.exception, at.exception
+    comparison = at.session_state[followup.KEY_RESULT]["comparison"]
+    assert comparison.label_sources["followup"] == "model tiny"
+    assert comparison.label_sources["baseline"].startswith("expert segmentation")
+    assert "follow-up - model tiny" in texts(at.caption)  # the page says where each study's volumes come from
+
+
+def test_the_default_follow_up_has_a_segmentation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    write_case(folder, "FU_A", phantom())
+    write_case(folder, "FU_B", phantom(), with_seg=False)
+    write_case(folder, "FU_C", phantom(FOLLOWUP_HALVES, SHIFT_VOXELS))
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(folder))
+    at = app(folder)
+    assert at.selectbox(key="followup_baseline").value.endswith("FU_A/FU_A")
+    assert at.selectbox(key="followup_followup").value.endswith("FU_C/FU_C")  # not FU_B, which has no labels
+
+
+def test_every_case_made_in_the_session_is_offered(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Bug: only the last upload was offered; cases converted from DICOM or a raw study were not."""
+    from core.app import session_cases
+
+    folder = tmp_path / "data"
+    write_case(folder, "FU_Baseline", phantom())
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(folder))
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.switch_page(PAGE)
+    at.session_state[ui.KEY_DATA_DIR] = str(folder.resolve())
+    made = {"dicom": followup_case(), "study": make_case("FU_Study", phantom())}
+    at.session_state[session_cases.KEY_SESSION_CASES] = {
+        f"id{i}": session_cases.SessionCase(f"id{i}", origin, case) for i, (origin, case) in enumerate(made.items())}
+    at.run()
+    assert not at.exception, at.exception
+    labels = option_labels(at, "followup_baseline")
+    assert "FU_Followup (converted from DICOM in this session)" in labels
+    assert "FU_Study (converted from a raw study in this session)" in labels
+    at.selectbox(key="followup_baseline").set_value("folder:" + str(folder.resolve()) + ":FU_Baseline/FU_Baseline")
+    at.selectbox(key="followup_followup").set_value("session:id0").run()
+    at.button(key="followup_run").click().run()
+    assert not at.exception and not at.error
+    assert "PR - partial response" in texts(at.info)
 
 
 def test_poor_alignment_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -244,3 +244,41 @@ def test_data_folder_is_picked_among_the_data_roots_only(dirs: Path, monkeypatch
     at.run()
     assert any("expected a model name" in e.value for e in at.error)
     assert not (dirs / "work" / "jobs" / "current.json").exists()
+
+
+def test_enter_in_a_box_does_not_start_and_the_typed_name_is_kept(dirs: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug: the settings were an st.form, so Enter in the Epochs box submitted it and started a run; the output
+    name's default held the current minute, so the typed name was replaced by a new default on a later run (and
+    on changing the data folder). Now only a click on a plain button starts a run, and the name is kept."""
+    from core.app import jobs
+
+    root = dirs / "root"
+    for sub in ("a", "b"):
+        make_case_dir(root / sub, f"BraTS2021_0000{1 if sub == 'a' else 3}", seed=1)
+        make_case_dir(root / sub, f"BraTS2021_0000{2 if sub == 'a' else 4}", seed=2)
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(root))
+    monkeypatch.setenv("BRATS_SERVER_CONFIG", str(dirs / "absent.toml"))
+    started: list[dict] = []
+    monkeypatch.setattr(jobs, "start_training", lambda cfg, out: started.append(dict(cfg)))
+    minute = iter(f"20260101_{m:04d}" for m in range(1000))
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: next(minute) if fmt == "%Y%m%d_%H%M" else "t")
+    at = run_page()
+    start = next(b for b in at.button if b.label == "Start training")
+    assert not start.proto.is_form_submitter  # Enter in a form's box presses its submit button
+    assert not at.get("form")
+    name_box = next(w for w in at.text_input if w.label.startswith("Output name"))
+    default = name_box.value
+    at.run()  # a minute later: the default stays
+    assert next(w for w in at.text_input if w.label.startswith("Output name")).value == default
+    next(w for w in at.number_input if w.label == "Epochs").set_value(3).run()  # the box's value is committed
+    assert not started
+    next(w for w in at.text_input if w.label.startswith("Output name")).set_value("my_model").run()
+    next(w for w in at.selectbox if w.label.startswith("Data folder")).set_value("root/b").run()
+    assert not at.exception
+    assert next(w for w in at.text_input if w.label.startswith("Output name")).value == "my_model"
+    assert next(w for w in at.number_input if w.label == "Epochs").value == 3
+    assert not started
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception
+    assert len(started) == 1 and started[0]["epochs"] == 3 and started[0]["data_dir"] == str((root / "b").resolve())

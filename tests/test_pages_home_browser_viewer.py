@@ -41,7 +41,8 @@ def test_home_shows_disclaimer_links_and_missing_card(monkeypatch: pytest.Monkey
     links = [p.proto.page for p in at.get("page_link")]
     assert {"Case_browser", "Slice_viewer"} <= set(links)
     assert "No model card" in texts(at.info)
-    assert str(config.DEMO_DATA_DIR) in texts(at.markdown)
+    assert "`demo` (bundled demo)" in texts(at.markdown)
+    assert str(config.DEMO_DATA_DIR) not in texts(at.markdown)  # never a server path
 
 
 def test_home_summarises_the_model_card(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -131,6 +132,43 @@ def test_browser_open_button_selects_a_case_of_a_chosen_folder(monkeypatch: pyte
     assert "No ground-truth segmentation" in texts(at.info)
 
 
+def click_table_cell(at: AppTest, row: int, column: str = "case_id") -> AppTest:
+    """What the browser sends when a cell of the case table is clicked (AppTest has no dataframe clicks)."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    table = next(d for d in at.dataframe if d.key == "browser_table")
+    states = at._tree.get_widget_states()
+    state = WidgetState(id=table.proto.id)
+    state.string_value = json.dumps({"selection": {"rows": [], "columns": [], "cells": [[row, column]]}})
+    states.widgets.append(state)
+    return at._run(states)
+
+
+def test_browser_a_click_on_a_cell_opens_its_case_and_the_dropdown_follows(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path) -> None:
+    """Bug: the caption said "Click a row to open it" but a click on a cell only highlighted it (rows opened by
+    their checkbox only), and after a row was opened the "Case" dropdown still named another case, which
+    "Open case" would have opened."""
+    data = tmp_path / "data"
+    make_case_dir(data, case_id="BraTS2021_00007")
+    make_case_dir(data, case_id="BraTS2021_00008", with_seg=False)
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(data))
+    at = app(BROWSER, **{ui.KEY_DATA_DIR: str(data)})
+    assert at.selectbox(key="browser_pick").value == "BraTS2021_00007/BraTS2021_00007"
+    click_table_cell(at, 1, "shape")
+    assert not at.exception
+    assert at.session_state[ui.KEY_CASE]["case_id"] == "BraTS2021_00008"
+    assert at.selectbox(key="browser_pick").value == "BraTS2021_00008/BraTS2021_00008"
+    assert "Selected case: BraTS2021_00008" in texts(at.subheader)
+    # a case opened some other way (another page, the URL) is named by the dropdown too
+    at.session_state[ui.KEY_CASE] = {"kind": "folder", "folder": str(data.resolve()), "case_id": "BraTS2021_00007",
+                                     "key": "BraTS2021_00007/BraTS2021_00007"}
+    at.run()
+    assert at.selectbox(key="browser_pick").value == "BraTS2021_00007/BraTS2021_00007"
+    caption = next(c.value for c in at.caption if "cases." in c.value)
+    assert "Click any cell of a row" in caption
+
+
 def test_browser_opens_the_chosen_one_of_cases_sharing_an_id(monkeypatch: pytest.MonkeyPatch,
                                                              tmp_path: Path) -> None:
     """Bug: two cases with one id in different folders; choosing the second opened the first."""
@@ -188,7 +226,7 @@ def test_sidebar_data_folder_follows_the_pick_in_the_same_run(monkeypatch: pytes
         at.selectbox(key="browser_folder_pick").set_value(label).run()
         assert not at.exception
         assert at.session_state[ui.KEY_DATA_DIR] == str(folder.resolve())
-        assert f"**Data folder**  \n`{folder.resolve()}`" in [m.value for m in at.sidebar.markdown]
+        assert f"**Data folder**  \n`{label}`" in [m.value for m in at.sidebar.markdown]  # a label, not a path
 
 
 def test_browser_says_how_a_case_with_missing_modalities_is_segmented(monkeypatch: pytest.MonkeyPatch,
@@ -256,7 +294,8 @@ def test_browser_upload_shows_errors_next_to_files_and_builds_a_case(tmp_path: P
         ["flair", "seg", "t1", "t1ce", "t2"]
     next(b for b in at.button if b.label == "Use these files as the case").click().run()
     assert not at.exception
-    assert at.session_state[ui.KEY_CASE] == {"kind": "upload", "case_id": "BraTS2021_00042"}
+    sel = at.session_state[ui.KEY_CASE]
+    assert (sel["kind"], sel["case_id"], sel["origin"]) == ("upload", "BraTS2021_00042", "upload")
     assert at.session_state[ui.KEY_UPLOADED].has_seg
     assert len(at.get("image")) == 4
 

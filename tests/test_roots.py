@@ -35,7 +35,7 @@ def test_defaults_are_the_demo_and_the_start_folder(tmp_path: Path, monkeypatch:
     assert roots.data_roots() == (config.DEMO_DATA_DIR.resolve(),)
     monkeypatch.setenv(config.DATA_DIR_ENV, str(tmp_path))
     assert roots.data_roots() == (config.DEMO_DATA_DIR.resolve(), tmp_path.resolve())
-    assert list(roots.picker_folders()) == ["demo", "data"]
+    assert list(roots.picker_folders()) == ["demo", tmp_path.name]  # the start folder's own name
 
 
 def test_env_and_settings_file_add_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,9 +200,10 @@ def test_the_example_settings_file_is_read(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv(roots.SERVER_CONFIG_ENV, str(config.PROJECT_ROOT / "server.toml.example"))
     monkeypatch.delenv("BRATS_UPLOAD_TTL_MINUTES", raising=False)
     settings = roots.server_settings()
-    assert set(settings) == {"data_roots", "model_roots", "upload_ttl_minutes"}
+    assert set(settings) == {"data_roots", "model_roots", "upload_ttl_minutes", "root_labels"}
     assert roots.upload_ttl_minutes() == float(settings["upload_ttl_minutes"])
-    assert [str(p) for p in roots.configured_roots()[-len(settings["data_roots"]):]] == settings["data_roots"]
+    paths = [p["path"] if isinstance(p, dict) else p for p in settings["data_roots"]]
+    assert [str(p) for p in roots.configured_roots()[-len(paths):]] == paths
 
 
 def test_a_sibling_folder_sharing_the_root_name_as_prefix_is_outside(tmp_path: Path,
@@ -231,3 +232,13 @@ def test_a_sibling_folder_sharing_the_root_name_as_prefix_is_outside(tmp_path: P
     monkeypatch.delenv(roots.MODEL_ROOTS_ENV, raising=False)
     with pytest.raises(DataFolderError):
         roots.resolve_model_folder(str(models_secret / "m"))
+
+
+def test_error_messages_are_redacted_of_server_paths(tree: dict[str, Path]) -> None:
+    """A refusal echoes the path it was given; what a web user sees names the root's label instead."""
+    gone = tree["root"] / "train" / "gone"
+    with pytest.raises(DataFolderError) as err:
+        roots.resolve_folder(str(gone))
+    shown = roots.redact_paths(str(err.value))
+    assert str(tree["tmp"]) not in shown and "<root>/train/gone" in shown
+    assert roots.redact_paths(f"in {config.PROJECT_ROOT}/models") == "in <app>/models"

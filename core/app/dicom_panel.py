@@ -19,7 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from core.app import ui
-from core.data import dicom, dicom_seg
+from core.data import dicom, dicom_seg, roots
 from core.data.cases import Case, assemble_case
 from core.errors import BratsViewerError, DicomError
 
@@ -70,7 +70,8 @@ def _load_source() -> tuple[str, dicom.Study] | None:
 def _table(study: dicom.Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     names = dicom.resolve_names(study)
     usable, refused = [], []
-    for s in study.series:
+    # listed by series number (as a PACS lists them), series without one last; the study keeps UID order
+    for s in sorted(study.series, key=lambda s: (s.series_number is None, s.series_number or 0, str(s.n), s.index)):
         row: dict[str, Any] = {"Series": str(s.n), **({"Study": s.study} if study.n_studies > 1 else {}),
                                "Description": s.description or s.protocol, "Files": s.n_files,
                                "Guess": s.guess or "-"}
@@ -183,7 +184,7 @@ def dicom_tab() -> None:
     try:
         loaded = _load_source()
     except BratsViewerError as err:
-        st.error(str(err).splitlines()[0], icon=":material/error:")
+        st.error(roots.redact_paths(str(err)).splitlines()[0], icon=":material/error:")
         return
     if loaded is None:
         return
@@ -213,7 +214,7 @@ def dicom_tab() -> None:
     try:
         dicom.resolve_names(study, overrides)
     except BratsViewerError as err:
-        st.error(str(err), icon=":material/error:")
+        st.error(roots.redact_paths(str(err)), icon=":material/error:")
         return
     c1, c2 = st.columns(2)
     c1.download_button("Download the NIfTI files (zip)", data=lambda: dicom.conversion_zip(study, overrides),
@@ -227,7 +228,7 @@ def dicom_tab() -> None:
                                                     .encode()).hexdigest()[:10]
                 case = assemble_case(case_id, images, source="upload", notes=note)
         except BratsViewerError as err:
-            st.error(str(err), icon=":material/error:")
+            st.error(roots.redact_paths(str(err)), icon=":material/error:")
             return
         from core.app import audit, ui
 
@@ -237,7 +238,7 @@ def dicom_tab() -> None:
                                       "refused": int(sum(1 for s in study.series if not s.usable))})
         except (BratsViewerError, OSError) as err:
             st.warning(f"The audit log could not be written: {err}")
-        ui.select_uploaded_case(case)
+        ui.select_uploaded_case(case, "dicom")
         keep_seg_source(study, overrides, case, sid)
         st.session_state[KEY_FLASH] = (f"Case `{case_id}` ({', '.join(k.upper() for k in images)}) is ready; "
                                              "it is kept in this browser session only.")

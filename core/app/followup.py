@@ -15,13 +15,16 @@ import streamlit as st
 
 from core import config
 from core.analysis.compare import Comparison, compare_studies
-from core.app import ui
+from core.app import session_cases, ui
 from core.data.cases import Case
 from core.data.io import Volume, load_volume_bytes
 from core.errors import BratsViewerError
 
 KEY_RESULT = "followup_result"  # dict: {"request": str, "comparison": Comparison} of this session's last run
 UPLOAD_OPTION = "upload"
+SESSION_PREFIX = "session:"  # option id of a case this session made: SESSION_PREFIX + its session id
+KEY_MODEL_SEGS = "followup_model_segs"  # dict: Case.content_key -> Prediction made here for a study without labels
+MAX_MODEL_SEGS = 2
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class StudyOption:
     folder: str = ""
     case_id: str = ""
     key: str | None = None
+    has_seg: bool = False  # the study holds its own segmentation (ground truth)
 
 
 def study_options() -> tuple[list[StudyOption], list[str]]:
@@ -57,11 +61,16 @@ def study_options() -> tuple[list[StudyOption], list[str]]:
             where = row.get("location", "")
             text = row["case_id"] + (f" ({label}: {where})" if where not in ("", ".") else f" ({label})")
             options.append(StudyOption(f"folder:{folder}:{row.get('key', row['case_id'])}", text, "folder",
-                                       str(folder), row["case_id"], row.get("key")))
+                                       str(folder), row["case_id"], row.get("key"), bool(row.get("ground_truth"))))
+    # every case this session made: uploads, DICOM series and raw studies converted
+    made = session_cases.all_cases()
+    for entry in made:
+        options.append(StudyOption(f"{SESSION_PREFIX}{entry.sid}", entry.label, "session", case_id=entry.case.case_id,
+                                   key=entry.sid, has_seg=entry.case.seg is not None))
     uploaded = st.session_state.get(ui.KEY_UPLOADED)
-    if uploaded is not None:
+    if uploaded is not None and all(e.case is not uploaded for e in made):
         options.append(StudyOption(UPLOAD_OPTION, f"{uploaded.case_id} (uploaded in this session)", "upload",
-                                   case_id=uploaded.case_id))
+                                   case_id=uploaded.case_id, has_seg=uploaded.seg is not None))
     return options, problems
 
 
@@ -69,6 +78,8 @@ def default_choice(options: list[StudyOption]) -> int:
     """Index of the option of the case selected in this session (the baseline's default), else 0."""
     sel = st.session_state.get(ui.KEY_CASE) or {}
     for i, opt in enumerate(options):
+        if sel.get("kind") == "upload" and opt.kind == "session" and opt.key == sel.get("sid"):
+            return i
         if sel.get("kind") == "upload" and opt.kind == "upload":
             return i
         if (opt.kind == "folder" and opt.case_id == sel.get("case_id")
@@ -78,12 +89,67 @@ def default_choice(options: list[StudyOption]) -> int:
     return 0
 
 
+def default_followup(options: list[StudyOption], baseline: int) -> int:
+    """Index of the default follow-up among the options after ``baseline`` (list order, wrapping): the first of
+    the baseline's own folder with a segmentation, else the first of that folder (a Segment button is offered),
+    else the first with a segmentation, else simply the next one."""
+    n = len(options)
+    if n < 2:
+        return 0
+    base = options[baseline]
+    after = [(baseline + step) % n for step in range(1, n)]
+    same = [i for i in after if options[i].kind == base.kind and options[i].folder == base.folder]
+    for group in ([i for i in same if options[i].has_seg], same, [i for i in after if options[i].has_seg], after):
+        if group:
+            return group[0]
+    return after[0]
+
+
+def model_segmentation(case: Case) -> Any:
+    """The model's Prediction of ``case`` made on this page (or the session's own of it), or None."""
+    made = st.session_state.get(KEY_MODEL_SEGS) or {}
+    if case.content_key in made:
+        return made[case.content_key]
+    return ui.session_prediction(case)
+
+
+def segment_study(case: Case) -> Any:
+    """Segment a study without labels with the active model (the session's TTA setting); kept for this page
+    (the last ``MAX_MODEL_SEGS``). Returns the Prediction, or None with the error shown."""
+    prediction = ui.segment_volume(case, ui.use_tta(), page="follow_up")
+    if prediction is not None:
+        made = dict(st.session_state.get(KEY_MODEL_SEGS) or {})
+        made.pop(case.content_key, None)
+        made[case.content_key] = prediction
+        while len(made) > MAX_MODEL_SEGS:
+            made.pop(next(iter(made)))
+        st.session_state[KEY_MODEL_SEGS] = made
+    return prediction
+
+
+def prediction_volume(case: Case, prediction: Any) -> Volume:
+    """The model's labels as a label volume on the case's RAS grid, named after the model (for the comparison
+    and its report)."""
+    import dataclasses
+
+    name = f"model {prediction.model_name}" + (" with TTA" if getattr(prediction, "tta", False) else "")
+    labels = np.asarray(prediction.labels, dtype=np.uint8)
+    sha = hashlib.sha256(labels.tobytes()).hexdigest()
+    return dataclasses.replace(case.reference, data=labels, sha256=sha, source_name=name, stored_dtype="uint8",
+                               warnings=())
+
+
 def load_study(option: StudyOption) -> Case:
     """The case of an option (folder cases through the shared case cache).
 
     Raises:
         BratsViewerError: the case cannot be loaded or the upload is gone.
     """
+    if option.kind == "session":
+        entry = session_cases.get(option.key)
+        if entry is None:
+            raise BratsViewerError("expected a case made in this session, found it gone (convert or upload it again)")
+        return entry.case
     if option.kind == "upload":
         case = st.session_state.get(ui.KEY_UPLOADED)
         if case is None:

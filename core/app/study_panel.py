@@ -17,7 +17,7 @@ import streamlit as st
 
 from core.app import ui
 from core.config import MODALITY_TITLES, work_dir
-from core.data import study
+from core.data import roots, study
 from core.data.cases import load_case_folder
 from core.errors import BratsViewerError
 
@@ -49,7 +49,7 @@ def study_tab() -> None:
     try:
         picked = _pick_folder()
     except (BratsViewerError, FileNotFoundError, NotADirectoryError) as err:
-        st.error(str(err).splitlines()[0], icon=":material/error:")
+        st.error(roots.redact_paths(str(err)).splitlines()[0], icon=":material/error:")
         return
     if picked is None:
         return
@@ -59,6 +59,9 @@ def study_tab() -> None:
     if not rows:
         st.warning("No NIfTI file in this folder.", icon=":material/warning:")
         return
+    # a line between the folder pickers and the table: the table's hover toolbar otherwise covers "Read folder"
+    st.caption(f"{len(rows)} NIfTI file{'s' if len(rows) != 1 else ''} in `{roots.display_name(folder)}`: check "
+               "the sequence of each below.")
     edited = st.data_editor(
         pd.DataFrame(rows), hide_index=True, width="stretch", key="study_editor",
         disabled=["File"],
@@ -88,7 +91,7 @@ def study_tab() -> None:
         result = study.preprocess_study(chosen, out, case_id, progress=progress)
         case = load_case_folder(result.case_dir, required=())
     except BratsViewerError as err:
-        st.error(str(err).splitlines()[0], icon=":material/error:")
+        st.error(roots.redact_paths(str(err)).splitlines()[0], icon=":material/error:")
         return
     from core.app import audit, ui
 
@@ -98,7 +101,7 @@ def study_tab() -> None:
                                   "sequences": sorted(result.images), "time_s": result.record["time_s"]})
     except (BratsViewerError, OSError) as err:
         st.warning(f"The audit log could not be written: {err}")
-    ui.select_uploaded_case(case)
+    ui.select_uploaded_case(case, "study")
     how = ("already in BraTS space: taken untouched" if result.record.get("passthrough")
            else f"preprocessed in {result.record['time_s']['total']:.0f} s")
     st.session_state[KEY_FLASH] = (f"Case `{case.case_id}` ({', '.join(MODALITY_TITLES[s] for s in result.images)}) "

@@ -92,7 +92,13 @@ def _sync_case_with_url() -> None:
     if sel and sel.get("kind") == "folder":
         src = roots.folder_label(sel["folder"]) or "data"
         want = {"case": sel["case_id"], "src": src, **({"key": sel["key"]} if sel.get("key") else {})}
-        if {k: params.get(k) for k in ("case", "src", "key") if params.get(k)} != want:
+        if {k: params.get(k) for k in ("case", "src", "key", "sess") if params.get(k)} != want:
+            params.from_dict(want)
+    elif sel and sel.get("kind") == "upload":
+        # a case this session made: its id and name stay on the server; the URL says only what kind it was, so
+        # that a reload can say why it is gone instead of silently showing another case
+        want = {"sess": str(sel.get("origin") or "upload")}
+        if {k: params.get(k) for k in ("case", "src", "key", "sess") if params.get(k)} != want:
             params.from_dict(want)
     elif params.get("case"):
         params.clear()
@@ -103,7 +109,7 @@ def sidebar() -> None:
     _sync_case_with_url()
     with st.sidebar:
         st.caption("Research software - not for diagnosis")
-        st.markdown(f"**Data folder**  \n`{data_dir()}`")
+        st.markdown(f"**Data folder**  \n`{roots.display_name(data_dir())}`")  # never a server path
         model_dir = active_model_dir()
         st.markdown(f"**Model**  \n`{model_dir.name}`" + ("" if model_dir.exists() else " (missing)"))
         sel = st.session_state.get(KEY_CASE)
@@ -222,10 +228,29 @@ def select_folder_case(folder: str, case_id: str, key: str | None = None) -> Non
     st.session_state.pop(KEY_CURSOR, None)
 
 
-def select_uploaded_case(case: Case) -> None:
+def select_uploaded_case(case: Case, origin: str = "upload") -> None:
+    """Select a case this session made (``origin``: "upload", "dicom" or "study"), kept among the session's
+    cases (``core.app.session_cases``) under a random id."""
+    from core.app import session_cases
+
+    entry = session_cases.add(case, origin)
     st.session_state[KEY_UPLOADED] = case
-    st.session_state[KEY_CASE] = {"kind": "upload", "case_id": case.case_id}
+    st.session_state[KEY_CASE] = {"kind": "upload", "case_id": case.case_id, "sid": entry.sid, "origin": origin}
     st.session_state.pop(KEY_CURSOR, None)
+
+
+def select_session_case(sid: str) -> bool:
+    """Select one of this session's own cases again by its id; False when the session no longer holds it."""
+    from core.app import session_cases
+
+    entry = session_cases.get(sid)
+    if entry is None:
+        return False
+    st.session_state[KEY_UPLOADED] = entry.case
+    st.session_state[KEY_CASE] = {"kind": "upload", "case_id": entry.case.case_id, "sid": entry.sid,
+                                  "origin": entry.origin}
+    st.session_state.pop(KEY_CURSOR, None)
+    return True
 
 
 def current_case() -> Case | None:
@@ -234,19 +259,26 @@ def current_case() -> Case | None:
     if not sel:
         return None
     if sel.get("kind") == "upload":
-        return st.session_state.get(KEY_UPLOADED)
+        from core.app import session_cases
+
+        entry = session_cases.get(sel.get("sid"))
+        return entry.case if entry is not None else st.session_state.get(KEY_UPLOADED)
     try:
         return load_folder_case(sel["folder"], sel["case_id"], sel.get("key"))
     except BratsViewerError as err:
-        st.error(str(err))
+        st.error(roots.redact_paths(str(err)))
         return None
 
 
 def url_case_problem() -> str | None:
     """Why the case the URL names was not opened (outside the allowed data roots, or gone), while no case is
     selected and the URL still names it; else None."""
+    from core.app import session_cases
+
     failed = st.session_state.get(KEY_URL_FAILED)
     params = st.query_params
+    if st.session_state.get(KEY_CASE) is None and not params.get("case"):
+        return session_cases.reload_problem(params)  # a converted or uploaded case was shown before a reload
     if not failed or st.session_state.get(KEY_CASE) is not None or not params.get("case"):
         return None
     key = str(params.get("key")) if params.get("key") else None
@@ -284,7 +316,7 @@ def get_model() -> Any:
         weights, _ = resolve_weights(folder)
         return load_model_cached(str(folder), weights.stat().st_mtime)
     except BratsViewerError as err:
-        st.error(str(err))
+        st.error(roots.redact_paths(str(err)))
         return None
 
 
@@ -510,7 +542,7 @@ def segment_volume(case: Case, tta: bool, page: str) -> Any:
     try:
         prediction = cached_prediction(case, loaded, tta, _progress, on_wait=_wait)
     except BratsViewerError as err:
-        st.error(str(err))
+        st.error(roots.redact_paths(str(err)))
         return None
     finally:
         bar.empty()
@@ -576,9 +608,10 @@ def edit_store(case: Case) -> Any:
 
 def drop_uploads() -> None:
     """Forget this session's uploaded case (and what was derived from it) and delete its private folder."""
-    from core.app import private_store
+    from core.app import private_store, session_cases
 
     upload = st.session_state.pop(KEY_UPLOADED, None)
+    session_cases.forget_all()
     if is_upload_selected():
         st.session_state.pop(KEY_CASE, None)
         st.session_state.pop(KEY_CURSOR, None)
@@ -638,7 +671,9 @@ def pick_folder_in_roots(prefix: str, sub_label: str) -> Path | None:
     """
     from core.errors import DataFolderError
 
-    options = roots.picker_folders()
+    # the roots only: their sub-folders are offered by the second picker (listing them here too named every
+    # sub-folder twice)
+    options = {lb: path for lb, path in roots.picker_folders().items() if "/" not in lb}
     c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="bottom")
     label = c1.selectbox("Data root", list(options), key=f"{prefix}_root")
     subs = roots.subfolders(options[label]) if label else []

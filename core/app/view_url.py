@@ -1,7 +1,8 @@
 """The cursor and the slice viewer's display settings in the URL, so that a browser reload keeps them.
 
 The URL holds ``cur=x,y,z`` (voxel indices on the case's RAS grid) and the viewer's settings as short query
-parameters (``img``, ``conv``, ``ov``, ``op``, ``outline``; see ``SETTINGS``). Everything read from the URL is
+parameters (``img``, ``conv``, ``ov``, ``op``, ``outline``; see ``SETTINGS``; ``wp``: the window preset of each
+image). The in-browser viewer's own toolbar choices stay in the browser tab (its sessionStorage). Everything read from the URL is
 untrusted text: it is parsed and checked here (numbers in range, names from fixed lists) and what does not pass
 is ignored. The URL only seeds a session that has no value of its own (a reload, or a shared link); the session's
 values win afterwards and are written back to the URL.
@@ -28,6 +29,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
 OVERLAY_KEYS: dict[str, str] = {"viewer_show_gt": "gt", "viewer_show_pred": "pred", "viewer_show_corr": "corr",
                                 "viewer_show_err": "err"}  # widget key -> name in ``ov=gt.pred``
 PARAM_OVERLAYS = "ov"
+# window presets: widget ``viewer_preset_<image>`` (``all`` for the 2x2 view) -> ``wp=flair:2,all:1`` (the index of
+# the preset among core.views.figures.presets_for(image), so the URL never carries free text)
+PRESET_PREFIX = "viewer_preset_"
+PARAM_PRESETS = "wp"
 CONVENTIONS: dict[str, str] = {"rad": "Radiological", "neuro": "Neurological"}
 
 
@@ -99,6 +104,40 @@ def settings_params(values: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _preset_names(image: str) -> list[str]:
+    from core.views.figures import presets_for
+
+    return list(presets_for("flair" if image == "all" else image))
+
+
+def parse_presets(text: Any, images: Sequence[str]) -> dict[str, str]:
+    """Widget key -> preset name of the ``wp`` parameter's entries that name an image of ``images`` and an index
+    of its presets; anything else is ignored."""
+    out: dict[str, str] = {}
+    for part in str(text or "").split(",")[:8]:
+        image, _, index = part.partition(":")
+        if image not in images or not index.isdigit() or len(index) > 2:
+            continue
+        names = _preset_names(image)
+        if int(index) < len(names):
+            out[f"{PRESET_PREFIX}{image}"] = names[int(index)]
+    return out
+
+
+def preset_params(values: Mapping[str, Any]) -> dict[str, str]:
+    """The ``wp`` parameter of the window presets among ``values`` (widget key -> value); the inverse of
+    ``parse_presets``. Empty when none is set."""
+    parts = []
+    for widget in sorted(values):
+        if not widget.startswith(PRESET_PREFIX):
+            continue
+        image = widget[len(PRESET_PREFIX):]
+        names = _preset_names(image)
+        if values[widget] in names:
+            parts.append(f"{image}:{names.index(values[widget])}")
+    return {PARAM_PRESETS: ",".join(parts)} if parts else {}
+
+
 # -------------------------------------------------------------------------------------- Streamlit glue ---
 
 def restore_cursor(shape: Sequence[int]) -> dict[str, int] | None:
@@ -109,7 +148,9 @@ def restore_cursor(shape: Sequence[int]) -> dict[str, int] | None:
 def seed_settings(images: Sequence[str]) -> None:
     """Before the viewer's widgets are drawn: give each widget that has no value of its own (a reload starts a
     new session) the URL's value."""
-    for widget, value in parse_settings(st.query_params.to_dict(), images).items():
+    params = st.query_params.to_dict()
+    seeds = {**parse_settings(params, images), **parse_presets(params.get(PARAM_PRESETS), images)}
+    for widget, value in seeds.items():
         if widget not in st.session_state:
             st.session_state[widget] = value
 
@@ -117,6 +158,9 @@ def seed_settings(images: Sequence[str]) -> None:
 def remember(cursor: Mapping[str, int] | None, settings: Mapping[str, Any] | None = None) -> None:
     """Write the cursor (and the viewer's settings) to the URL, changing only what differs."""
     want = dict(settings_params(settings or {}))
+    # the window presets of every image shown in this session (their widget keys depend on the image)
+    want.update(preset_params({k: v for k, v in st.session_state.items()
+                               if isinstance(k, str) and k.startswith(PRESET_PREFIX)}))
     if cursor is not None:
         want[PARAM_CURSOR] = format_cursor(cursor)
     params = st.query_params

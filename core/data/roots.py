@@ -35,6 +35,8 @@ from core.errors import DataFolderError
 ROOTS_ENV = "BRATS_DATA_ROOTS"
 MODEL_ROOTS_ENV = "BRATS_MODEL_ROOTS"
 SERVER_CONFIG_ENV = "BRATS_SERVER_CONFIG"
+DATA_DIR_LABEL_ENV = "BRATS_DATA_DIR_LABEL"  # the label shown for $BRATS_DATA_DIR's folder
+MAX_LABEL_CHARS = 60
 DEFAULT_SERVER_CONFIG: Path = config.PROJECT_ROOT / "server.toml"
 DEFAULT_UPLOAD_TTL_MINUTES: float = 120.0
 MAX_PICKER_FOLDERS = 200  # folders offered by the picker (roots first)
@@ -70,6 +72,39 @@ def upload_ttl_minutes() -> float:
     return value if value > 0 else DEFAULT_UPLOAD_TTL_MINUTES
 
 
+def _env_entries() -> list[tuple[str | None, Path]]:
+    """``$BRATS_DATA_ROOTS`` entries as (label or None, path): an entry ``Label=/path`` names its root."""
+    out: list[tuple[str | None, Path]] = []
+    for part in os.environ.get(ROOTS_ENV, "").split(os.pathsep):
+        part = part.strip()
+        if not part:
+            continue
+        label, sep, rest = part.partition("=")
+        if sep and rest.strip().startswith(("/", "~")) and "/" not in label:
+            out.append((label.strip() or None, Path(rest.strip()).expanduser()))
+        else:
+            out.append((None, Path(part).expanduser()))
+    return out
+
+
+def _settings_entries() -> list[tuple[str | None, Path]]:
+    """The settings file's ``data_roots`` as (label or None, path): an entry is a path, or a table
+    ``{path = "/srv/brats/cases", label = "Training cases"}``."""
+    listed = server_settings().get("data_roots", [])
+    if isinstance(listed, (str, dict)):
+        listed = [listed]
+    out: list[tuple[str | None, Path]] = []
+    if isinstance(listed, list):
+        for item in listed:
+            if isinstance(item, dict):
+                path, label = str(item.get("path", "")).strip(), item.get("label")
+                if path:
+                    out.append((str(label) if label is not None else None, Path(path).expanduser()))
+            elif str(item).strip():
+                out.append((None, Path(str(item)).expanduser()))
+    return out
+
+
 def configured_roots() -> list[Path]:
     """Every root as configured, in order (demo, start folder, ``$BRATS_DATA_ROOTS``, settings file), not yet
     resolved; may include folders that do not exist."""
@@ -77,13 +112,37 @@ def configured_roots() -> list[Path]:
     start = os.environ.get(config.DATA_DIR_ENV, "").strip()
     if start:
         out.append(Path(start).expanduser())
-    env = os.environ.get(ROOTS_ENV, "")
-    out.extend(Path(p.strip()).expanduser() for p in env.split(os.pathsep) if p.strip())
-    listed = server_settings().get("data_roots", [])
-    if isinstance(listed, str):
-        listed = [listed]
-    if isinstance(listed, list):
-        out.extend(Path(str(p)).expanduser() for p in listed if str(p).strip())
+    out.extend(p for _, p in _env_entries())
+    out.extend(p for _, p in _settings_entries())
+    return out
+
+
+def clean_label(text: object) -> str | None:
+    """An administrator's label made safe to show and to use as a picker key: printable, no ``/`` (it separates
+    a root's label from a sub-folder), at most ``MAX_LABEL_CHARS`` characters; None when nothing is left."""
+    raw = unicodedata.normalize("NFKC", str(text))
+    cleaned = "".join(ch for ch in raw if ch.isprintable()).replace("/", "-").replace("\\", "-").strip()
+    return cleaned[:MAX_LABEL_CHARS] or None
+
+
+def root_labels() -> dict[Path, str]:
+    """Real path of a root -> the label its administrator chose (``$BRATS_DATA_ROOTS`` ``Label=/path`` entries,
+    the settings file's ``data_roots`` tables and its ``[root_labels]`` table ``"/srv/brats" = "Label"``,
+    ``$BRATS_DATA_DIR_LABEL`` for the start folder)."""
+    pairs: list[tuple[object, str | os.PathLike[str]]] = [(lb, p) for lb, p in (*_env_entries(), *_settings_entries())
+                                                           if lb]
+    table = server_settings().get("root_labels", {})
+    if isinstance(table, dict):
+        pairs.extend((lb, Path(str(p)).expanduser()) for p, lb in table.items())
+    start = os.environ.get(config.DATA_DIR_ENV, "").strip()
+    start_label = os.environ.get(DATA_DIR_LABEL_ENV, "").strip()
+    if start and start_label:
+        pairs.append((start_label, Path(start).expanduser()))
+    out: dict[Path, str] = {}
+    for label, path in pairs:
+        text = clean_label(label)
+        if text and Path(path).is_absolute():
+            out.setdefault(Path(os.path.realpath(path)), text)
     return out
 
 
@@ -210,8 +269,9 @@ def picker_folders(roots: Sequence[str | os.PathLike[str]] | None = None) -> dic
     """The folders a web user may pick, by label: each root, then its sub-folders that hold folders
     themselves (collections such as ``brats/train``, not single case folders), two levels deep.
 
-    Labels: ``demo`` for the bundled demo, ``data`` for the start folder, a root's own name otherwise (made
-    unique), and ``<root label>/<relative path>`` for sub-folders. Hidden folders and links leading out of
+    Labels (shown to web users, so never a server path): the label the administrator chose for a root
+    (``root_labels``), else ``demo`` for the bundled demo and the root folder's own name otherwise (two roots of
+    one name: ``name (in parent)``), and ``<root label>/<relative path>`` for sub-folders. Hidden folders and links leading out of
     their root are left out; at most ``MAX_PICKER_FOLDERS`` entries. The scan is reused for
     ``PICKER_CACHE_S`` seconds for the same roots (paths are checked again by ``resolve_folder`` on use).
     """
@@ -219,26 +279,31 @@ def picker_folders(roots: Sequence[str | os.PathLike[str]] | None = None) -> dic
     demo = Path(os.path.realpath(config.DEMO_DATA_DIR))
     start_raw = os.environ.get(config.DATA_DIR_ENV, "").strip()
     start = Path(os.path.realpath(Path(start_raw).expanduser())) if start_raw else None
-    key = (allowed, start)
+    chosen = root_labels()
+    key = (allowed, start, tuple(sorted((str(p), lb) for p, lb in chosen.items())))
     now = time.monotonic()
     hit = _picker_cache.get(key)
     if hit is not None and now - hit[0] < PICKER_CACHE_S:
         return dict(hit[1])
-    result = _picker_folders(allowed, demo, start)
+    result = _picker_folders(allowed, demo, start, chosen)
     if len(_picker_cache) > 32:
         _picker_cache.clear()
     _picker_cache[key] = (now, result)
     return dict(result)
 
 
-def _picker_folders(allowed: tuple[Path, ...], demo: Path, start: Path | None) -> dict[str, Path]:
+def _picker_folders(allowed: tuple[Path, ...], demo: Path, start: Path | None,
+                    chosen: dict[Path, str] | None = None) -> dict[str, Path]:
     out: dict[str, Path] = {}
     labels: list[tuple[str, Path]] = []
+    chosen = chosen or {}
     for root in allowed:
-        label = "demo" if root == demo else "data" if root == start else (root.name or "root")
+        label = chosen.get(root) or ("demo" if root == demo else clean_label(root.name) or "root")
+        if label in {lb for lb, _ in labels}:  # two roots of one name: say which parent each lies in
+            label = f"{label} (in {clean_label(root.parent.name) or 'root'})"
         base, n = label, 2
         while label in {lb for lb, _ in labels}:
-            label, n = f"{base}-{n}", n + 1
+            label, n = f"{base} {n}", n + 1
         labels.append((label, root))
         out[label] = root
     for label, root in labels:
@@ -308,3 +373,42 @@ def folder_label(folder: str | os.PathLike[str], options: dict[str, Path] | None
         if path == real:
             return label
     return None
+
+
+def display_name(folder: str | os.PathLike[str], options: dict[str, Path] | None = None) -> str:
+    """What a web user is shown for a folder: its picker label (the administrator's label, ``demo``, a root's
+    name, ``<root>/<sub>``), else its own name (a folder inside a root, given relative to the nearest picker
+    folder when there is one); never a server path."""
+    options = picker_folders() if options is None else options
+    label = folder_label(folder, options)
+    if label is not None:
+        return label
+    real = Path(os.path.realpath(folder))
+    best: tuple[int, str] | None = None
+    for lb, path in options.items():
+        if _inside(real, path):
+            rel = real.relative_to(path).as_posix()
+            if best is None or len(rel) < best[0]:
+                best = (len(rel), f"{lb}/{rel}")
+    return best[1] if best else (clean_label(real.name) or "folder")
+
+
+def redact_paths(text: str) -> str:
+    """``text`` (an error message) with the server path of every data root, and of the project, replaced by
+    the root's label (``<label>``): messages shown to web users never carry a server path."""
+    options = picker_folders()
+    pairs: list[tuple[str, str]] = []
+    for label, path in options.items():
+        if "/" in label:
+            continue
+        pairs.append((str(path), f"<{label}>"))
+    for raw in configured_roots():
+        real = Path(os.path.realpath(raw))
+        label = next((lb for lb, p in options.items() if p == real), None)
+        if label is not None and str(raw) != str(real):
+            pairs.append((str(raw), f"<{label}>"))
+    pairs.append((str(config.PROJECT_ROOT), "<app>"))
+    for path, label in sorted(pairs, key=lambda p: -len(p[0])):  # longest first: a root inside another
+        if len(path) > 1:
+            text = text.replace(path, label)
+    return text
