@@ -361,25 +361,51 @@ def _dist_version(*names: str) -> str:
     return "not installed"
 
 
-def library_versions() -> dict[str, str]:
+RUNTIME_LIBRARIES: dict[str, tuple[str, ...]] = {"onnxruntime": ("onnxruntime",),
+                                                  "onnxruntime-int8": ("onnxruntime",),
+                                                  "tensorflow": ("tensorflow", "keras"), "": ()}
+
+
+def library_versions(runtime: str | None = None) -> dict[str, str]:
     """Versions of Python and the libraries behind a result (TensorFlow's from the loaded module when imported,
-    else from the installed package metadata, without importing it)."""
+    else from the installed package metadata, without importing it).
+
+    Args:
+        runtime: the runtime that ran the model ("onnxruntime", "onnxruntime-int8", "tensorflow"), "" when no model
+            was involved (an expert label): only that runtime's libraries are listed. None lists TensorFlow and
+            Keras (callers that do not know).
+    """
     import numpy
 
     tf = sys.modules.get("tensorflow")
     tf_version = getattr(tf, "__version__", None) or _dist_version("tensorflow", "tensorflow-cpu")
     keras = sys.modules.get("keras")
     keras_version = getattr(keras, "__version__", None) or _dist_version("keras")
+    runtime_libs: dict[str, str] = {"tensorflow": str(tf_version), "keras": str(keras_version),
+                                    "onnxruntime": _dist_version("onnxruntime")}
+    wanted = ("tensorflow", "keras") if runtime is None else RUNTIME_LIBRARIES.get(runtime, ())
     return {
         "python": platform.python_version(),
         "numpy": numpy.__version__,
         "nibabel": _dist_version("nibabel"),
         "scipy": _dist_version("scipy"),
-        "tensorflow": str(tf_version),
-        "keras": str(keras_version),
+        **{name: runtime_libs[name] for name in wanted},
         "fpdf2": _dist_version("fpdf2"),
         "pillow": _dist_version("pillow", "Pillow"),
     }
+
+
+def runtime_line(runtime: str) -> str:
+    """The inference runtime as the report names it: "ONNX Runtime 1.x", "TensorFlow 2.x", or "none (no model)"
+    for "" (an expert label); an unknown value is echoed."""
+    names = {"onnxruntime": "ONNX Runtime", "onnxruntime-int8": "ONNX Runtime (int8 network)",
+             "tensorflow": "TensorFlow"}
+    if not runtime:
+        return "none (no model)"
+    if runtime not in names:
+        return runtime
+    lib = RUNTIME_LIBRARIES[runtime][0]
+    return f"{names[runtime]} {library_versions(runtime)[lib]}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -401,6 +427,10 @@ class ReportInputs:
         notes: free text (e.g. "TTA on"; the case's notes are added).
         quality: the model's quality flag as ``core.engine.quality.QualityFlag.to_dict()`` (status, reasons,
             measures, missing_modalities), or None when the segmentation did not come from the model.
+        description: which segmentation this is, in words (``core.app.segstate.describe_segmentation``); "" shows
+            ``model_name``.
+        runtime: the runtime that ran the model ("onnxruntime", "onnxruntime-int8", "tensorflow"); "" when no
+            model was involved; None when unknown (the libraries of both are listed).
     """
 
     case: Case
@@ -415,6 +445,8 @@ class ReportInputs:
     notes: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
     quality: Mapping[str, Any] | None = None
+    description: str = ""
+    runtime: str | None = None
 
 
 def _flat_scores(scores: Any) -> dict[str, float]:
@@ -606,7 +638,7 @@ def build_pdf(inputs: ReportInputs) -> bytes:
 
     _kv(pdf, "Case", case.case_id)
     _kv(pdf, "Report date (UTC)", created.strftime("%Y-%m-%d %H:%M:%S UTC"))
-    _kv(pdf, "Segmentation source", inputs.model_name)
+    _kv(pdf, "Segmentation source", inputs.description or inputs.model_name)
     _kv(pdf, "Corrected by hand", "yes - manual corrections applied after the model" if inputs.corrected else "no")
     _kv(pdf, "Voxel size (mm)", " x ".join(f"{s:g}" for s in case.spacing_mm)
         + f"   (voxel volume {ref.voxel_volume_ml * 1000:g} mm^3)")
@@ -725,6 +757,8 @@ def build_pdf(inputs: ReportInputs) -> bytes:
     _section(pdf, "Provenance")
     _kv(pdf, "Model", inputs.model_name)
     _kv(pdf, "Model SHA-256", inputs.model_sha256 or "n/a", mono=True)
+    if inputs.runtime is not None:
+        _kv(pdf, "Inference runtime", runtime_line(inputs.runtime))
     if inputs.seg_sha256:
         _kv(pdf, "Segmentation file SHA-256", inputs.seg_sha256, mono=True)
     _kv(pdf, "Corrected by hand", "yes" if inputs.corrected else "no")
@@ -750,7 +784,7 @@ def build_pdf(inputs: ReportInputs) -> bytes:
         _kv(pdf, "Load warnings", "; ".join(warnings))
 
     _section(pdf, "Software")
-    for name, version in library_versions().items():
+    for name, version in library_versions(inputs.runtime).items():
         _kv(pdf, name, version)
     pdf.ln(2)
     pdf.set_font("Helvetica", "I", 8)
