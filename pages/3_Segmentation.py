@@ -6,8 +6,8 @@ Session state used: ``ui.KEY_CASE`` (selected case), ``ui.KEY_CURSOR`` ({x, y, z
 ``ui.KEY_TTA``, ``ui.KEY_MODEL_DIR`` (through ``ui.get_model``). Set here: ``ui.KEY_PREDICTION`` +
 ``ui.KEY_PREDICTION_CASE`` (the cached ``Prediction`` and its case key), ``ui.KEY_CORRECTED`` +
 ``ui.KEY_CORRECTED_CASE`` (hand-corrected labels and their case key, present only while they differ from the
-model's), ``"slice_prediction"`` (the last single-slice result). Corrections live on disk (``EditStore``): a
-data-folder case's survive a reload; an uploaded case's stay private to the session and go with it. TensorFlow
+model's), ``"slice_prediction"`` (the last single-slice result). Corrections live on disk (``EditStore``) in the
+session's private folder: never shown to another session, gone with the session. TensorFlow
 is imported only when a segmentation is asked for.
 """
 
@@ -96,7 +96,14 @@ st.caption(model_line)
 z = int(cursor["z"])
 
 if do_volume:
-    ui.segment_volume(case, tta, page="segmentation")
+    done = ui.segment_volume(case, tta, page="segmentation")
+    if done is not None and stats.tumour_cursor is None:  # no expert label: open on the model's tumour
+        target = figures.most_tumour_cursor(done.labels)
+        if target is not None and not np.any(done.labels[:, :, int(cursor["z"])]):
+            cursor = dict(target)
+            st.session_state[ui.KEY_CURSOR] = cursor
+            st.session_state[Z_KEY] = cursor["z"]
+            z_set_here, z = True, int(cursor["z"])
 
 if do_slice:
     loaded = ui.get_model()
@@ -136,11 +143,14 @@ elif st.session_state.get(ui.KEY_CORRECTED_CASE) == case_key:
 current = saved.labels if saved is not None else pred_labels  # what is being reviewed / edited
 
 if pred is not None:
+    earlier = ui.earlier_prediction_note(pred)
     status = (f"Whole-volume prediction of model `{pred.model_name}` (`{pred.model_sha256[:12]}`), "
               f"TTA {'on' if pred.tta else 'off'}, {pred.elapsed_s:.1f} s.")
-    if bool(pred.tta) != bool(tta):
+    if bool(pred.tta) != bool(tta) and not earlier:
         status += " The TTA setting has changed since: segment again to apply it."
     st.caption(status)
+    if earlier:
+        st.info(earlier, icon=":material/history:")
     ui.show_quality(pred)
 if saved is not None and saved.corrected:
     st.success(f"Corrected by hand: {saved.strokes} stroke(s) applied"
@@ -192,6 +202,14 @@ if probs is None:
     if slice_pred is not None:
         msg = f"The single-slice result is for z={slice_pred['z']}: segment this slice or the whole volume."
     st.info(msg, icon=":material/info:")
+    # the image itself meanwhile (with the expert label, when there is one), so the slice can be chosen first
+    plain_layers = [figures.Overlay(gt, 0.35, contour=True)] if gt is not None else []
+    plain = figures.compose_plane(image, "axial", z, window, True, plain_layers)
+    st.plotly_chart(figures.slice_figure(plain, figures.extract_slice(image, "axial", z, True), "axial", z, cursor,
+                                         shape, True, height=420,
+                                         title=f"{MODALITY_TITLES[modality]} z={z}"
+                                         + (" (expert label outlined)" if gt is not None else "")),
+                    config=PLOT_CONFIG, key="seg_image_fig")
 else:
     # full width whether or not the uncertainty map is shown (it goes below, as large as one probability map)
     underlay = {"image_xy": image[:, :, z], "window": window}
@@ -230,12 +248,15 @@ else:
         for region in ("WT", "TC", "ET"):
             c1, c2 = st.columns(2)
             r = shown.regions[region]
-            d_dice = d_hd = None
+            (d_dice, flat_dice), (d_hd, flat_hd) = (None, False), (None, False)
             if corr_scores is not None:
                 b = base_scores.regions[region]
-                d_dice, d_hd = f"{r.dice - b.dice:+.3f}", f"{r.hd95_mm - b.hd95_mm:+.1f} mm"
-            c1.metric(f"{region} Dice", f"{r.dice:.3f}", d_dice, help=REGION_LONG_NAMES[region])
-            c2.metric(f"{region} HD95", f"{r.hd95_mm:.1f} mm", d_hd, delta_color="inverse",
+                d_dice, flat_dice = figures_seg.metric_delta(r.dice - b.dice, 3)
+                d_hd, flat_hd = figures_seg.metric_delta(r.hd95_mm - b.hd95_mm, 1, "mm")
+            c1.metric(f"{region} Dice", f"{r.dice:.3f}", d_dice, help=REGION_LONG_NAMES[region],
+                      delta_color="off" if flat_dice else "normal", delta_arrow="off" if flat_dice else "auto")
+            c2.metric(f"{region} HD95", f"{r.hd95_mm:.1f} mm", d_hd, delta_color="off" if flat_hd else "inverse",
+                      delta_arrow="off" if flat_hd else "auto",
                       help=f"{REGION_LONG_NAMES[region]}: 95th percentile Hausdorff distance")
     with e_col:
         err_labels = saved.labels if corr_scores is not None else base
@@ -285,14 +306,15 @@ else:
                              help="On: the stroke changes only voxels already labelled tumour (default for "
                                   "NCR/NET and ET, so painted core stays inside the tumour). Off: it can grow "
                                   "the tumour.")
-        do_apply = st.button("Apply stroke", type="primary", icon=":material/done:", width="stretch")
         b2, b3 = st.columns(2)
         do_undo = b2.button("Undo", icon=":material/undo:", width="stretch",
-                            disabled=saved is None or saved.undo_depth == 0)
+                            disabled=saved is None or saved.undo_depth == 0,
+                            help="Step back one stroke (or a reset)")
         do_reset = b3.button("Reset to model", icon=":material/restart_alt:", width="stretch",
                              disabled=saved is None or not saved.corrected)
-        st.caption("Draw on the slice, then press **Apply stroke**. Strokes are saved at once and survive a "
-                   "reload; Undo steps back one stroke or reset.")
+        st.caption("Draw on the slice: each stroke is applied when you lift the mouse, saved at once and kept "
+                   "for this session only (never shown to another user). **Undo** steps back one stroke or reset "
+                   "(the one undo: the canvas starts empty after each stroke, so its own undo has nothing to do).")
 
     with canvas_col:
         from streamlit_drawable_canvas import st_canvas
@@ -313,21 +335,18 @@ else:
         st.rerun()
 
     try:
-        if do_apply:
-            data = result.image_data if result is not None else None
-            if data is None or not np.any(np.asarray(data)[..., 3] > 0):
-                st.warning("Nothing drawn on the slice yet.", icon=":material/gesture:")
-            else:
-                mask = mask_from_canvas(np.asarray(data), (shape[0], shape[1]))
-                if saved is None:
-                    store.start(case_key, pred_labels, edit_sha)
-                before = store.load(case_key)
-                after = store.apply(case_key, z, mask, int(label), inside if label != 0 else None)
-                changed = int(np.count_nonzero(before[:, :, z] != after[:, :, z])) if before is not None else 0
-                _audit("correct", edit_sha, action="erase" if label == 0 else "paint", z=z, label=int(label),
-                       voxels_changed=changed, inside_tumour_only=bool(inside) if label != 0 else None)
-                _done(f"{changed} voxel(s) changed on slice z={z}." if changed else
-                      "The stroke changed no voxel (already that label, or outside the tumour).")
+        data = result.image_data if result is not None else None
+        if data is not None and np.any(np.asarray(data)[..., 3] > 0):  # a stroke: applied at once
+            mask = mask_from_canvas(np.asarray(data), (shape[0], shape[1]))
+            if saved is None:
+                store.start(case_key, pred_labels, edit_sha)
+            before = store.load(case_key)
+            after = store.apply(case_key, z, mask, int(label), inside if label != 0 else None)
+            changed = int(np.count_nonzero(before[:, :, z] != after[:, :, z])) if before is not None else 0
+            _audit("correct", edit_sha, action="erase" if label == 0 else "paint", z=z, label=int(label),
+                   voxels_changed=changed, inside_tumour_only=bool(inside) if label != 0 else None)
+            _done(f"{changed} voxel(s) changed on slice z={z}." if changed else
+                  "The stroke changed no voxel (already that label, or outside the tumour).")
         if do_undo and saved is not None:
             store.undo(case_key)
             _audit("correct", edit_sha, action="undo", z=None, label=None, voxels_changed=None)
@@ -344,7 +363,8 @@ else:
         st.toast(flash, icon=":material/brush:")
 
     with tools_col:
-        st.markdown("**Volumes**" + (" (corrected)" if saved is not None and saved.corrected else ""))
+        shown_source = ui.current_segmentation(case)
+        st.markdown("**Volumes**" + (f"  \n{shown_source.description}" if shown_source is not None else ""))
         rows = volume_table(current, case.spacing_mm, gt)
         table = pd.DataFrame({
             "Structure": [r["structure"] for r in rows],
