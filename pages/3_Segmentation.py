@@ -316,7 +316,16 @@ else:
                    "for this session only (never shown to another user). **Undo** steps back one stroke or reset "
                    "(the one undo: the canvas starts empty after each stroke, so its own undo has nothing to do).")
 
-    with canvas_col:
+    def _done(message: str) -> None:
+        st.session_state[CANVAS_N] = int(st.session_state.get(CANVAS_N, 0)) + 1  # a fresh, empty canvas
+        st.session_state["seg_flash"] = message
+        st.rerun()  # the whole page (scores, volumes, messages follow the new labels)
+
+    @st.fragment
+    def _canvas_and_strokes(label: int, brush: int, inside: bool) -> None:
+        """The canvas and the stroke it sends, in a fragment: the values the canvas sends when it mounts (its
+        drawing and its background's fit, two messages after every new canvas) rerun this fragment only, not
+        the page with its figures and scores (measured: benchmarks/bench_segment_click.py)."""
         from streamlit_drawable_canvas import st_canvas
 
         background = figures_seg.canvas_background(image, current, z, window)
@@ -328,15 +337,10 @@ else:
         st.markdown(figures_seg.legend_html(), unsafe_allow_html=True)
         st.caption(f"Axial slice z={z}, radiological convention (patient's right on the image's left: letters "
                    "at the edges), current labels overlaid.")
-
-    def _done(message: str) -> None:
-        st.session_state[CANVAS_N] = canvas_n + 1  # a fresh, empty canvas
-        st.session_state["seg_flash"] = message
-        st.rerun()
-
-    try:
         data = result.image_data if result is not None else None
-        if data is not None and np.any(np.asarray(data)[..., 3] > 0):  # a stroke: applied at once
+        if data is None or not np.any(np.asarray(data)[..., 3] > 0):
+            return
+        try:  # a stroke: applied at once
             mask = mask_from_canvas(np.asarray(data), (shape[0], shape[1]))
             if saved is None:
                 store.start(case_key, pred_labels, edit_sha)
@@ -345,8 +349,16 @@ else:
             changed = int(np.count_nonzero(before[:, :, z] != after[:, :, z])) if before is not None else 0
             _audit("correct", edit_sha, action="erase" if label == 0 else "paint", z=z, label=int(label),
                    voxels_changed=changed, inside_tumour_only=bool(inside) if label != 0 else None)
-            _done(f"{changed} voxel(s) changed on slice z={z}." if changed else
-                  "The stroke changed no voxel (already that label, or outside the tumour).")
+        except BratsViewerError as err:
+            st.error(str(err))
+            return
+        _done(f"{changed} voxel(s) changed on slice z={z}." if changed else
+              "The stroke changed no voxel (already that label, or outside the tumour).")
+
+    with canvas_col:
+        _canvas_and_strokes(int(label), int(brush), bool(inside))
+
+    try:
         if do_undo and saved is not None:
             store.undo(case_key)
             _audit("correct", edit_sha, action="undo", z=None, label=None, voxels_changed=None)
