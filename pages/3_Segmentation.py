@@ -296,6 +296,22 @@ else:
             st.rerun()
     edit_sha = saved.model_sha256 if saved is not None else (pred.model_sha256 if pred is not None else "")
 
+    def _history_action(action: str, model_sha: str) -> None:
+        """Undo / Reset, as a callback: done before the page runs, so one run shows the result (no second run)."""
+        try:
+            if action == "undo":
+                store.undo(case_key)
+                message = "Last action undone."
+            else:
+                store.reset(case_key)
+                message = "Back to the model's labels (Undo restores the corrections)."
+            _audit("correct", model_sha, action=action, z=None, label=None, voxels_changed=None)
+        except BratsViewerError as err:
+            st.session_state["seg_flash_error"] = str(err)
+            return
+        st.session_state[CANVAS_N] = int(st.session_state.get(CANVAS_N, 0)) + 1  # a fresh, empty canvas
+        st.session_state["seg_flash"] = message
+
     canvas_col, tools_col = st.columns([3, 2], gap="large")
     with tools_col:
         label = st.radio("Paint", PAINT_ORDER, format_func=figures_seg.label_choice_text, horizontal=True,
@@ -307,11 +323,10 @@ else:
                                   "NCR/NET and ET, so painted core stays inside the tumour). Off: it can grow "
                                   "the tumour.")
         b2, b3 = st.columns(2)
-        do_undo = b2.button("Undo", icon=":material/undo:", width="stretch",
-                            disabled=saved is None or saved.undo_depth == 0,
-                            help="Step back one stroke (or a reset)")
-        do_reset = b3.button("Reset to model", icon=":material/restart_alt:", width="stretch",
-                             disabled=saved is None or not saved.corrected)
+        b2.button("Undo", icon=":material/undo:", width="stretch", disabled=saved is None or saved.undo_depth == 0,
+                  help="Step back one stroke (or a reset)", on_click=_history_action, args=("undo", edit_sha))
+        b3.button("Reset to model", icon=":material/restart_alt:", width="stretch",
+                  disabled=saved is None or not saved.corrected, on_click=_history_action, args=("reset", edit_sha))
         st.caption("Draw on the slice: each stroke is applied when you lift the mouse, saved at once and kept "
                    "for this session only (never shown to another user). **Undo** steps back one stroke or reset "
                    "(the one undo: the canvas starts empty after each stroke, so its own undo has nothing to do).")
@@ -358,18 +373,9 @@ else:
     with canvas_col:
         _canvas_and_strokes(int(label), int(brush), bool(inside))
 
-    try:
-        if do_undo and saved is not None:
-            store.undo(case_key)
-            _audit("correct", edit_sha, action="undo", z=None, label=None, voxels_changed=None)
-            _done("Last action undone.")
-        if do_reset and saved is not None:
-            store.reset(case_key)
-            _audit("correct", edit_sha, action="reset", z=None, label=None, voxels_changed=None)
-            _done("Back to the model's labels (Undo restores the corrections).")
-    except BratsViewerError as err:
-        st.error(str(err))
-
+    flash_error = st.session_state.pop("seg_flash_error", None)
+    if flash_error:
+        st.error(flash_error)
     flash = st.session_state.pop("seg_flash", None)
     if flash:
         st.toast(flash, icon=":material/brush:")
