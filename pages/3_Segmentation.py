@@ -381,7 +381,12 @@ else:
         st.toast(flash, icon=":material/brush:")
 
     with tools_col:
-        shown_source = ui.current_segmentation(case)
+        shown_source = segstate.choose_report_source(  # what ui.current_segmentation says, from what is here
+            case_key, shape, corrected=saved.labels if saved is not None and saved.corrected else None,
+            corrected_key=case_key, corrected_model_sha256=saved.model_sha256 if saved is not None else "",
+            corrected_model_name=pred.model_name if pred is not None and saved is not None
+            and saved.model_sha256 in ("", pred.model_sha256) else "",
+            prediction=pred, prediction_key=st.session_state.get(ui.KEY_PREDICTION_CASE))
         st.markdown("**Volumes**" + (f"  \n{shown_source.description}" if shown_source is not None else ""))
         rows = volume_table(current, case.spacing_mm, gt)
         table = pd.DataFrame({
