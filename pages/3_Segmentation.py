@@ -222,7 +222,8 @@ else:
                            key="seg_unc_fig", theme=None)
     note = (f"Axial view cropped to the brain, radiological convention (patient's right on the image's left), "
             f"anterior at the top; the maps are drawn over the {MODALITY_TITLES[modality]} slice (clear where "
-            "the value is near 0).")
+            "the value is near 0; the slice is dimmed so that a bright region where the value is 0 does not read as "
+            "a high value).")
     if unc is not None:
         note += (" Uncertainty: normalised entropy of the mean over the image and its flips (0 = all views agree "
                  "and are sure, 1 = uniform).")

@@ -79,7 +79,7 @@ spacing = " x ".join(f"{s:g}" for s in case.spacing_mm)
 st.subheader("Volumes")
 st.caption(f"Voxel size {spacing} mm from the image header ({case.reference.voxel_volume_ml * 1000:g} mm^3 per "
            "voxel); 1 mL = 1000 mm^3, rounded to 0.1 mL.")
-source_name = {"corrected": "Corrected", "prediction": "Model prediction", "ground_truth": "Expert label"}[source.kind]
+source_name = {"corrected": "Corrected", "prediction": "Model prediction", "ground_truth": "Reference label"}[source.kind]
 SHORT_NAMES = {"NCR": "NCR/NET (label 1)", "ED": "ED (label 2)", "ET": "ET (label 4)", "TC": "TC (labels 1+4)",
                "WT": "WT (labels 1+2+4)"}
 # The table spans the page (its lesion columns need the width); the chart sits below it.

@@ -86,8 +86,8 @@ def test_without_a_segmentation_offers_to_run_or_show_the_ground_truth(tiny_mode
     assert not at.exception, at.exception
     df = volume_frame(at)
     expected = [r["volume_ml"] for r in volume_table(demo_case.seg.data, demo_case.spacing_mm)]
-    assert list(df["Expert label (mL)"]) == expected and "Difference (mL)" not in df.columns
-    assert "Expert label (the case's own segmentation file; no model)" in texts(at.markdown)
+    assert list(df["Reference label (mL)"]) == expected and "Difference (mL)" not in df.columns
+    assert segstate.describe_segmentation(segstate.SOURCE_GROUND_TRUTH) in texts(at.markdown)
     assert len(downloads(at)) == 3 and len(bars(at)) == 1
 
 

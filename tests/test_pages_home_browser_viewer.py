@@ -384,7 +384,7 @@ def test_the_viewer_names_each_overlays_segmentation() -> None:
 
     at = app(VIEWER, DEMO_SELECTION, prediction=FakePrediction())
     captions = texts(at.caption)
-    assert "Ground truth = Expert label" in captions
+    assert "Ground truth = Reference label: the case's own segmentation file" in captions
     assert "Prediction = Model prediction (model `unet_x`, TTA on, ONNX Runtime)" in captions
 
 

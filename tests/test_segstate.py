@@ -90,7 +90,7 @@ def test_choose_ignores_other_cases_and_grids() -> None:
 
 def test_describe_segmentation_names_expert_model_tta_runtime_and_hand_correction() -> None:
     """Bug (issue 19.6): pages showed volumes without saying whether they came from the expert label or the model."""
-    assert segstate.describe_segmentation(segstate.SOURCE_GROUND_TRUTH).startswith("Expert label")
+    assert segstate.describe_segmentation(segstate.SOURCE_GROUND_TRUTH).startswith("Reference label: the case's own segmentation file")
     assert (segstate.describe_segmentation(segstate.SOURCE_PREDICTION, model_name="m", tta=False, runtime="onnxruntime")
             == "Model prediction (model `m`, TTA off, ONNX Runtime)")
     assert (segstate.describe_segmentation(segstate.SOURCE_CORRECTED, model_name="m", tta=True)

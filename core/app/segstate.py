@@ -56,21 +56,22 @@ def describe_segmentation(kind: str, *, model_name: str = "", tta: bool | None =
     """The one line every page (and the PDF) uses to say which segmentation its volumes come from.
 
     Args:
-        kind: ``SOURCE_GROUND_TRUTH`` (the case's own label file, drawn by an expert), ``SOURCE_PREDICTION``
+        kind: ``SOURCE_GROUND_TRUTH`` (the case's own label file, usually an expert's), ``SOURCE_PREDICTION``
             (the model's output as it came) or ``SOURCE_CORRECTED`` (the model's output corrected by hand).
         model_name: the model behind a prediction or a correction ("" when unknown).
         tta: whether the model used flip test-time augmentation (None when unknown).
         runtime: the runtime that ran the model (``runtime_name`` keys; "" when unknown).
 
     Returns:
-        e.g. "Expert label (the case's own segmentation file; no model)", "Model prediction (model `m`, TTA off,
+        e.g. "Reference label: the case's own segmentation file (...)", "Model prediction (model `m`, TTA off,
         ONNX Runtime)", "Model prediction corrected by hand (model `m`, TTA on)".
 
     Raises:
         BratsViewerError: an unknown ``kind``.
     """
     if kind == SOURCE_GROUND_TRUTH:
-        return "Expert label (the case's own segmentation file; no model)"
+        return ("Reference label: the case's own segmentation file (an expert's, unless the case notes say "
+                "otherwise; no model)")
     if kind not in (SOURCE_PREDICTION, SOURCE_CORRECTED):
         raise BratsViewerError(f"expected a segmentation kind among {SOURCE_GROUND_TRUTH!r}, {SOURCE_PREDICTION!r}, "
                                f"{SOURCE_CORRECTED!r}, got {kind!r}")
