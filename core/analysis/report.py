@@ -75,6 +75,20 @@ def round_ml(volume_mm3: float, digits: int = 1) -> float:
     return float(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
 
 
+def _tumour_label_counts(arr: np.ndarray) -> np.ndarray:
+    """Voxels of labels 1, 2 and 4 at those indices of a length-5 array (the volume rows use no other). uint8
+    labels are counted by one comparison per label, without the int64 copy ``np.bincount`` needs (several
+    times faster on a 240 x 240 x 155 volume, and this runs on every page run that shows volumes)."""
+    if not arr.size:
+        return np.zeros(5, int)
+    if arr.dtype == np.uint8:
+        counts = np.zeros(5, int)
+        for value in (1, 2, 4):
+            counts[value] = int(np.count_nonzero(arr == value))
+        return counts
+    return np.bincount(arr.ravel().astype(np.int64, copy=False), minlength=5)
+
+
 def volume_table(labels: np.ndarray, spacing_mm: Sequence[float],
                  gt_labels: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Rows of the volume table: labels NCR, ED, ET (ET is also the region ET), then regions TC and WT.
@@ -103,9 +117,8 @@ def volume_table(labels: np.ndarray, spacing_mm: Sequence[float],
         gt = _check_volume(gt_labels, "reference labels")
         if gt.shape != arr.shape:
             raise CaseError(f"expected reference labels of shape {arr.shape}, got {gt.shape}")
-    counts = np.bincount(arr.ravel().astype(np.int64, copy=False), minlength=5) if arr.size else np.zeros(5, int)
-    gt_counts = (np.bincount(gt.ravel().astype(np.int64, copy=False), minlength=5)
-                 if gt is not None and gt.size else np.zeros(5, int))
+    counts = _tumour_label_counts(arr)
+    gt_counts = _tumour_label_counts(gt) if gt is not None else np.zeros(5, int)
     rows: list[dict[str, Any]] = []
     for key, kind, labs, name in VOLUME_ROWS:
         n = int(sum(counts[lab] for lab in labs))
