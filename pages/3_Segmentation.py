@@ -97,13 +97,11 @@ z = int(cursor["z"])
 
 if do_volume:
     done = ui.segment_volume(case, tta, page="segmentation")
-    if done is not None and stats.tumour_cursor is None:  # no expert label: open on the model's tumour
-        target = figures.most_tumour_cursor(done.labels)
-        if target is not None and not np.any(done.labels[:, :, int(cursor["z"])]):
-            cursor = dict(target)
-            st.session_state[ui.KEY_CURSOR] = cursor
-            st.session_state[Z_KEY] = cursor["z"]
-            z_set_here, z = True, int(cursor["z"])
+    moved = viewer.clamp_cursor(st.session_state.get(ui.KEY_CURSOR), shape)  # no reference label: the cursor
+    if done is not None and moved is not None and moved != cursor:  # may have moved onto the model's tumour
+        cursor = moved
+        st.session_state[Z_KEY] = cursor["z"]
+        z_set_here, z = True, int(cursor["z"])
 
 if do_slice:
     loaded = ui.get_model()

@@ -396,12 +396,25 @@ def _model_stamp() -> str | None:
 
 def store_prediction(case: Case, prediction: Any) -> None:
     """Keep a prediction (a reference to the cached object) in the session with the case it belongs to, and
-    index it for a later session of the same case and model (``session_prediction``)."""
+    index it for a later session of the same case and model (``session_prediction``).
+
+    A case without a reference label (a raw study, an upload) has no other tumour to open on: when the shared
+    cursor's axial slice holds none of the predicted tumour, the cursor moves to the slices of most predicted
+    tumour, so the pages (and the viewer) show it."""
     import weakref
 
     st.session_state[KEY_PREDICTION] = prediction
     st.session_state[KEY_PREDICTION_CASE] = case.content_key
     st.session_state.pop(KEY_PREDICTION_EARLIER, None)
+    labels = getattr(prediction, "labels", None)
+    if case.seg is None and labels is not None and getattr(labels, "shape", None) == tuple(case.shape):
+        from core.views import figures, viewer
+
+        cursor = viewer.clamp_cursor(st.session_state.get(KEY_CURSOR), case.shape)
+        if cursor is None or not labels[:, :, int(cursor["z"])].any():
+            target = figures.most_tumour_cursor(labels)
+            if target is not None:
+                st.session_state[KEY_CURSOR] = dict(target)
     stamp = _model_stamp()
     if stamp is None:
         return
