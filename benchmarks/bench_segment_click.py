@@ -6,7 +6,7 @@ status flips seen by the page).
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_segment_click.py [--repeats 3] [--tta]
+    .venv/bin/python benchmarks/bench_segment_click.py [--repeats 3] [--tta] [--stroke]
 """
 
 from __future__ import annotations
@@ -28,7 +28,37 @@ import e2e_util as e2e  # noqa: E402
 SETTLE_S = 0.5
 
 
-def one(tta: bool) -> tuple[float, float | None, int]:
+def stroke_and_undo(page) -> tuple[float, float]:
+    """After segmenting: one stroke on the correction canvas (applied on release; or with an "Apply stroke"
+    button, from its click), then Undo; seconds from the action to settled for each."""
+    canvas = page.locator("canvas.upper-canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    x0, y0 = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(x0 + i * 6, y0 + i * 4)
+    apply = page.get_by_role("button", name="Apply stroke")
+    if apply.count():
+        page.mouse.up()
+        e2e.wait_idle(page, timeout_s=120)
+        started = time.perf_counter()
+        apply.click()
+    else:
+        started = time.perf_counter()
+        page.mouse.up()
+    page.wait_for_timeout(300)
+    e2e.wait_idle(page, timeout_s=120, settle_s=SETTLE_S)
+    stroke_s = time.perf_counter() - started - SETTLE_S
+    started = time.perf_counter()
+    page.get_by_role("button", name="Undo").first.click()
+    page.wait_for_timeout(300)
+    e2e.wait_idle(page, timeout_s=120, settle_s=SETTLE_S)
+    return stroke_s, time.perf_counter() - started - SETTLE_S
+
+
+def one(tta: bool, stroke: bool = False) -> tuple[float, float | None, int]:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp, e2e.running_server(Path(tmp) / "work") as server, \
@@ -57,6 +87,9 @@ def one(tta: bool) -> tuple[float, float | None, int]:
         text = page.inner_text("body")
         m = re.search(r"Segmented in ([0-9.]+) s", text) or re.search(r"TTA (?:on|off), ([0-9.]+) s\.", text)
         runs = sum(1 for t in sent if t >= started)
+        if stroke:
+            stroke_s, undo_s = stroke_and_undo(page)
+            print(f"  stroke to settled {stroke_s:.2f} s, undo to settled {undo_s:.2f} s", flush=True)
         if os.environ.get("BENCH_SHOW_FRAMES"):
             for t, data in frames:
                 if t >= started:
@@ -70,10 +103,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--stroke", action="store_true", help="then time one brush stroke and its undo")
     args = parser.parse_args()
     rows = []
     for i in range(args.repeats):
-        elapsed, model_s, runs = one(args.tta)
+        elapsed, model_s, runs = one(args.tta, args.stroke)
         rows.append((elapsed, model_s))
         print(f"repeat {i + 1}: click to settled {elapsed:.2f} s, model {model_s} s, messages to the server after the click {runs}, "
               f"load {os.getloadavg()[0]:.2f}", flush=True)
