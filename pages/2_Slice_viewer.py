@@ -36,6 +36,8 @@ CLIENT_KEY = "viewer_client"  # the component's value (last click); dropped when
 CLIENT_START = "viewer_client_start"  # cursor the component opened at (fixed while it stays on screen)
 CLIENT_SEQ = "viewer_client_seq"  # last click applied to the shared cursor
 CLIENT_RULER = "viewer_client_ruler"  # last two-point ruler [[x, y, z], [x, y, z]] of the component
+CLIENT_VIEW = "viewer_client_view"  # {"case": content_key, "view": the reader's choices in the browser viewer,
+#   "seed": the sidebar's settings then}: kept across the Montage / 3-D tabs, which unmount the viewer
 PLOT_CONFIG = {"displaylogo": False, "scrollZoom": True,
                "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "toImage"]}
 
@@ -57,10 +59,26 @@ ui.session_prediction(case)  # after a reload: this case's prediction, when stil
 pred = _labels_of(st.session_state.get("prediction"), "prediction_case_key")
 corrected = _labels_of(st.session_state.get("corrected_labels"), "corrected_case_key")
 
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _most_tumour(digest: str, _labels: np.ndarray) -> dict[str, int] | None:
+    return figures.most_tumour_cursor(_labels)
+
+
+# "Most tumour": the expert label's, else (a case without one, e.g. a raw study after segmenting) the model's
+jump_target, jump_source = stats.tumour_cursor, "expert label"
+if jump_target is None:
+    from core.app.segstate import labels_digest
+
+    for name, lab in (("corrected segmentation", corrected), ("prediction", pred)):
+        if lab is not None and (target := _most_tumour(labels_digest(lab), lab)) is not None:
+            jump_target, jump_source = target, name
+            break
+
 # ---- the shared cursor ---------------------------------------------------------------------------------------
 cursor = viewer.clamp_cursor(st.session_state.get(ui.KEY_CURSOR), shape)
 if cursor is None:  # a new session (a reload): the URL's cursor, checked against the grid
-    cursor = view_url.restore_cursor(shape) or dict(stats.tumour_cursor or stats.centre)
+    cursor = view_url.restore_cursor(shape) or dict(jump_target or stats.centre)
 st.session_state[ui.KEY_CURSOR] = cursor
 for n, key in SLIDER_KEYS.items():  # widgets follow the cursor (set before they are created)
     if st.session_state.get(key) != cursor[n]:
@@ -95,6 +113,7 @@ with st.sidebar:
     radiological = st.radio("Convention", ["Radiological", "Neurological"], key="viewer_convention",
                             horizontal=True, help="Radiological: patient right on screen left. "
                             "Neurological: patient left on screen left.") == "Radiological"
+    plane_2x2 = st.session_state.get("viewer_plane", figures.PLANES[0])
     if modality == ALL_FOUR:
         plane_2x2 = st.radio("Plane", figures.PLANES, key="viewer_plane", horizontal=True,
                              format_func=str.capitalize)
@@ -127,11 +146,14 @@ with st.sidebar:
     show_err = st.checkbox("Prediction errors vs ground truth (WT)", value=False, disabled=not can_err,
                            key="viewer_show_err", help="Yellow: predicted but not in the ground truth (FP). "
                            "Magenta: ground truth the prediction missed (FN).")
-    opacity = st.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key="viewer_opacity")
-    c1, c2, c3 = st.columns(3)
-    classes = tuple(v for v, col in zip(config.TUMOUR_LABELS, (c1, c2, c3), strict=True)
-                    if col.checkbox(config.LABEL_NAMES[v].split("/")[0], value=True, key=f"viewer_class_{v}"))
-    contour = st.checkbox("Outlines only", value=False, key="viewer_contour")
+    any_labels = gt is not None or pred is not None or corrected is not None
+    opacity = st.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key="viewer_opacity", disabled=not any_labels)
+    classes = tuple(config.TUMOUR_LABELS)
+    if any_labels:  # NCR / ED / ET choices only when there is a segmentation to draw
+        c1, c2, c3 = st.columns(3)
+        classes = tuple(v for v, col in zip(config.TUMOUR_LABELS, (c1, c2, c3), strict=True)
+                        if col.checkbox(config.LABEL_NAMES[v].split("/")[0], value=True, key=f"viewer_class_{v}"))
+    contour = st.checkbox("Outlines only", value=False, key="viewer_contour", disabled=not any_labels)
 
 layers: list[figures.Overlay] = []
 n_label_layers = sum(bool(x) for x in (show_gt and gt is not None, show_pred and pred is not None,
@@ -147,10 +169,6 @@ if show_err and can_err:
 
 # ---- cursor controls (the browser viewer has its own) ----------------------------------------------------------
 client = engine == ENGINE_CLIENT
-jump_target = stats.tumour_cursor
-jump_source = "ground truth"
-if jump_target is None and pred is not None:
-    jump_target, jump_source = figures.most_tumour_cursor(pred), "prediction"
 if not client:
     cols = st.columns([1, 1, 1, 0.9], vertical_alignment="bottom")
     for col, n in zip(cols[:3], figures.AXIS_NAMES, strict=True):
@@ -167,6 +185,33 @@ legend = "".join(
     f'<span style="display:inline-flex;align-items:center;margin-right:16px;">'
     f'<span style="width:12px;height:12px;background:{colour};display:inline-block;margin-right:6px;'
     f'border-radius:2px;"></span>{name}</span>' for name, colour in figures.legend_items(error=show_err and can_err))
+
+def sources_caption() -> str | None:
+    """Which segmentation each overlay is (``segstate.describe_segmentation``), or None without any."""
+    from core.app import segstate
+
+    obj = st.session_state.get(ui.KEY_PREDICTION)
+    name = str(getattr(obj, "model_name", "")) if pred is not None else ""
+    parts = []
+    if gt is not None:
+        parts.append("Ground truth = " + segstate.describe_segmentation(segstate.SOURCE_GROUND_TRUTH))
+    if pred is not None:
+        parts.append("Prediction = " + segstate.describe_segmentation(
+            segstate.SOURCE_PREDICTION, model_name=name, tta=bool(getattr(obj, "tta", False)),
+            runtime=str(getattr(obj, "runtime", "") or "")))
+    if corrected is not None:
+        parts.append("Corrected = " + segstate.describe_segmentation(segstate.SOURCE_CORRECTED, model_name=name))
+    return "Overlays: " + "; ".join(parts) + "." if parts else None
+
+
+def show_sources() -> None:
+    line = sources_caption()
+    if line:
+        st.caption(line)
+    earlier = ui.earlier_prediction_note(st.session_state.get(ui.KEY_PREDICTION)) if pred is not None else None
+    if earlier:
+        st.info(earlier, icon=":material/history:")
+
 
 tab_views, tab_montage, tab_3d = st.tabs([":material/grid_view: Three planes", ":material/view_module: Montage",
                                           ":material/3d_rotation: 3-D"], key="viewer_tab", on_change="rerun")
@@ -196,13 +241,20 @@ def browser_view() -> None:
     from core.app.segstate import labels_digest
 
     label_keys = "|".join(f"{n}:{labels_digest(v) if n != 'Ground truth' else ''}" for n, v in overlays.items())
-    payload = case_payload(case, overlays, label_keys, stats)
+    payload = case_payload(case, overlays, label_keys, stats, jump_target)
     shown = [n for n, on in (("Ground truth", show_gt), ("Prediction", show_pred), ("Corrected", show_corr))
              if on and n in overlays]
-    settings = {"modality": modality if modality != ALL_FOUR else case.modalities[0], "show": shown,
-                "radiological": radiological, "opacity": opacity}
-    value = slice_client(payload, st.session_state[CLIENT_START], settings, height=620, key=CLIENT_KEY)
+    sidebar_settings = {"modality": modality, "plane": plane_2x2, "show": shown, "radiological": radiological,
+                        "opacity": opacity, "outline": bool(contour),
+                        "hidden": [str(v) for v in config.TUMOUR_LABELS if v not in classes]}
+    stored = st.session_state.get(CLIENT_VIEW)
+    mine = isinstance(stored, dict) and stored.get("case") == case.content_key
+    settings = viewer.client_settings(sidebar_settings, stored["view"] if mine else None,
+                                      stored.get("seed") if mine else None)
+    value = slice_client(payload, st.session_state[CLIENT_START], settings,
+                         height=720 if settings.get("modality") == ALL_FOUR else 620, key=CLIENT_KEY)
     st.markdown(f'<div style="font-size:0.85rem;">{legend}</div>', unsafe_allow_html=True)
+    show_sources()
     if value and value.get("seq") != st.session_state.get(CLIENT_SEQ):
         st.session_state[CLIENT_SEQ] = value.get("seq")
         moved = viewer.clamp_cursor(value.get("cursor"), shape)
@@ -210,6 +262,9 @@ def browser_view() -> None:
             cursor = moved
             st.session_state[ui.KEY_CURSOR] = moved
         st.session_state[CLIENT_RULER] = value.get("ruler")
+        view = viewer.parse_client_view(value.get("view"), case.modalities, list(overlays))
+        if view:
+            st.session_state[CLIENT_VIEW] = {"case": case.content_key, "view": view, "seed": sidebar_settings}
     st.caption("At the last click (exact intensities; paging does not reach the server): " + cursor_caption())
     ruler = st.session_state.get(CLIENT_RULER)
     if ruler:
@@ -245,6 +300,7 @@ elif tab_views.open:
                                            spacing_mm=case.spacing_mm)
                 col.plotly_chart(fig, config=PLOT_CONFIG, key=f"viewer_fig_{plane}")
         st.markdown(f'<div style="font-size:0.85rem;">{legend}</div>', unsafe_allow_html=True)
+        show_sources()
         st.caption(cursor_caption())
         if n_label_layers > 1 and show_gt:
             st.caption("With several segmentations shown, the ground truth is drawn as an outline.")

@@ -6,8 +6,8 @@ Session state used: ``ui.KEY_CASE`` (selected case), ``ui.KEY_CURSOR`` ({x, y, z
 ``ui.KEY_TTA``, ``ui.KEY_MODEL_DIR`` (through ``ui.get_model``). Set here: ``ui.KEY_PREDICTION`` +
 ``ui.KEY_PREDICTION_CASE`` (the cached ``Prediction`` and its case key), ``ui.KEY_CORRECTED`` +
 ``ui.KEY_CORRECTED_CASE`` (hand-corrected labels and their case key, present only while they differ from the
-model's), ``"slice_prediction"`` (the last single-slice result). Corrections live on disk (``EditStore``): a
-data-folder case's survive a reload; an uploaded case's stay private to the session and go with it. TensorFlow
+model's), ``"slice_prediction"`` (the last single-slice result). Corrections live on disk (``EditStore``) in the
+session's private folder: never shown to another session, gone with the session. TensorFlow
 is imported only when a segmentation is asked for.
 """
 
@@ -96,7 +96,12 @@ st.caption(model_line)
 z = int(cursor["z"])
 
 if do_volume:
-    ui.segment_volume(case, tta, page="segmentation")
+    done = ui.segment_volume(case, tta, page="segmentation")
+    moved = viewer.clamp_cursor(st.session_state.get(ui.KEY_CURSOR), shape)  # no reference label: the cursor
+    if done is not None and moved is not None and moved != cursor:  # may have moved onto the model's tumour
+        cursor = moved
+        st.session_state[Z_KEY] = cursor["z"]
+        z_set_here, z = True, int(cursor["z"])
 
 if do_slice:
     loaded = ui.get_model()
@@ -136,11 +141,14 @@ elif st.session_state.get(ui.KEY_CORRECTED_CASE) == case_key:
 current = saved.labels if saved is not None else pred_labels  # what is being reviewed / edited
 
 if pred is not None:
+    earlier = ui.earlier_prediction_note(pred)
     status = (f"Whole-volume prediction of model `{pred.model_name}` (`{pred.model_sha256[:12]}`), "
               f"TTA {'on' if pred.tta else 'off'}, {pred.elapsed_s:.1f} s.")
-    if bool(pred.tta) != bool(tta):
+    if bool(pred.tta) != bool(tta) and not earlier:
         status += " The TTA setting has changed since: segment again to apply it."
     st.caption(status)
+    if earlier:
+        st.info(earlier, icon=":material/history:")
     ui.show_quality(pred)
 if saved is not None and saved.corrected:
     st.success(f"Corrected by hand: {saved.strokes} stroke(s) applied"
@@ -192,6 +200,14 @@ if probs is None:
     if slice_pred is not None:
         msg = f"The single-slice result is for z={slice_pred['z']}: segment this slice or the whole volume."
     st.info(msg, icon=":material/info:")
+    # the image itself meanwhile (with the expert label, when there is one), so the slice can be chosen first
+    plain_layers = [figures.Overlay(gt, 0.35, contour=True)] if gt is not None else []
+    plain = figures.compose_plane(image, "axial", z, window, True, plain_layers)
+    st.plotly_chart(figures.slice_figure(plain, figures.extract_slice(image, "axial", z, True), "axial", z, cursor,
+                                         shape, True, height=420,
+                                         title=f"{MODALITY_TITLES[modality]} z={z}"
+                                         + (" (expert label outlined)" if gt is not None else "")),
+                    config=PLOT_CONFIG, key="seg_image_fig")
 else:
     # full width whether or not the uncertainty map is shown (it goes below, as large as one probability map)
     underlay = {"image_xy": image[:, :, z], "window": window}
@@ -204,7 +220,8 @@ else:
                            key="seg_unc_fig", theme=None)
     note = (f"Axial view cropped to the brain, radiological convention (patient's right on the image's left), "
             f"anterior at the top; the maps are drawn over the {MODALITY_TITLES[modality]} slice (clear where "
-            "the value is near 0).")
+            "the value is near 0; the slice is dimmed so that a bright region where the value is 0 does not read as "
+            "a high value).")
     if unc is not None:
         note += (" Uncertainty: normalised entropy of the mean over the image and its flips (0 = all views agree "
                  "and are sure, 1 = uniform).")
@@ -230,12 +247,15 @@ else:
         for region in ("WT", "TC", "ET"):
             c1, c2 = st.columns(2)
             r = shown.regions[region]
-            d_dice = d_hd = None
+            (d_dice, flat_dice), (d_hd, flat_hd) = (None, False), (None, False)
             if corr_scores is not None:
                 b = base_scores.regions[region]
-                d_dice, d_hd = f"{r.dice - b.dice:+.3f}", f"{r.hd95_mm - b.hd95_mm:+.1f} mm"
-            c1.metric(f"{region} Dice", f"{r.dice:.3f}", d_dice, help=REGION_LONG_NAMES[region])
-            c2.metric(f"{region} HD95", f"{r.hd95_mm:.1f} mm", d_hd, delta_color="inverse",
+                d_dice, flat_dice = figures_seg.metric_delta(r.dice - b.dice, 3)
+                d_hd, flat_hd = figures_seg.metric_delta(r.hd95_mm - b.hd95_mm, 1, "mm")
+            c1.metric(f"{region} Dice", f"{r.dice:.3f}", d_dice, help=REGION_LONG_NAMES[region],
+                      delta_color="off" if flat_dice else "normal", delta_arrow="off" if flat_dice else "auto")
+            c2.metric(f"{region} HD95", f"{r.hd95_mm:.1f} mm", d_hd, delta_color="off" if flat_hd else "inverse",
+                      delta_arrow="off" if flat_hd else "auto",
                       help=f"{REGION_LONG_NAMES[region]}: 95th percentile Hausdorff distance")
     with e_col:
         err_labels = saved.labels if corr_scores is not None else base
@@ -275,6 +295,22 @@ else:
             st.rerun()
     edit_sha = saved.model_sha256 if saved is not None else (pred.model_sha256 if pred is not None else "")
 
+    def _history_action(action: str, model_sha: str) -> None:
+        """Undo / Reset, as a callback: done before the page runs, so one run shows the result (no second run)."""
+        try:
+            if action == "undo":
+                store.undo(case_key)
+                message = "Last action undone."
+            else:
+                store.reset(case_key)
+                message = "Back to the model's labels (Undo restores the corrections)."
+            _audit("correct", model_sha, action=action, z=None, label=None, voxels_changed=None)
+        except BratsViewerError as err:
+            st.session_state["seg_flash_error"] = str(err)
+            return
+        st.session_state[CANVAS_N] = int(st.session_state.get(CANVAS_N, 0)) + 1  # a fresh, empty canvas
+        st.session_state["seg_flash"] = message
+
     canvas_col, tools_col = st.columns([3, 2], gap="large")
     with tools_col:
         label = st.radio("Paint", PAINT_ORDER, format_func=figures_seg.label_choice_text, horizontal=True,
@@ -285,16 +321,25 @@ else:
                              help="On: the stroke changes only voxels already labelled tumour (default for "
                                   "NCR/NET and ET, so painted core stays inside the tumour). Off: it can grow "
                                   "the tumour.")
-        do_apply = st.button("Apply stroke", type="primary", icon=":material/done:", width="stretch")
         b2, b3 = st.columns(2)
-        do_undo = b2.button("Undo", icon=":material/undo:", width="stretch",
-                            disabled=saved is None or saved.undo_depth == 0)
-        do_reset = b3.button("Reset to model", icon=":material/restart_alt:", width="stretch",
-                             disabled=saved is None or not saved.corrected)
-        st.caption("Draw on the slice, then press **Apply stroke**. Strokes are saved at once and survive a "
-                   "reload; Undo steps back one stroke or reset.")
+        b2.button("Undo", icon=":material/undo:", width="stretch", disabled=saved is None or saved.undo_depth == 0,
+                  help="Step back one stroke (or a reset)", on_click=_history_action, args=("undo", edit_sha))
+        b3.button("Reset to model", icon=":material/restart_alt:", width="stretch",
+                  disabled=saved is None or not saved.corrected, on_click=_history_action, args=("reset", edit_sha))
+        st.caption("Draw on the slice: each stroke is applied when you lift the mouse, saved at once and kept "
+                   "for this session only (never shown to another user). **Undo** steps back one stroke or reset "
+                   "(the one undo: the canvas starts empty after each stroke, so its own undo has nothing to do).")
 
-    with canvas_col:
+    def _done(message: str) -> None:
+        st.session_state[CANVAS_N] = int(st.session_state.get(CANVAS_N, 0)) + 1  # a fresh, empty canvas
+        st.session_state["seg_flash"] = message
+        st.rerun()  # the whole page (scores, volumes, messages follow the new labels)
+
+    @st.fragment
+    def _canvas_and_strokes(label: int, brush: int, inside: bool) -> None:
+        """The canvas and the stroke it sends, in a fragment: the values the canvas sends when it mounts (its
+        drawing and its background's fit, two messages after every new canvas) rerun this fragment only, not
+        the page with its figures and scores (measured: benchmarks/bench_segment_click.py)."""
         from streamlit_drawable_canvas import st_canvas
 
         background = figures_seg.canvas_background(image, current, z, window)
@@ -306,45 +351,42 @@ else:
         st.markdown(figures_seg.legend_html(), unsafe_allow_html=True)
         st.caption(f"Axial slice z={z}, radiological convention (patient's right on the image's left: letters "
                    "at the edges), current labels overlaid.")
+        data = result.image_data if result is not None else None
+        if data is None or not np.any(np.asarray(data)[..., 3] > 0):
+            return
+        try:  # a stroke: applied at once
+            mask = mask_from_canvas(np.asarray(data), (shape[0], shape[1]))
+            if saved is None:
+                store.start(case_key, pred_labels, edit_sha)
+            before = store.load(case_key)
+            after = store.apply(case_key, z, mask, int(label), inside if label != 0 else None)
+            changed = int(np.count_nonzero(before[:, :, z] != after[:, :, z])) if before is not None else 0
+            _audit("correct", edit_sha, action="erase" if label == 0 else "paint", z=z, label=int(label),
+                   voxels_changed=changed, inside_tumour_only=bool(inside) if label != 0 else None)
+        except BratsViewerError as err:
+            st.error(str(err))
+            return
+        _done(f"{changed} voxel(s) changed on slice z={z}." if changed else
+              "The stroke changed no voxel (already that label, or outside the tumour).")
 
-    def _done(message: str) -> None:
-        st.session_state[CANVAS_N] = canvas_n + 1  # a fresh, empty canvas
-        st.session_state["seg_flash"] = message
-        st.rerun()
+    with canvas_col:
+        _canvas_and_strokes(int(label), int(brush), bool(inside))
 
-    try:
-        if do_apply:
-            data = result.image_data if result is not None else None
-            if data is None or not np.any(np.asarray(data)[..., 3] > 0):
-                st.warning("Nothing drawn on the slice yet.", icon=":material/gesture:")
-            else:
-                mask = mask_from_canvas(np.asarray(data), (shape[0], shape[1]))
-                if saved is None:
-                    store.start(case_key, pred_labels, edit_sha)
-                before = store.load(case_key)
-                after = store.apply(case_key, z, mask, int(label), inside if label != 0 else None)
-                changed = int(np.count_nonzero(before[:, :, z] != after[:, :, z])) if before is not None else 0
-                _audit("correct", edit_sha, action="erase" if label == 0 else "paint", z=z, label=int(label),
-                       voxels_changed=changed, inside_tumour_only=bool(inside) if label != 0 else None)
-                _done(f"{changed} voxel(s) changed on slice z={z}." if changed else
-                      "The stroke changed no voxel (already that label, or outside the tumour).")
-        if do_undo and saved is not None:
-            store.undo(case_key)
-            _audit("correct", edit_sha, action="undo", z=None, label=None, voxels_changed=None)
-            _done("Last action undone.")
-        if do_reset and saved is not None:
-            store.reset(case_key)
-            _audit("correct", edit_sha, action="reset", z=None, label=None, voxels_changed=None)
-            _done("Back to the model's labels (Undo restores the corrections).")
-    except BratsViewerError as err:
-        st.error(str(err))
-
+    flash_error = st.session_state.pop("seg_flash_error", None)
+    if flash_error:
+        st.error(flash_error)
     flash = st.session_state.pop("seg_flash", None)
     if flash:
         st.toast(flash, icon=":material/brush:")
 
     with tools_col:
-        st.markdown("**Volumes**" + (" (corrected)" if saved is not None and saved.corrected else ""))
+        shown_source = segstate.choose_report_source(  # what ui.current_segmentation says, from what is here
+            case_key, shape, corrected=saved.labels if saved is not None and saved.corrected else None,
+            corrected_key=case_key, corrected_model_sha256=saved.model_sha256 if saved is not None else "",
+            corrected_model_name=pred.model_name if pred is not None and saved is not None
+            and saved.model_sha256 in ("", pred.model_sha256) else "",
+            prediction=pred, prediction_key=st.session_state.get(ui.KEY_PREDICTION_CASE))
+        st.markdown("**Volumes**" + (f"  \n{shown_source.description}" if shown_source is not None else ""))
         rows = volume_table(current, case.spacing_mm, gt, voxel_volume_ml=case.voxel_volume_ml)
         table = pd.DataFrame({
             "Structure": [r["structure"] for r in rows],

@@ -3,9 +3,9 @@ number of lesions of each region (``core.analysis.lesionwise.count_lesions``), b
 is one, with a bar chart and downloads (PDF summary, CSV table, segmentation NIfTI
 in the input's own geometry, and a DICOM SEG when the case was opened from DICOM in this session).
 
-Which segmentation (``core.app.segstate.choose_report_source``): the hand-corrected labels of this case (from the
-session, else from the saved edit session on disk), else the model's prediction of this case, else - on request
-- the ground truth. Session state read: ``ui.KEY_CASE``, ``ui.KEY_PREDICTION`` + ``ui.KEY_PREDICTION_CASE``,
+Which segmentation (``core.app.ui.current_segmentation``, named by ``segstate.describe_segmentation``): the
+hand-corrected labels of this case (from the session, else from this session's saved edit session), else the
+model's prediction of this case, else - on request - the expert label (ground truth). Session state read: ``ui.KEY_CASE``, ``ui.KEY_PREDICTION`` + ``ui.KEY_PREDICTION_CASE``,
 ``ui.KEY_CORRECTED`` + ``ui.KEY_CORRECTED_CASE``, ``ui.KEY_TTA``; the "Segment" button here sets the prediction
 keys like the segmentation page does. TensorFlow is imported only when that button is pressed.
 """
@@ -37,24 +37,7 @@ def _audit(event: str, model_sha: str, **extra: Any) -> None:
 
 # ---- which segmentation ----------------------------------------------------------------------------------------
 prediction = ui.session_prediction(case)
-corrected = st.session_state.get(ui.KEY_CORRECTED)
-corrected_key = st.session_state.get(ui.KEY_CORRECTED_CASE)
-corrected_sha = ""
-if corrected_key != case_key:  # not in this session: corrections saved on disk for this case?
-    saved = segstate.saved_corrections(ui.edit_store(case), case_key, shape)
-    if saved is not None and saved.corrected:
-        corrected, corrected_key, corrected_sha = saved.labels, case_key, saved.model_sha256
-else:
-    saved = segstate.saved_corrections(ui.edit_store(case), case_key, shape)
-    corrected_sha = saved.model_sha256 if saved is not None else ""
-corrected_name = ""
-if prediction is not None and (not corrected_sha or prediction.model_sha256 == corrected_sha):
-    corrected_name, corrected_sha = prediction.model_name, prediction.model_sha256
-
-source = segstate.choose_report_source(
-    case_key, shape, corrected=corrected, corrected_key=corrected_key, corrected_model_name=corrected_name,
-    corrected_model_sha256=corrected_sha, prediction=prediction, prediction_key=st.session_state.get(
-        ui.KEY_PREDICTION_CASE), ground_truth=gt, use_ground_truth=bool(st.session_state.get("report_use_gt")))
+source = ui.current_segmentation(case, use_ground_truth=bool(st.session_state.get("report_use_gt")))
 
 if source is None or source.kind == segstate.SOURCE_GROUND_TRUTH:
     st.info("No segmentation of this case yet. Run the model here (the same cached segmentation as on the "
@@ -72,11 +55,12 @@ if source is None or source.kind == segstate.SOURCE_GROUND_TRUTH:
     if source is None:
         st.stop()
 
-if source.kind == segstate.SOURCE_GROUND_TRUTH:
-    st.caption("Showing the ground-truth segmentation (reference file of the case); no model involved.")
-else:
-    st.markdown(f"**Segmentation:** {source.description}"
-                + (f"  \n**Model SHA-256:** `{source.model_sha256}`" if source.model_sha256 else ""))
+st.markdown(f"**Segmentation:** {source.description}"
+            + (f"  \n**Model SHA-256:** `{source.model_sha256}`" if source.model_sha256 else ""))
+if source.kind != segstate.SOURCE_GROUND_TRUTH:
+    earlier = ui.earlier_prediction_note(prediction) if source.kind == segstate.SOURCE_PREDICTION else None
+    if earlier:
+        st.info(earlier, icon=":material/history:")
     if source.corrected:
         st.success("Corrected by hand on the Segmentation page: the report says so.", icon=":material/brush:")
 if case.notes:
@@ -95,7 +79,7 @@ spacing = " x ".join(f"{s:g}" for s in case.spacing_mm)
 st.subheader("Volumes")
 st.caption(f"Voxel size {spacing} mm from the image header ({case.reference.voxel_volume_ml * 1000:g} mm^3 per "
            "voxel); 1 mL = 1000 mm^3, rounded to 0.1 mL.")
-source_name = {"corrected": "Corrected", "prediction": "Prediction", "ground_truth": "Ground truth"}[source.kind]
+source_name = {"corrected": "Corrected", "prediction": "Model prediction", "ground_truth": "Reference label"}[source.kind]
 SHORT_NAMES = {"NCR": "NCR/NET (label 1)", "ED": "ED (label 2)", "ET": "ET (label 4)", "TC": "TC (labels 1+4)",
                "WT": "WT (labels 1+2+4)"}
 # The table spans the page (its lesion columns need the width); the chart sits below it.

@@ -291,6 +291,20 @@ def test_four_view_figure_has_one_image_per_modality() -> None:
         F.four_view_figure({}, "axial", {"x": 0, "y": 0, "z": 0}, SHAPE)
 
 
+def test_four_view_titles_do_not_touch_their_images() -> None:
+    """Bug (issue 19.11): the 2x2 titles sat 2 px above their images (touching them)."""
+    rgb = np.zeros((6, 5, 3), dtype=np.uint8)
+    fig = F.four_view_figure({"flair": rgb, "t1": rgb, "t1ce": rgb, "t2": rgb}, "axial", {"x": 1, "y": 2, "z": 3},
+                             SHAPE)
+    titles = [a for a in fig.layout.annotations if a.text in ("FLAIR", "T1", "T1CE", "T2")]
+    assert len(titles) == 4 and all(a.yshift >= 6 and a.yanchor == "bottom" for a in titles)
+    assert fig.layout.margin.t >= titles[0].yshift + 13 + 2  # the top row's titles (13 px font) fit above it
+    top_row_bottom = fig.layout.yaxis.domain[0]
+    bottom_row_top = fig.layout.yaxis3.domain[1]
+    gap_px = (top_row_bottom - bottom_row_top) * (fig.layout.height - fig.layout.margin.t)
+    assert gap_px >= titles[2].yshift + 13 + 2  # the lower row's titles fit between the rows
+
+
 def test_montage_figure_annotates_slice_numbers() -> None:
     fig = F.montage_figure(np.ones(SHAPE), "coronal", [1, 3], (0.0, 2.0), ncols=2)
     assert len(fig.data) == 1

@@ -86,7 +86,8 @@ def test_without_a_segmentation_offers_to_run_or_show_the_ground_truth(tiny_mode
     assert not at.exception, at.exception
     df = volume_frame(at)
     expected = [r["volume_ml"] for r in volume_table(demo_case.seg.data, demo_case.spacing_mm)]
-    assert list(df["Ground truth (mL)"]) == expected and "Difference (mL)" not in df.columns
+    assert list(df["Reference label (mL)"]) == expected and "Difference (mL)" not in df.columns
+    assert segstate.describe_segmentation(segstate.SOURCE_GROUND_TRUTH) in texts(at.markdown)
     assert len(downloads(at)) == 3 and len(bars(at)) == 1
 
 
@@ -94,14 +95,15 @@ def test_a_prediction_is_reported_with_table_chart_and_downloads(tiny_model: Pat
                                                                  _isolated: Path) -> None:
     at = app(tiny_model, **with_prediction(prediction, demo_case))
     assert config.DISCLAIMER in texts(at.warning)
-    assert "Prediction of model tiny" in texts(at.markdown) and prediction.model_sha256 in texts(at.markdown)
+    assert f"Model prediction (model `tiny`, TTA off, {segstate.runtime_name(prediction.runtime)})" in texts(
+        at.markdown) and prediction.model_sha256 in texts(at.markdown)
     assert not at.success  # not corrected
     df = volume_frame(at)
     rows = volume_table(prediction.labels, demo_case.spacing_mm, demo_case.seg.data)
-    assert list(df["Prediction (mL)"]) == [r["volume_ml"] for r in rows]
+    assert list(df["Model prediction (mL)"]) == [r["volume_ml"] for r in rows]
     assert list(df["Ground truth (mL)"]) == [r["gt_volume_ml"] for r in rows]
     assert list(df["Difference (mL)"]) == [r["difference_ml"] for r in rows]
-    assert [b["name"] for b in bars(at)] == ["Prediction", "Ground truth"]
+    assert [b["name"] for b in bars(at)] == ["Model prediction", "Ground truth"]
     assert set(downloads(at)) == {"PDF summary", "Volume table (CSV)", "Segmentation (NIfTI)"}
     scores = next(d.value for d in at.dataframe if "Region" in d.value.columns)
     assert list(scores["Region"]) == ["WT", "TC", "ET"]
@@ -155,14 +157,18 @@ def test_lesions_of_each_region_beside_the_volumes(tiny_model: Path, demo_case, 
     assert "26-connected" in texts(at.caption)
 
 
-def test_corrections_saved_on_disk_are_found(tiny_model: Path, demo_case, prediction, _isolated: Path) -> None:
-    store = EditStore()
+def test_corrections_saved_on_disk_are_found(tiny_model: Path, demo_case, prediction) -> None:
+    """The session's own saved edit session is reported (nothing in session state but its private token)."""
+    from core.app import private_store
+
+    token = private_store.new_token()
+    store = EditStore(private_store.session_dir(token, create=True) / "corrections")
     store.start(demo_case.content_key, prediction.labels, prediction.model_sha256)
     mask = np.zeros(demo_case.shape[:2], dtype=bool)
     mask[100:110, 100:110] = True
     labels = store.apply(demo_case.content_key, 60, mask, 0)  # erase
     labels = store.apply(demo_case.content_key, 61, mask, 2, inside_tumour_only=False)
-    at = app(tiny_model)  # a new session: nothing in session state, the saved corrections are used
+    at = app(tiny_model, **{ui.KEY_PRIVATE: token})
     assert "Corrected by hand" in texts(at.success)
     expected = [r["volume_ml"] for r in volume_table(labels, demo_case.spacing_mm)]
     assert list(volume_frame(at)["Corrected (mL)"]) == expected
@@ -170,12 +176,33 @@ def test_corrections_saved_on_disk_are_found(tiny_model: Path, demo_case, predic
     assert len(downloads(at)) == 3
 
 
+def test_another_sessions_corrections_are_never_shown(tiny_model: Path, demo_case, prediction,
+                                                      _isolated: Path) -> None:
+    """Bug (issue 19.7): corrections of a data-folder case were saved in one shared folder, so a fresh session (any
+    other user) opening the case was shown them. Two sessions: the second sees only the model's prediction."""
+    first = app(tiny_model, **with_prediction(prediction, demo_case))
+    token = first.session_state[ui.KEY_PRIVATE]
+    store = EditStore(_isolated / "sessions" / token / "corrections")
+    store.start(demo_case.content_key, prediction.labels, prediction.model_sha256)
+    mask = np.zeros(demo_case.shape[:2], dtype=bool)
+    mask[100:120, 100:120] = True
+    store.apply(demo_case.content_key, 61, mask, 2, inside_tumour_only=False)
+    first.run()
+    assert "Corrected by hand" in texts(first.success)
+    EditStore().start(demo_case.content_key, prediction.labels, prediction.model_sha256)  # the old shared folder
+    EditStore().apply(demo_case.content_key, 61, mask, 2, inside_tumour_only=False)
+    second = app(tiny_model, **with_prediction(prediction, demo_case))
+    assert second.session_state[ui.KEY_PRIVATE] != token
+    assert not second.success and "Corrected (mL)" not in volume_frame(second).columns
+    assert "Model prediction (mL)" in volume_frame(second).columns
+
+
 def test_segment_from_the_report_page(tiny_model: Path, demo_case, _isolated: Path) -> None:
     at = app(tiny_model)
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert at.session_state[ui.KEY_PREDICTION_CASE] == demo_case.content_key
-    assert "Prediction (mL)" in volume_frame(at).columns and len(downloads(at)) == 3
+    assert "Model prediction (mL)" in volume_frame(at).columns and len(downloads(at)) == 3
     events = read_events(_isolated / "audit.log.jsonl", action="segment")
     assert len(events) == 1 and events[0]["extra"]["page"] == "report"
 

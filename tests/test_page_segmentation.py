@@ -224,7 +224,7 @@ def test_jump_to_most_tumour_moves_the_shared_cursor(tiny_model: Path) -> None:
     assert at.slider(key="seg_z").value == expected_z
 
 
-def test_corrections_show_update_volumes_and_survive_reload(tiny_model: Path, _isolated: Path) -> None:
+def test_corrections_show_update_volumes_and_stay_in_the_session(tiny_model: Path, _isolated: Path) -> None:
     at = app(tiny_model)
     button(at, "Segment whole volume").click().run()
     pred = at.session_state[ui.KEY_PREDICTION]
@@ -232,11 +232,12 @@ def test_corrections_show_update_volumes_and_survive_reload(tiny_model: Path, _i
     spacing = (1.0, 1.0, 1.0)
     as_dict = lambda labels: {r["structure"]: r["volume_ml"] for r in volume_table(labels, spacing)}  # noqa: E731
     assert volumes(at) == as_dict(pred.labels) and ui.KEY_CORRECTED not in at.session_state
+    assert "Model prediction (model `tiny`, TTA off, TensorFlow)" in texts(at.markdown)  # which segmentation
     assert not [b for b in at.button if b.label == "Undo" and not b.disabled]
-    # a stroke through the core API (as the canvas's "Apply stroke" does): 60 x 60 voxels on slice 70 painted with
-    # the label least present there, so that at least 2400 voxels (2.4 mL) change whatever the untrained model says
-    store = EditStore()
-    assert store.root == _isolated / "corrections"
+    # a stroke through the core API (as the canvas does): 60 x 60 voxels on slice 70 painted with the label least
+    # present there, so that at least 2400 voxels (2.4 mL) change whatever the untrained model says; the store is
+    # the session's private one
+    store = EditStore(_isolated / "sessions" / at.session_state[ui.KEY_PRIVATE] / "corrections")
     store.start(case_key, pred.labels, pred.model_sha256)
     mask = np.zeros((240, 240), dtype=bool)
     mask[90:150, 90:150] = True
@@ -248,20 +249,94 @@ def test_corrections_show_update_volumes_and_survive_reload(tiny_model: Path, _i
     at.run()
     assert not at.exception, at.exception
     assert "Corrected by hand: 1 stroke(s)" in texts(at.success)
+    assert "Model prediction corrected by hand (model `tiny`, TTA off, TensorFlow)" in texts(at.markdown)
     after = volumes(at)
     assert after == as_dict(expected)
     assert after[name] >= as_dict(pred.labels)[name] + 2.4
     assert at.session_state[ui.KEY_CORRECTED_CASE] == case_key
     np.testing.assert_array_equal(at.session_state[ui.KEY_CORRECTED], expected)
-    # a fresh session (page reload) finds the saved corrections without segmenting again
-    fresh = app(tiny_model)
-    assert "Corrected by hand" in texts(fresh.success) and volumes(fresh) == as_dict(expected)
-    # undo from the page: back to the model's labels, audited
-    button(fresh, "Undo").click().run()
-    assert not fresh.exception, fresh.exception
-    assert volumes(fresh) == as_dict(pred.labels) and ui.KEY_CORRECTED not in fresh.session_state
+    # undo from the page: back to the model's labels, audited; one Undo only (the canvas applies each stroke)
+    assert [b.label for b in at.button].count("Undo") == 1 and "Apply stroke" not in [b.label for b in at.button]
+    button(at, "Undo").click().run()
+    assert not at.exception, at.exception
+    assert volumes(at) == as_dict(pred.labels) and ui.KEY_CORRECTED not in at.session_state
     events = read_events(_isolated / "audit.log.jsonl", action="correct")
     assert [e["extra"]["action"] for e in events] == ["undo"]
+
+
+def test_another_session_sees_neither_the_corrections_nor_a_silent_prediction(tiny_model: Path,
+                                                                              _isolated: Path) -> None:
+    """Bug (issue 19.7): a fresh session opening a shared case was shown a prediction someone else computed, with
+    only "The TTA setting has changed since: segment again", and the other user's hand corrections. Two sessions:
+    the second is told plainly that the prediction was computed earlier by the same model, with which settings
+    and when; the first's corrections are not shown to it."""
+    first = app(tiny_model)
+    button(first, "Segment whole volume").click().run()
+    pred = first.session_state[ui.KEY_PREDICTION]
+    case_key = first.session_state[ui.KEY_PREDICTION_CASE]
+    store = EditStore(_isolated / "sessions" / first.session_state[ui.KEY_PRIVATE] / "corrections")
+    store.start(case_key, pred.labels, pred.model_sha256)
+    mask = np.zeros((240, 240), dtype=bool)
+    mask[90:150, 90:150] = True
+    store.apply(case_key, 70, mask, 2, inside_tumour_only=False)
+    first.run()
+    assert "Corrected by hand" in texts(first.success) and "computed earlier" not in texts(first.info)
+    second = app(tiny_model, **{ui.KEY_TTA: True})  # another user, who works with TTA on
+    assert not second.exception, second.exception
+    assert second.session_state[ui.KEY_PREDICTION] is pred
+    note = texts(second.info)
+    assert "computed earlier on this server at " in note and pred.created_utc[:10] in note
+    assert "by the same model, `tiny`, with TTA off (TensorFlow)" in note
+    assert "Your TTA setting is on" in note
+    assert "The TTA setting has changed since" not in texts(second.caption)
+    assert "Corrected by hand" not in texts(second.success) and ui.KEY_CORRECTED not in second.session_state
+    assert volumes(second) == {r["structure"]: r["volume_ml"] for r in volume_table(pred.labels, (1.0, 1.0, 1.0))}
+    assert second.session_state[ui.KEY_PRIVATE] != first.session_state[ui.KEY_PRIVATE]
+    button(second, "Segment whole volume").click().run()  # asked for here: no longer "computed earlier"
+    assert "computed earlier" not in texts(second.info)
+
+
+def test_the_image_is_shown_before_segmenting(tiny_model: Path) -> None:
+    """Bug (issue 19.10): the page showed no image until the case was segmented."""
+    at = app(tiny_model)
+    figs = charts(at)
+    assert heatmap_count(at) == 0 and len(figs) == 1
+    assert [t["type"] for t in figs[0]["data"]] == ["image"]
+    assert figs[0]["layout"]["title"]["text"].startswith("FLAIR z=")
+
+
+def test_without_an_expert_label_segmenting_opens_on_the_models_tumour(tiny_model: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug (issue 19.2): a case with no expert label (a raw study) stayed on a mid-brain slice without tumour after
+    segmenting; the cursor now moves to the slices of most predicted tumour (and so does the viewer, which opens at
+    the shared cursor)."""
+    from types import SimpleNamespace
+
+    from conftest import make_case_dir
+
+    make_case_dir(tmp_path / "data", "BraTS2021_00051", with_seg=False, shape=(20, 18, 16))
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(tmp_path / "data"))
+    labels = np.zeros((20, 18, 16), dtype=np.uint8)
+    labels[3, 3:6, 11:14] = 2
+    labels[2:5, 4, 12] = 4
+    probs = np.zeros((20, 18, 16, 4), dtype=np.float16)
+    probs[..., 0] = 1.0
+    fake = SimpleNamespace(labels=labels, probabilities=probs, uncertainty=None, model_name="fake",
+                           model_sha256="f" * 64, tta=False, elapsed_s=0.1, quality=None, missing=(),
+                           runtime="onnxruntime", created_utc="2026-01-01T00:00:00+00:00")
+
+    def segment_volume(case, tta, page):
+        ui.store_prediction(case, fake)
+        return fake
+
+    monkeypatch.setattr(ui, "segment_volume", segment_volume)
+    at = app(tiny_model, {"kind": "folder", "folder": str(tmp_path / "data"), "case_id": "BraTS2021_00051"})
+    start = dict(at.session_state[ui.KEY_CURSOR])
+    assert start["z"] != 12
+    button(at, "Segment whole volume").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state[ui.KEY_CURSOR] == {"x": 3, "y": 4, "z": 12}
+    assert at.slider(key="seg_z").value == 12
 
 
 def test_pages_open_without_importing_tensorflow(tmp_path: Path) -> None:

@@ -330,10 +330,101 @@ def test_viewer_draws_in_the_browser_by_default() -> None:
     assert payload["shape"] == [240, 240, 155]
     assert [im["key"] for im in payload["images"]] == ["flair", "t1", "t1ce", "t2"]
     assert [lab["name"] for lab in payload["labels"]] == ["Ground truth"]
-    assert args["settings"] == {"modality": "flair", "show": ["Ground truth"], "radiological": True, "opacity": 0.4}
+    assert args["settings"] == {"modality": "flair", "plane": "axial", "show": ["Ground truth"], "radiological": True,
+                                "opacity": 0.4, "outline": False, "hidden": []}
     # the readout: the demo's RAS grid has affine x = i - 239, y = j, z = k (LPS file of 240 columns, 1 mm)
     assert (f"Cursor voxel ({cursor['x']}, {cursor['y']}, {cursor['z']}), "
             f"RAS ({cursor['x'] - 239:.1f}, {cursor['y']:.1f}, {cursor['z']:.1f}) mm") in texts(at.caption)
+
+
+TAB_VIEWS, TAB_MONTAGE = ":material/grid_view: Three planes", ":material/view_module: Montage"
+
+
+def test_the_browser_viewers_choices_survive_a_trip_to_the_montage_tab() -> None:
+    """Bug (issue 19.4): switching to Montage (or 3-D) and back reset the browser viewer (T1CE back to FLAIR,
+    window, outlines, convention): the viewer's choices are kept under an explicit session key and sent back."""
+    at = app(VIEWER, DEMO_SELECTION)
+    view = {"modality": "t1ce", "plane": "axial", "radiological": False, "opacity": 0.6, "outline": True,
+            "show": ["Ground truth"], "hidden": ["2"], "windows": {"t1ce": [12.5, 140.0], "evil": [0, 1]}}
+    at.session_state["viewer_client"] = {"cursor": {"x": 100, "y": 120, "z": 50}, "seq": 1, "ruler": None,
+                                          "view": view}
+    at.run()
+    at.session_state["viewer_tab"] = TAB_MONTAGE
+    at.run()
+    assert not at.exception and not [e for e in at.get("component_instance")]  # the viewer is unmounted
+    at.session_state["viewer_tab"] = TAB_VIEWS
+    at.run()
+    assert not at.exception
+    settings = client_args(at)["settings"]
+    assert settings["modality"] == "t1ce" and settings["radiological"] is False and settings["outline"] is True
+    assert settings["opacity"] == 0.6 and settings["hidden"] == ["2"]
+    assert settings["windows"] == {"t1ce": [12.5, 140.0]}  # only the case's own modalities
+    at.radio(key="viewer_convention").set_value("Neurological").run()  # unchanged from the browser's: kept
+    at.selectbox(key="viewer_modality").set_value("all").run()  # a later change in the sidebar wins
+    settings = client_args(at)["settings"]
+    assert settings["modality"] == "all" and settings["outline"] is True
+
+
+def test_the_2x2_choice_reaches_the_browser_viewer() -> None:
+    """Bug (issue 19.4): "All modalities (2x2)" sent FLAIR to the browser viewer (which showed three planes)."""
+    at = app(VIEWER, DEMO_SELECTION)
+    at.selectbox(key="viewer_modality").set_value("all").run()
+    at.radio(key="viewer_plane").set_value("coronal").run()
+    settings = client_args(at)["settings"]
+    assert settings["modality"] == "all" and settings["plane"] == "coronal"
+
+
+def _raw_case_with_prediction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, object, dict]:
+    """A case without an expert label (like a raw study) and a prediction with its tumour off-centre."""
+    make_case_dir(tmp_path / "data", "BraTS2021_00050", with_seg=False, shape=(20, 18, 16))
+    monkeypatch.setenv("BRATS_DATA_ROOTS", str(tmp_path / "data"))
+    selection = {"kind": "folder", "folder": str(tmp_path / "data"), "case_id": "BraTS2021_00050"}
+
+    class FakePrediction:
+        labels = np.zeros((20, 18, 16), dtype=np.uint8)
+
+    pred = FakePrediction()
+    pred.labels[3, 3:6, 11:14] = 2  # slices x=3, y=4, z=12 hold the most tumour
+    pred.labels[2:5, 4, 12] = 4
+    return selection, pred, {"x": 3, "y": 4, "z": 12}
+
+
+def test_most_tumour_uses_the_prediction_when_there_is_no_expert_label(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug (issue 19.2): with only a prediction, "Most tumour" was greyed out and the viewer opened mid-brain."""
+    selection, pred, where = _raw_case_with_prediction(tmp_path, monkeypatch)
+    at = app(VIEWER, selection, prediction=pred)
+    assert not at.exception, at.exception
+    assert at.session_state[ui.KEY_CURSOR] == where  # opens on the tumour
+    assert client_args(at)["payload"]["cursors"]["tumour"] == where  # the browser's "Most tumour" button
+    at.radio(key="viewer_engine").set_value("On the server (plotly)").run()
+    button = next(b for b in at.button if b.label == "Most tumour")
+    assert not button.disabled and "prediction" in button.help
+    at.session_state[ui.KEY_CURSOR] = {"x": 10, "y": 9, "z": 2}
+    at.run()
+    next(b for b in at.button if b.label == "Most tumour").click().run()
+    assert at.session_state[ui.KEY_CURSOR] == where
+
+
+def test_no_class_choices_without_any_segmentation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug (issue 19.11): NCR/ED/ET checkboxes showed on a case without labels or prediction."""
+    selection, _, _ = _raw_case_with_prediction(tmp_path, monkeypatch)
+    at = app(VIEWER, selection, **SERVER_VIEWS)
+    assert not at.exception, at.exception
+    assert not [c for c in at.checkbox if c.key and c.key.startswith("viewer_class_")]
+    assert at.checkbox(key="viewer_contour").disabled
+
+
+def test_the_viewer_names_each_overlays_segmentation() -> None:
+    """Issue 19.6: the page says which segmentation each overlay is (expert label, model with its settings)."""
+    class FakePrediction:
+        labels = np.zeros((240, 240, 155), dtype=np.uint8)
+        model_name, tta, runtime = "unet_x", True, "onnxruntime"
+
+    at = app(VIEWER, DEMO_SELECTION, prediction=FakePrediction())
+    captions = texts(at.caption)
+    assert "Ground truth = Reference label: the case's own segmentation file" in captions
+    assert "Prediction = Model prediction (model `unet_x`, TTA on, ONNX Runtime)" in captions
 
 
 def test_viewer_click_in_the_browser_moves_the_shared_cursor_and_measures() -> None:
@@ -459,8 +550,8 @@ def test_a_reload_keeps_the_cursor_and_the_overlay_settings() -> None:
     assert again.radio(key="viewer_convention").value == "Neurological"
     assert again.slider(key="viewer_opacity").value == pytest.approx(0.7)
     assert again.checkbox(key="viewer_show_gt").value is False and again.checkbox(key="viewer_contour").value
-    assert client_args(again)["settings"] == {"modality": "flair", "show": [], "radiological": False,
-                                              "opacity": pytest.approx(0.7)}
+    assert client_args(again)["settings"] == {"modality": "flair", "plane": "axial", "show": [], "radiological": False,
+                                              "opacity": pytest.approx(0.7), "outline": True, "hidden": []}
 
 
 def test_a_reload_ignores_bad_cursor_and_settings_in_the_url() -> None:

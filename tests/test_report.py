@@ -239,6 +239,22 @@ def test_pdf_minimal_inputs_and_latin1(tmp_path: Path) -> None:
         build_pdf(ReportInputs(case=case, labels=lab[:, :, :-1], model_name="m", model_sha256="n/a"))
 
 
+def test_pdf_names_the_runtime_that_ran_the_model() -> None:
+    """Bug (issue 19.11): the PDF listed TensorFlow although inference ran in ONNX Runtime."""
+    case, lab = _synthetic_case()
+    onnx = _flat(_pdf_text(build_pdf(ReportInputs(case=case, labels=lab, model_name="m", model_sha256="n/a",
+                                                  runtime="onnxruntime", description="Model prediction (model m)")))[1])
+    assert f"Inference runtime ONNX Runtime {library_versions('onnxruntime')['onnxruntime']}" in onnx
+    assert "tensorflow" not in onnx.lower() and "keras" not in onnx.lower()
+    assert "Segmentation source Model prediction (model m)" in onnx
+    tf = _flat(_pdf_text(build_pdf(ReportInputs(case=case, labels=lab, model_name="m", model_sha256="n/a",
+                                                runtime="tensorflow")))[1])
+    assert "Inference runtime TensorFlow" in tf and "onnxruntime" not in tf
+    expert = _flat(_pdf_text(build_pdf(ReportInputs(case=case, labels=lab, model_name="file", model_sha256="n/a",
+                                                    runtime="")))[1])
+    assert "Inference runtime none (no model)" in expert and "tensorflow" not in expert.lower()
+
+
 def test_save_pdf_atomic(tmp_path: Path) -> None:
     case, lab = _synthetic_case()
     out = save_pdf(tmp_path / "r" / "report.pdf", ReportInputs(case, lab, "m", MODEL_SHA))

@@ -82,10 +82,21 @@ def test_choose_ignores_other_cases_and_grids() -> None:
     src = segstate.choose_report_source(KEY, SHAPE, corrected=corr, corrected_key="other",
                                         prediction=_pred(pred, tta=True), prediction_key=KEY)
     assert src.kind == segstate.SOURCE_PREDICTION and not src.corrected and src.labels is pred
-    assert "test-time augmentation" in src.description
+    assert "TTA on" in src.description
     assert segstate.choose_report_source(KEY, SHAPE, prediction=_pred(pred), prediction_key="other") is None
     assert segstate.choose_report_source(KEY, (6, 5, 5), prediction=_pred(pred), prediction_key=KEY) is None
     assert segstate.choose_report_source(KEY, SHAPE, corrected=corr, corrected_key=None) is None
+
+
+def test_describe_segmentation_names_expert_model_tta_runtime_and_hand_correction() -> None:
+    """Bug (issue 19.6): pages showed volumes without saying whether they came from the expert label or the model."""
+    assert segstate.describe_segmentation(segstate.SOURCE_GROUND_TRUTH).startswith("Reference label: the case's own segmentation file")
+    assert (segstate.describe_segmentation(segstate.SOURCE_PREDICTION, model_name="m", tta=False, runtime="onnxruntime")
+            == "Model prediction (model `m`, TTA off, ONNX Runtime)")
+    assert (segstate.describe_segmentation(segstate.SOURCE_CORRECTED, model_name="m", tta=True)
+            == "Model prediction corrected by hand (model `m`, TTA on)")
+    with pytest.raises(ValueError, match="expected a segmentation kind"):
+        segstate.describe_segmentation("mystery")
 
 
 def test_choose_ground_truth_only_when_asked() -> None:
@@ -237,17 +248,45 @@ def test_probability_and_uncertainty_maps_over_an_anatomical_underlay() -> None:
     fig = figures_seg.probability_figure(probs, z=3, image_xy=image, window=(0.0, 100.0))
     assert [t.type for t in fig.data] == ["image", "heatmap"] * 3  # grey under each probability map
     grey = np.asarray(fig.data[0].z)
-    assert grey.shape == (5, 6, 3) and tuple(grey[0, 0]) == (255, 255, 255) and grey[1:, 1:].max() == 0
+    top = figures_seg.UNDERLAY_MAX_GREY
+    assert grey.shape == (5, 6, 3) and tuple(grey[0, 0]) == (top, top, top) and grey[1:, 1:].max() == 0
     scale = fig.layout.coloraxis.colorscale
     assert scale[0][1].endswith(",0)") and scale[-1][0] == 1.0  # clear at probability 0: the anatomy shows
     cropped = figures_seg.probability_figure(probs, 3, box=(4, 6, 3, 5), image_xy=image, window=(0.0, 100.0))
     assert np.asarray(cropped.data[0].z).shape == (2, 2, 3) and tuple(np.asarray(cropped.data[0].z)[0, 0]) == (
-        255, 255, 255)
+        top, top, top)
     unc = figures_seg.uncertainty_figure(np.zeros((6, 5)), 3, image_xy=image, window=(0.0, 100.0))
     assert [t.type for t in unc.data] == ["image", "heatmap"]
     with pytest.raises(BratsViewerError):  # an underlay of another grid
         figures_seg.probability_figure(probs, 3, image_xy=np.zeros((5, 5)))
     assert [t.type for t in figures_seg.probability_figure(probs, 3).data] == ["heatmap"] * 3  # none asked
+
+
+def test_a_bright_image_where_the_probability_is_near_0_does_not_read_as_a_high_probability() -> None:
+    """Bug (issue 19.10): in P(ED) the FLAIR's bright tumour core showed through the clear low end of the scale as a
+    white core, brighter than the scale's top. The underlay is now dimmed: where P is 0 the picture is darker grey
+    than the colour the scale gives a probability of 1 (data of the figure, not pixels)."""
+    probs = np.zeros((6, 5, 4), dtype=np.float32)
+    probs[..., 0] = 1.0
+    probs[:2, :2, 2] = 1.0  # a certain edema in one corner
+    image = np.full((6, 5), 10.0, dtype=np.float32)
+    image[2:5, 2:4] = 100.0  # the bright (FLAIR) core, where P(ED) = 0
+    fig = figures_seg.probability_figure(probs, z=0, image_xy=image, window=(0.0, 100.0))
+    grey, ed = np.asarray(fig.data[2].z, dtype=float), np.asarray(fig.data[3].z, dtype=float)
+    assert fig.data[3].name == "ED" and grey[..., 0][ed == 0].max() <= figures_seg.UNDERLAY_MAX_GREY
+    top = fig.layout.coloraxis.colorscale[-1][1]  # rgba(r,g,b,a) of probability 1
+    r, g, b, a = (float(v) for v in top[top.index("(") + 1:-1].split(","))
+    luminance_at_1 = 0.299 * r * a + 0.587 * g * a + 0.114 * b * a  # over black, the darkest underlay
+    assert luminance_at_1 > 2 * figures_seg.UNDERLAY_MAX_GREY
+    assert fig.layout.coloraxis.colorscale[0][1].endswith(",0)")  # still clear at 0: the anatomy shows, dimmed
+
+
+def test_a_zero_change_is_neutral() -> None:
+    """Bug (issue 19.11): an unchanged HD95 showed "+0.0 mm" with a red up arrow."""
+    assert figures_seg.metric_delta(0.0, 1, "mm") == ("0.0 mm", True)
+    assert figures_seg.metric_delta(-0.04, 1, "mm") == ("0.0 mm", True)  # rounds to zero: no "-0.0"
+    assert figures_seg.metric_delta(1.25, 1, "mm") == ("+1.2 mm", False)
+    assert figures_seg.metric_delta(-0.002, 3) == ("-0.002", False)
 
 
 def test_canvas_background_has_orientation_letters() -> None:

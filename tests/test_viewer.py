@@ -124,3 +124,31 @@ def test_build_upload_case_needs_an_image(tmp_path: Path) -> None:
 def test_upload_file_errors_needs_matching_lengths() -> None:
     with pytest.raises(BratsViewerError, match="one check per upload"):
         viewer.upload_file_errors([("a", "flair")], [])
+
+
+# --------------------------------------------------------------------- the browser viewer's own view ---
+
+def test_parse_client_view_keeps_only_what_is_valid() -> None:
+    """The browser is not trusted: unknown modalities, planes, overlays, labels and odd windows are left out."""
+    view = {"modality": "t1ce", "plane": "coronal", "radiological": False, "opacity": 0.55, "outline": True,
+            "show": ["Ground truth"], "hidden": ["2", "4", "2"],
+            "windows": {"t1ce": [10, 200.456], "flair": [5, 5], "evil": [0, 1], "t2": ["a", 3]}}
+    out = viewer.parse_client_view(view, ["flair", "t1ce", "t2"], ["Ground truth", "Prediction"])
+    assert out == {"modality": "t1ce", "plane": "coronal", "radiological": False, "opacity": 0.55, "outline": True,
+                   "show": ["Ground truth"], "hidden": ["2", "4"], "windows": {"t1ce": [10.0, 200.46]}}
+    bad = {"modality": "../x", "plane": "oblique", "radiological": "yes", "opacity": 3, "outline": 1,
+           "show": ["Someone's"], "hidden": ["3"], "windows": []}
+    assert viewer.parse_client_view(bad, ["flair"], ["Ground truth"]) == {}
+    assert viewer.parse_client_view("not a dict", ["flair"], []) == {}
+    assert viewer.parse_client_view({"modality": "all"}, ["flair"], []) == {}  # no 2x2 of one image
+    assert viewer.parse_client_view({"modality": "all"}, ["flair", "t2"], []) == {"modality": "all"}
+
+
+def test_client_settings_keep_the_browsers_choices_until_the_sidebar_changes() -> None:
+    sidebar = {"modality": "flair", "radiological": True, "outline": False}
+    browser = {"modality": "t1ce", "outline": True, "windows": {"t1ce": [1.0, 2.0]}}
+    assert viewer.client_settings(sidebar, None, None) == sidebar
+    kept = viewer.client_settings(sidebar, browser, seed=sidebar)
+    assert kept == {"modality": "t1ce", "radiological": True, "outline": True, "windows": {"t1ce": [1.0, 2.0]}}
+    changed = viewer.client_settings({**sidebar, "modality": "t2"}, browser, seed=sidebar)
+    assert changed["modality"] == "t2" and changed["outline"] is True  # the sidebar's new choice wins

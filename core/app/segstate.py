@@ -42,6 +42,48 @@ def labels_of(obj: Any, shape: tuple[int, ...]) -> np.ndarray | None:
 
 # ------------------------------------------------------------------------------------ choosing the labels ---
 
+RUNTIME_NAMES: dict[str, str] = {"onnxruntime": "ONNX Runtime", "onnxruntime-int8": "ONNX Runtime, int8 network",
+                                  "tensorflow": "TensorFlow"}
+
+
+def runtime_name(runtime: str) -> str:
+    """Readable name of a ``LoadedModel.runtime`` / ``Prediction.runtime`` value ("" stays "")."""
+    return RUNTIME_NAMES.get(str(runtime or ""), str(runtime or ""))
+
+
+def describe_segmentation(kind: str, *, model_name: str = "", tta: bool | None = None,
+                          runtime: str = "") -> str:
+    """The one line every page (and the PDF) uses to say which segmentation its volumes come from.
+
+    Args:
+        kind: ``SOURCE_GROUND_TRUTH`` (the case's own label file, usually an expert's), ``SOURCE_PREDICTION``
+            (the model's output as it came) or ``SOURCE_CORRECTED`` (the model's output corrected by hand).
+        model_name: the model behind a prediction or a correction ("" when unknown).
+        tta: whether the model used flip test-time augmentation (None when unknown).
+        runtime: the runtime that ran the model (``runtime_name`` keys; "" when unknown).
+
+    Returns:
+        e.g. "Reference label: the case's own segmentation file (...)", "Model prediction (model `m`, TTA off,
+        ONNX Runtime)", "Model prediction corrected by hand (model `m`, TTA on)".
+
+    Raises:
+        BratsViewerError: an unknown ``kind``.
+    """
+    if kind == SOURCE_GROUND_TRUTH:
+        return ("Reference label: the case's own segmentation file (an expert's, unless the case notes say "
+                "otherwise; no model)")
+    if kind not in (SOURCE_PREDICTION, SOURCE_CORRECTED):
+        raise BratsViewerError(f"expected a segmentation kind among {SOURCE_GROUND_TRUTH!r}, {SOURCE_PREDICTION!r}, "
+                               f"{SOURCE_CORRECTED!r}, got {kind!r}")
+    details = [f"model `{model_name}`" if model_name else "model unknown"]
+    if tta is not None:
+        details.append(f"TTA {'on' if tta else 'off'}")
+    if runtime:
+        details.append(runtime_name(runtime))
+    head = "Model prediction corrected by hand" if kind == SOURCE_CORRECTED else "Model prediction"
+    return f"{head} ({', '.join(details)})"
+
+
 @dataclass(frozen=True, eq=False)
 class ReportSource:
     """The segmentation a report shows.
@@ -52,7 +94,9 @@ class ReportSource:
         model_name: the model behind the labels ("" for the ground truth).
         model_sha256: SHA-256 of the model's weights ("" when unknown or not a model).
         corrected: the labels were corrected by hand after the model.
-        description: one line for the page and the report ("Model prediction, corrected by hand", ...).
+        description: one line for the page and the report (``describe_segmentation``).
+        tta: the model used test-time augmentation (None: unknown or not a model).
+        runtime: the runtime that ran the model ("" unknown or not a model).
     """
 
     kind: str
@@ -61,6 +105,8 @@ class ReportSource:
     model_sha256: str
     corrected: bool
     description: str
+    tta: bool | None = None
+    runtime: str = ""
 
 
 def choose_report_source(case_key: str, shape: tuple[int, int, int], *,
@@ -88,19 +134,24 @@ def choose_report_source(case_key: str, shape: tuple[int, int, int], *,
     pred_labels = labels_of(prediction, shape) if prediction_key == case_key else None
     pred_name = str(getattr(prediction, "model_name", "")) if pred_labels is not None else ""
     pred_sha = str(getattr(prediction, "model_sha256", "")) if pred_labels is not None else ""
+    pred_tta = bool(getattr(prediction, "tta", False)) if pred_labels is not None else None
+    pred_runtime = str(getattr(prediction, "runtime", "") or "") if pred_labels is not None else ""
     corr = labels_of(corrected, shape) if corrected_key == case_key else None
     if corr is not None:
         name = corrected_model_name or pred_name
         sha = corrected_model_sha256 or pred_sha
-        what = f"Prediction of model {name}, corrected by hand" if name else "Segmentation corrected by hand"
-        return ReportSource(SOURCE_CORRECTED, corr, name, sha, True, what)
+        same = pred_labels is not None and (not sha or sha == pred_sha)  # started from this very prediction's model
+        tta, runtime = (pred_tta, pred_runtime) if same else (None, "")
+        return ReportSource(SOURCE_CORRECTED, corr, name, sha, True,
+                            describe_segmentation(SOURCE_CORRECTED, model_name=name, tta=tta, runtime=runtime),
+                            tta, runtime)
     if pred_labels is not None:
-        tta = " with test-time augmentation" if getattr(prediction, "tta", False) else ""
         return ReportSource(SOURCE_PREDICTION, pred_labels, pred_name, pred_sha, False,
-                            f"Prediction of model {pred_name}{tta}")
+                            describe_segmentation(SOURCE_PREDICTION, model_name=pred_name, tta=pred_tta,
+                                                  runtime=pred_runtime), pred_tta, pred_runtime)
     gt = labels_of(ground_truth, shape)
     if use_ground_truth and gt is not None:
-        return ReportSource(SOURCE_GROUND_TRUTH, gt, "", "", False, "Ground truth (reference segmentation file)")
+        return ReportSource(SOURCE_GROUND_TRUTH, gt, "", "", False, describe_segmentation(SOURCE_GROUND_TRUTH))
     return None
 
 
@@ -218,7 +269,8 @@ def report_pdf_bytes(case: Case, source: ReportSource, scores: Any = None, notes
         model_name=source.model_name or ("Reference segmentation file (no model)" if is_gt else "unknown model"),
         model_sha256=source.model_sha256 or "n/a", corrected=source.corrected, gt_labels=gt,
         scores=None if is_gt else scores, seg_sha256=case.seg.sha256 if is_gt and case.seg is not None else "",
-        notes=notes, quality=None if is_gt else quality)
+        notes=notes, quality=None if is_gt else quality, description=source.description.replace("`", ""),
+        runtime="" if is_gt else (source.runtime or None))
     return build_pdf(inputs)
 
 

@@ -353,6 +353,8 @@ KEY_PREDICTION = "prediction"  # core.engine.inference.Prediction of the selecte
 KEY_PREDICTION_CASE = "prediction_case_key"  # Case.content_key the prediction belongs to
 KEY_CORRECTED = "corrected_labels"  # (X, Y, Z) uint8 labels corrected by hand
 KEY_CORRECTED_CASE = "corrected_case_key"  # Case.content_key the corrected labels belong to
+KEY_PREDICTION_EARLIER = "prediction_from_earlier"  # True: the prediction was found in the process's cache (made
+#                                                      earlier, by another session or before a reload), not asked for here
 
 
 @st.cache_resource(max_entries=2, show_spinner="Preparing the case for the model...")
@@ -426,11 +428,25 @@ def _model_stamp() -> str | None:
 
 def store_prediction(case: Case, prediction: Any) -> None:
     """Keep a prediction (a reference to the cached object) in the session with the case it belongs to, and
-    index it for a later session of the same case and model (``session_prediction``)."""
+    index it for a later session of the same case and model (``session_prediction``).
+
+    A case without a reference label (a raw study, an upload) has no other tumour to open on: when the shared
+    cursor's axial slice holds none of the predicted tumour, the cursor moves to the slices of most predicted
+    tumour, so the pages (and the viewer) show it."""
     import weakref
 
     st.session_state[KEY_PREDICTION] = prediction
     st.session_state[KEY_PREDICTION_CASE] = case.content_key
+    st.session_state.pop(KEY_PREDICTION_EARLIER, None)
+    labels = getattr(prediction, "labels", None)
+    if case.seg is None and labels is not None and getattr(labels, "shape", None) == tuple(case.shape):
+        from core.views import figures, viewer
+
+        cursor = viewer.clamp_cursor(st.session_state.get(KEY_CURSOR), case.shape)
+        if cursor is None or not labels[:, :, int(cursor["z"])].any():
+            target = figures.most_tumour_cursor(labels)
+            if target is not None:
+                st.session_state[KEY_CURSOR] = dict(target)
     stamp = _model_stamp()
     if stamp is None:
         return
@@ -459,8 +475,62 @@ def session_prediction(case: Case) -> Any:
         if prediction is not None:
             st.session_state[KEY_PREDICTION] = prediction
             st.session_state[KEY_PREDICTION_CASE] = case.content_key
+            st.session_state[KEY_PREDICTION_EARLIER] = True
             return prediction
     return None
+
+
+def earlier_prediction_note(prediction: Any) -> str | None:
+    """When the session's prediction was not asked for in this session (``session_prediction`` found it in the
+    process's cache: computed earlier by the same model, in another session or before a reload), one plain
+    sentence saying so, with the model, its settings and when; else None."""
+    if prediction is None or not st.session_state.get(KEY_PREDICTION_EARLIER):
+        return None
+    from core.app.segstate import runtime_name
+
+    when = str(getattr(prediction, "created_utc", "") or "")
+    when = f" at {when.replace('T', ' ').replace('+00:00', '')} UTC" if when else ""
+    runtime = runtime_name(str(getattr(prediction, "runtime", "") or ""))
+    tta = bool(getattr(prediction, "tta", False))
+    mine = use_tta()
+    text = (f"This segmentation was computed earlier on this server{when} (before a reload, or in another "
+            f"session) by the same model, `{getattr(prediction, 'model_name', '')}`, with TTA {'on' if tta else 'off'}"
+            + (f" ({runtime})" if runtime else "") + ". It is shown because it is still cached; hand corrections "
+            "are never shared.")
+    if tta != mine:
+        text += (f" Your TTA setting is {'on' if mine else 'off'}: press **Segment whole volume** to compute it "
+                 "with your setting.")
+    return text
+
+
+def current_segmentation(case: Case, use_ground_truth: bool = False) -> Any:
+    """The segmentation whose volumes this session shows for ``case``, as a ``segstate.ReportSource``
+    (``.description`` names it: expert label, model with its name, TTA and runtime, or corrected by hand), or
+    None when there is none yet.
+
+    Order: this session's hand corrections of the case (from the session, else from its saved edit session),
+    else the model's prediction (``session_prediction``), else with ``use_ground_truth`` the case's expert label.
+    """
+    from core.app import segstate
+
+    shape = case.shape
+    key = case.content_key
+    prediction = session_prediction(case)
+    saved = segstate.saved_corrections(edit_store(case), key, shape)
+    corrected, corrected_key, corrected_sha = None, None, ""
+    if st.session_state.get(KEY_CORRECTED_CASE) == key:
+        corrected, corrected_key = st.session_state.get(KEY_CORRECTED), key
+        corrected_sha = saved.model_sha256 if saved is not None else ""
+    elif saved is not None and saved.corrected:
+        corrected, corrected_key, corrected_sha = saved.labels, key, saved.model_sha256
+    corrected_name = ""
+    if prediction is not None and (not corrected_sha or prediction.model_sha256 == corrected_sha):
+        corrected_name, corrected_sha = prediction.model_name, prediction.model_sha256
+    return segstate.choose_report_source(
+        key, shape, corrected=corrected, corrected_key=corrected_key, corrected_model_name=corrected_name,
+        corrected_model_sha256=corrected_sha, prediction=prediction,
+        prediction_key=st.session_state.get(KEY_PREDICTION_CASE),
+        ground_truth=case.seg.data if case.seg is not None else None, use_ground_truth=use_ground_truth)
 
 
 @st.cache_resource(max_entries=6, show_spinner="Scoring against the ground truth...")
@@ -596,14 +666,12 @@ def is_upload_selected() -> bool:
 
 
 def edit_store(case: Case) -> Any:
-    """The ``EditStore`` of a case's corrections: this session's private one for an uploaded case (another
-    session cannot open it; it is removed with the session), the shared ``work_dir()/corrections`` for a case of
-    a data folder (it survives a reload)."""
+    """The ``EditStore`` of a case's corrections: this session's private one, for every case (another session, a
+    reload included, cannot open it: hand corrections of one user are never shown to another; it is removed with
+    the session). The corrected segmentation leaves the session through the report's downloads."""
     from core.analysis.edits import EditStore
 
-    if is_upload_selected() or getattr(case, "source", "") == "upload":
-        return EditStore(private_dir() / "corrections")
-    return EditStore()
+    return EditStore(private_dir() / "corrections")
 
 
 def drop_uploads() -> None:

@@ -58,6 +58,8 @@ class Prediction:
         quality: the quality flag (``core.engine.quality``): "ok" or "review" with reasons.
         missing: the model's modalities the case lacked (zero-filled).
         postprocess: readable name of the post-processing applied to the labels.
+        runtime: the runtime that ran the network ("onnxruntime", "onnxruntime-int8", "tensorflow"; "" unknown).
+        created_utc: when the prediction was made, ISO 8601 UTC to the second ("" unknown).
     """
 
     labels: np.ndarray
@@ -70,6 +72,8 @@ class Prediction:
     quality: QualityFlag | None = None
     missing: tuple[str, ...] = ()
     postprocess: str = "argmax"
+    runtime: str = ""
+    created_utc: str = ""
 
 
 def _lock_for(loaded: LoadedModel) -> threading.Lock:
@@ -206,8 +210,11 @@ def predict_case(loaded: LoadedModel, case: Case, tta: bool = False, progress: P
     # The int8 network's labels differ from the model's (see its card): the name says so wherever it is shown.
     name = f"{loaded.name} (int8 network)" if loaded.runtime == "onnxruntime-int8" else loaded.name
     label = post.label if volume is None else f"{volume.fusion_label}, regions, {post.label.partition(', ')[2] or 'no rules'}"
+    from datetime import UTC, datetime
+
     return Prediction(labels, probs, unc, name, loaded.sha256, tta, time.perf_counter() - started,
-                      quality, prep.missing, label)
+                      quality, prep.missing, label, str(getattr(loaded, "runtime", "") or ""),
+                      datetime.now(UTC).isoformat(timespec="seconds"))
 
 
 def _store(probs_z: np.ndarray, classes_z: np.ndarray, z: int, p: np.ndarray, box: tuple[int, int, int, int],

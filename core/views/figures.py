@@ -478,6 +478,10 @@ def slice_figure(rgb: np.ndarray, raw: np.ndarray | None, plane: str, index: int
 FOUR_VIEW_HEIGHT_PX = 500  # the viewer's controls end ~430 px down: 430 + 500 stays inside a 1000 px window
 
 
+FOUR_VIEW_TITLE_GAP_PX = 8  # the 2x2 titles sit this far above their image (they touched it at 2)
+FOUR_VIEW_ROW_GAP = 0.09  # fraction of the height between the two rows (room for the lower row's titles)
+
+
 def four_view_figure(rgbs: Mapping[str, np.ndarray], plane: str, cursor: Mapping[str, int], shape: Sequence[int],
                      radiological: bool = True, height: int = FOUR_VIEW_HEIGHT_PX,
                      spacing_mm: Sequence[float] | None = None) -> go.Figure:
@@ -494,8 +498,9 @@ def four_view_figure(rgbs: Mapping[str, np.ndarray], plane: str, cursor: Mapping
     if not keys:
         raise BratsViewerError("expected at least one modality image, got none")
     titles = [MODALITY_TITLES.get(k, k) for k in keys] + [""] * (4 - len(keys))
-    fig = make_subplots(rows=2, cols=2, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.06)
-    fig.update_annotations(yshift=2, font=dict(size=13, color="#1c2b33"))
+    fig = make_subplots(rows=2, cols=2, subplot_titles=titles, horizontal_spacing=0.02,
+                        vertical_spacing=FOUR_VIEW_ROW_GAP)
+    fig.update_annotations(yshift=FOUR_VIEW_TITLE_GAP_PX, font=dict(size=13, color="#1c2b33"))
     letters = orientation_letters(plane, radiological)
     r, c = voxel_to_display(plane, (cursor["x"], cursor["y"], cursor["z"]), shape, radiological)
     shapes: list[dict] = []
@@ -514,7 +519,8 @@ def four_view_figure(rgbs: Mapping[str, np.ndarray], plane: str, cursor: Mapping
     for i in range(len(keys), 4):
         fig.update_xaxes(_AXES_OFF, row=i // 2 + 1, col=i % 2 + 1)
         fig.update_yaxes(_AXES_OFF, row=i // 2 + 1, col=i % 2 + 1)
-    fig.update_layout(shapes=shapes, annotations=annotations, height=height, margin=dict(l=0, r=0, t=22, b=0),
+    fig.update_layout(shapes=shapes, annotations=annotations, height=height,
+                      margin=dict(l=0, r=0, t=FOUR_VIEW_TITLE_GAP_PX + 24, b=0),
                       plot_bgcolor="black", paper_bgcolor="rgba(0,0,0,0)", dragmode="pan")
     return fig
 

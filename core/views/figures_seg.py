@@ -31,6 +31,10 @@ PROBABILITY_OVER_SCALE: list[list[Any]] = [[0.0, "rgba(68,1,84,0)"], [0.05, "rgb
 UNCERTAINTY_OVER_SCALE: list[list[Any]] = [[0.0, "rgba(13,8,135,0)"], [0.05, "rgba(13,8,135,0.15)"],
                                            [0.25, "rgba(126,3,168,0.55)"], [0.5, "rgba(204,71,120,0.7)"],
                                            [0.75, "rgba(248,149,64,0.8)"], [1.0, "rgba(240,249,33,0.9)"]]
+# The underlay under a map is dimmed to at most this grey (0-255): a bright region of the image (the FLAIR's
+# hyperintense tumour core) where a probability is near 0 (clear there) must not read as a high value (the
+# scales' top is bright yellow), so the image stays uniformly darker than any map colour of note.
+UNDERLAY_MAX_GREY = 90
 SEGMENTATION_BAR = "#0f7c8c"  # the app's primary colour
 GROUND_TRUTH_BAR = "#9aa5ad"
 _AXES_OFF = dict(visible=False, showgrid=False, zeroline=False)
@@ -72,7 +76,8 @@ def _letters(fig: go.Figure, rows: int, cols: int, n: int, radiological: bool) -
 
 def _underlay(image_xy: np.ndarray | None, window: tuple[float, float] | None, shape_xy: tuple[int, int],
               box: tuple[int, int, int, int] | None, radiological: bool) -> go.Image | None:
-    """The anatomical slice (X, Y) as a greyscale ``go.Image`` laid out like the maps, or None without one."""
+    """The anatomical slice (X, Y) as a greyscale ``go.Image`` laid out like the maps, dimmed to
+    ``UNDERLAY_MAX_GREY`` at most, or None without one."""
     if image_xy is None:
         return None
     img = _check_slice(image_xy, 2, "an anatomical slice (X, Y)")
@@ -80,6 +85,7 @@ def _underlay(image_xy: np.ndarray | None, window: tuple[float, float] | None, s
         raise BratsViewerError(f"expected an anatomical slice of shape {tuple(shape_xy)}, got {img.shape}")
     lo, hi = window if window is not None else figures.auto_window(img[..., None])
     grey = figures.window_to_uint8(axial_display(_crop(img, box), radiological), lo, max(hi, lo + 1e-6))
+    grey = np.round(grey.astype(np.float32) * (UNDERLAY_MAX_GREY / 255.0)).astype(np.uint8)
     return go.Image(z=np.repeat(grey[..., None], 3, axis=2), colormodel="rgb", hoverinfo="skip", name="image")
 
 
@@ -238,3 +244,13 @@ def stroke_colour(label: int) -> str:
         return "rgba(255, 255, 255, 0.8)"
     r, g, b = LABEL_COLOURS[int(label)]
     return f"rgba({r}, {g}, {b}, 0.7)"
+
+
+def metric_delta(change: float, digits: int, unit: str = "") -> tuple[str, bool]:
+    """How a metric's change is shown: (text, neutral). A change that rounds to zero at ``digits`` decimals is
+    neutral: "0.0 mm", no sign (the page then shows it grey, without an arrow); else the signed value ("+1.2 mm").
+    """
+    suffix = f" {unit}" if unit else ""
+    if round(float(change), digits) == 0.0:
+        return f"{0.0:.{digits}f}{suffix}", True
+    return f"{float(change):+.{digits}f}{suffix}", False

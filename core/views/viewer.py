@@ -21,6 +21,69 @@ UPLOAD_KEYS: tuple[str, ...] = (*MODALITIES, SEG_KEY)
 UPLOAD_TITLES: dict[str, str] = {**MODALITY_TITLES, SEG_KEY: "Segmentation"}
 
 
+# ------------------------------------------------------------------------- the browser viewer's own view ---
+CLIENT_VIEW_FIELDS: tuple[str, ...] = ("modality", "plane", "radiological", "opacity", "outline", "show", "hidden",
+                                       "windows")
+ALL_MODALITIES = "all"  # the 2x2 layout: every modality of one plane
+
+
+def parse_client_view(view: object, modalities: Sequence[str], overlays: Sequence[str]) -> dict[str, object]:
+    """The valid fields of a view the browser viewer reports (untrusted): what is malformed is left out.
+
+    Args:
+        view: {"modality": a key of ``modalities`` or "all", "plane": "axial" | "coronal" | "sagittal",
+            "radiological": bool, "opacity": 0..1, "outline": bool, "show": overlay names, "hidden": label
+            values ("1", "2", "4") not drawn, "windows": {modality key: [low, high]} in 8-bit units}.
+        modalities: the case's modality keys; overlays: the overlay names sent to the viewer.
+
+    Returns:
+        The fields that passed, same names, lists for ``show`` / ``hidden``, [float, float] windows.
+    """
+    if not isinstance(view, Mapping):
+        return {}
+    out: dict[str, object] = {}
+    mod = view.get("modality")
+    if isinstance(mod, str) and (mod in modalities or (mod == ALL_MODALITIES and len(modalities) > 1)):
+        out["modality"] = mod
+    if view.get("plane") in figures.PLANES:
+        out["plane"] = str(view["plane"])
+    for name in ("radiological", "outline"):
+        if isinstance(view.get(name), bool):
+            out[name] = view[name]
+    op = view.get("opacity")
+    if isinstance(op, (int, float)) and not isinstance(op, bool) and 0.0 <= float(op) <= 1.0:
+        out["opacity"] = round(float(op), 2)
+    show = view.get("show")
+    if isinstance(show, list) and all(isinstance(n, str) and n in overlays for n in show):
+        out["show"] = list(dict.fromkeys(show))
+    hidden = view.get("hidden")
+    if isinstance(hidden, list) and all(h in ("1", "2", "4") for h in hidden):
+        out["hidden"] = sorted(set(hidden))
+    windows = view.get("windows")
+    if isinstance(windows, Mapping):
+        good = {}
+        for key, win in windows.items():
+            if key in modalities and isinstance(win, (list, tuple)) and len(win) == 2 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and -2000 <= v <= 2000
+                    for v in win) and win[1] > win[0]:
+                good[str(key)] = [round(float(win[0]), 2), round(float(win[1]), 2)]
+        out["windows"] = good
+    return out
+
+
+def client_settings(sidebar: Mapping[str, object], browser: Mapping[str, object] | None,
+                    seed: Mapping[str, object] | None) -> dict[str, object]:
+    """The settings the browser viewer opens with: the sidebar's, except that each choice made in the browser
+    (``browser``, from ``parse_client_view``) is kept while the sidebar's value of that field is still the one
+    it had when the browser reported it (``seed``): a trip to the Montage or 3-D tab and back keeps the reader's
+    image, window, outlines and convention, and a later change in the sidebar still wins."""
+    out = dict(sidebar)
+    for name, value in (browser or {}).items():
+        if name not in sidebar or seed is None or seed.get(name) == sidebar.get(name):
+            out[name] = value
+    return out
+
+
 # -------------------------------------------------------------------------------------------------- cursor ---
 
 def clamp_cursor(cursor: Mapping[str, int] | None, shape: Sequence[int]) -> dict[str, int] | None:
