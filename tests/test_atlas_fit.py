@@ -1,0 +1,124 @@
+"""Tests of ``core.data.atlas_fit`` (brain-only detection, the acceptance checks and their one-line refusal) and of
+the symmetry plane behind the pose search (``core.data.registration.midsagittal_plane``), on synthetic volumes
+built here; the shipped atlas's midline constant against the atlas itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from core.data import atlas_fit
+from core.data.atlas_fit import AtlasCheck, brain_only_measures, is_brain_only, refusal_line
+from core.data.io import volume_from_array
+from core.data.registration import linear_transform, midsagittal_plane, resample, to_sitk
+
+# 4 mm voxels over a 256 x 256 x 224 mm field of view, stored RAS, centred on the origin.
+SPACING_MM = 4.0
+SHAPE = (64, 64, 56)
+AFFINE = np.diag([SPACING_MM, SPACING_MM, SPACING_MM, 1.0])
+AFFINE[:3, 3] = [-(s - 1) * SPACING_MM / 2 for s in SHAPE]
+
+
+def _ellipsoid(half_axes_mm: tuple[float, float, float]) -> np.ndarray:
+    """Boolean ellipsoid centred in the grid, half axes (x, y, z) in mm."""
+    x, y, z = (np.indices(SHAPE).T * SPACING_MM + AFFINE[:3, 3]).T
+    a, b, c = half_axes_mm
+    return (x / a) ** 2 + (y / b) ** 2 + (z / c) ** 2 <= 1.0
+
+
+def test_head_and_brain_only_are_told_apart() -> None:
+    """A head (skull and scalp: a 100 x 115 x 100 mm half-axes ellipsoid, 4.8 L) on a noisy background, the same head
+    with its background zeroed, and its brain alone (70 x 85 x 60 mm, 1.5 L, zeros around): only the last is
+    brain-only."""
+    gen = np.random.default_rng(18)
+    head = _ellipsoid((100.0, 115.0, 100.0))
+    brain = _ellipsoid((70.0, 85.0, 60.0))
+    image = np.where(brain, 400.0, np.where(head, 900.0, 0.0))
+    noisy = (image + gen.integers(1, 20, SHAPE)).astype(np.int16)
+    zeroed = image.astype(np.int16)
+    brain_only = np.where(brain, image, 0.0).astype(np.int16)
+    for arr, expected in ((noisy, False), (zeroed, False), (brain_only, True)):
+        measures = brain_only_measures(volume_from_array(arr, AFFINE))
+        assert is_brain_only(measures) is expected, measures
+    m = brain_only_measures(volume_from_array(brain_only, AFFINE))
+    assert m["nonzero_ml"] == pytest.approx(4 / 3 * np.pi * 70 * 85 * 60 / 1000, rel=0.05)
+    assert m["zero_fraction"] == pytest.approx(1 - np.count_nonzero(brain) / brain.size, abs=1e-4)
+
+
+def test_a_small_blob_is_not_a_brain() -> None:
+    """Zeros around a 30 mm ball (110 mL): brain-extracted perhaps, but no brain to register."""
+    ball = _ellipsoid((30.0, 30.0, 30.0)).astype(np.int16) * 300
+    assert not is_brain_only(brain_only_measures(volume_from_array(ball, AFFINE)))
+
+
+def _symmetric_head() -> np.ndarray:
+    """A head symmetric about the x = 0 plane (two ventricles and two bright spots mirrored), with detail front
+    and back so nothing else is symmetric."""
+    x, y, z = (np.indices(SHAPE).T * SPACING_MM + AFFINE[:3, 3]).T
+    img = np.where(_ellipsoid((80.0, 100.0, 80.0)), 300.0, 0.0)
+    img[((np.abs(x) - 20) ** 2 + (y - 10) ** 2 / 4 + z**2) < 150] = 80.0
+    img[((np.abs(x) - 45) ** 2 + (y + 40) ** 2 + (z - 20) ** 2) < 100] = 900.0
+    img[(x**2 + (y - 70) ** 2 + (z + 30) ** 2) < 200] = 600.0
+    return img.astype(np.float32)
+
+
+def test_midsagittal_plane_of_a_turned_head() -> None:
+    """The symmetric head turned 17 degrees about I-S and 11 about A-P (about a point off its centre): the plane's
+    normal is the turned x axis within 2 degrees, and the plane passes within 2 mm of the turned centre."""
+    vol = volume_from_array(_symmetric_head(), AFFINE)
+    img = to_sitk(vol)
+    turn = sitk.Euler3DTransform((5.0, -8.0, 3.0), 0.0, np.deg2rad(11.0), np.deg2rad(17.0), (4.0, 6.0, -2.0))
+    m = np.eye(4)
+    m[:3, :3] = np.array(turn.GetMatrix()).reshape(3, 3)
+    m[:3, 3] = np.array(turn.TransformPoint((0.0, 0.0, 0.0)))
+    moved = resample(img, img, linear_transform(np.linalg.inv(m)))  # the head carried by m
+    mask = sitk.Cast(moved > 10, sitk.sitkUInt8)
+    plane = midsagittal_plane(moved, mask)
+    expected_normal = m[:3, :3] @ np.array([1.0, 0.0, 0.0])
+    angle = np.rad2deg(np.arccos(min(1.0, abs(float(plane.normal @ expected_normal)))))
+    assert angle < 2.0, angle
+    centre = m[:3, 3]  # the head's centre (LPS origin) carried by m
+    assert abs(float(plane.normal @ (centre - plane.point))) < 2.0
+    assert plane.correlation > 0.9
+    assert plane.tilt_deg == pytest.approx(np.rad2deg(np.arccos(abs(expected_normal[0]))), abs=2.0)
+
+
+def test_acceptance_passes_a_good_registration_and_refuses_each_bad_measure_in_one_line() -> None:
+    good = AtlasCheck(atlas_ncc=0.41, midline_tilt_deg=0.5, midline_offset_mm=0.1, symmetry=0.33, mask_dice=0.97)
+    assert good.failures() == [] and refusal_line(good, atlas_fit.PATH_HEAD) is None
+    assert good.record()["accepted"] is True
+    assert good.record()["thresholds"]["max_midline_tilt_deg"] == atlas_fit.MAX_MIDLINE_TILT_DEG
+    bad = {
+        "atlas_ncc": (0.27, "correlation with the atlas 0.270"),
+        "midline_tilt_deg": (12.0, "midline tilted 12.0 deg"),
+        "midline_offset_mm": (9.0, "midline 9.0 mm off"),
+        "symmetry": (0.05, "left-right symmetry 0.05"),
+        "mask_dice": (0.7, "brain mask Dice with the atlas's 0.700"),
+    }
+    for name, (value, phrase) in bad.items():
+        check = AtlasCheck(**{**good.__dict__, name: value})
+        line = refusal_line(check, atlas_fit.PATH_BRAIN_ONLY)
+        assert line is not None and "\n" not in line, name
+        assert line.startswith("registration of the T1CE to the atlas refused (brain-only input): ")
+        assert phrase in line and len(check.failures()) == 1, (name, line)
+        assert check.record()["accepted"] is False
+    nan = AtlasCheck(**{**good.__dict__, "atlas_ncc": float("nan")})
+    assert nan.failures(), "a measure that could not be taken refuses"
+    two = AtlasCheck(**{**good.__dict__, "midline_tilt_deg": 20.0, "mask_dice": 0.5})
+    assert "; " in refusal_line(two, atlas_fit.PATH_HEAD)
+
+
+@pytest.mark.slow
+def test_atlas_midline_constant_matches_the_shipped_atlas() -> None:
+    """ATLAS_MIDLINE_NORMAL (the x plane through the brain's centre) is what midsagittal_plane finds on the atlas."""
+    from core.data.brainmask import atlas_brain_mask
+    from core.data.registration import centroid
+    from core.data.study import load_atlas
+
+    image = to_sitk(load_atlas())
+    brain = atlas_brain_mask(image)
+    plane = midsagittal_plane(image, brain)
+    angle = np.rad2deg(np.arccos(min(1.0, abs(float(plane.normal @ np.array(atlas_fit.ATLAS_MIDLINE_NORMAL))))))
+    assert angle < 1.0
+    assert abs(float(plane.normal @ (np.array(centroid(image, brain)) - plane.point))) < 1.0
