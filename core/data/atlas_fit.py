@@ -4,7 +4,7 @@ refuse a wrong answer.
 Two paths, chosen by what the series holds (``brain_only_measures``):
 
 - ``head``: skull, scalp and neck around the brain (what a scanner writes). A pose search
-  (``core.data.registration.search_pose_start``: symmetry plane, then pitch and shifts) and a rigid fit of the head
+  (``core.data.pose.search_pose_start``: symmetry plane, then pitch and shifts) and a rigid fit of the head
   onto the skull-stripped atlas; the brain is then the atlas's brain mask warped onto the head (affine,
   ``core.data.brainmask.extract_brain``).
 - ``brain-only``: already brain-extracted (no signal around the brain, e.g. HD-BET's output, still in scanner
@@ -28,17 +28,16 @@ import SimpleITK as sitk
 
 from core.data.brainmask import atlas_brain_mask, extract_brain
 from core.data.io import Volume
+from core.data.pose import midsagittal_plane, search_pose_start
 from core.data.registration import (
     ProgressFn,
     brats_volume,
     centroid,
     foreground_mask,
-    midsagittal_plane,
     ncc,
     ras_array,
     register_rigid,
     resample,
-    search_pose_start,
     to_sitk,
     winsorize,
 )

@@ -259,7 +259,8 @@ def preprocess_study(series: Mapping[str, str | Path], out_dir: str | Path, case
 
     Raises:
         StudyError: a required sequence missing, a 2-D localiser among the series.
-        RegistrationError: a registration that did not converge (its alignment measure under the threshold).
+        RegistrationError: a co-registration that did not converge (its alignment measure under the threshold), or
+            an atlas registration refused by its checks (``core.data.atlas_fit.refusal_line``: one line).
         ImageFormatError, ImageContentError, ImageSizeError: an unreadable series.
     """
     t_start = time.perf_counter()
