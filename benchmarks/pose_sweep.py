@@ -289,6 +289,7 @@ def main() -> None:
 
         atlas_fit.MIN_ATLAS_NCC = atlas_fit.MIN_SYMMETRY = atlas_fit.MIN_MASK_DICE = -np.inf
         atlas_fit.MAX_MIDLINE_TILT_DEG = atlas_fit.MAX_MIDLINE_OFFSET_MM = np.inf
+        atlas_fit.MIN_MASK_DICE_BRAIN_ONLY = atlas_fit.MIN_POSE_MARGIN = -np.inf
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         case_dir = None

@@ -52,16 +52,18 @@ def test_a_small_blob_is_not_a_brain() -> None:
 
 
 def test_acceptance_passes_a_good_registration_and_refuses_each_bad_measure_in_one_line() -> None:
-    good = AtlasCheck(atlas_ncc=0.41, midline_tilt_deg=0.5, midline_offset_mm=0.1, symmetry=0.33, mask_dice=0.97)
+    good = AtlasCheck(atlas_ncc=0.41, midline_tilt_deg=0.5, midline_offset_mm=0.1, symmetry=0.33, mask_dice=0.97,
+                      pose_margin=0.048)
     assert good.failures() == [] and refusal_line(good, atlas_fit.PATH_HEAD) is None
     assert good.record()["accepted"] is True
     assert good.record()["thresholds"]["max_midline_tilt_deg"] == atlas_fit.MAX_MIDLINE_TILT_DEG
     bad = {
-        "atlas_ncc": (0.27, "correlation with the atlas 0.270"),
+        "atlas_ncc": (0.01, "correlation with the atlas 0.010"),
         "midline_tilt_deg": (12.0, "midline tilted 12.0 deg"),
         "midline_offset_mm": (9.0, "midline 9.0 mm off"),
         "symmetry": (0.05, "left-right symmetry 0.05"),
         "mask_dice": (0.7, "brain mask Dice with the atlas's 0.700"),
+        "pose_margin": (-0.03, "a pose 10 deg or 10 mm away fits the atlas better (margin -0.0300"),
     }
     for name, (value, phrase) in bad.items():
         check = AtlasCheck(**{**good.__dict__, name: value})
@@ -74,6 +76,9 @@ def test_acceptance_passes_a_good_registration_and_refuses_each_bad_measure_in_o
     assert nan.failures(), "a measure that could not be taken refuses"
     two = AtlasCheck(**{**good.__dict__, "midline_tilt_deg": 20.0, "mask_dice": 0.5})
     assert "; " in refusal_line(two, atlas_fit.PATH_HEAD)
+    # a brain-extracted study's own brain is held to a lower mask Dice than the atlas mask warped onto a head
+    own = AtlasCheck(**{**good.__dict__, "mask_dice": 0.8, "path": atlas_fit.PATH_BRAIN_ONLY})
+    assert own.failures() == [] and AtlasCheck(**{**own.__dict__, "path": atlas_fit.PATH_HEAD}).failures()
 
 
 @pytest.mark.slow

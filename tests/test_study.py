@@ -337,9 +337,10 @@ def test_raw_case_records_its_path_and_acceptance(raw_result: study.StudyResult)
     assert rec["input_path"] == "head"
     acc = rec["acceptance"]
     assert acc["accepted"] is True
-    assert set(acc["measures"]) == {"atlas_ncc", "midline_tilt_deg", "midline_offset_mm", "symmetry", "mask_dice"}
+    assert set(acc["measures"]) == {"atlas_ncc", "midline_tilt_deg", "midline_offset_mm", "symmetry", "mask_dice",
+                                    "pose_margin"}
     assert set(acc["thresholds"]) == {"min_atlas_ncc", "max_midline_tilt_deg", "max_midline_offset_mm",
-                                      "min_symmetry", "min_mask_dice"}
+                                      "min_symmetry", "min_mask_dice", "min_pose_margin"}
     assert acc["measures"]["midline_tilt_deg"] < 2.0 and acc["measures"]["mask_dice"] > 0.95
 
 
@@ -379,7 +380,7 @@ def test_raw_case_in_another_head_pose_reaches_the_same_result(raw_result: study
 
 @pytest.mark.shared
 @pytest.mark.slow
-@pytest.mark.parametrize(("axis", "deg", "mm", "phrase"), [(0, 10.0, 0.0, "correlation with the atlas"),
+@pytest.mark.parametrize(("axis", "deg", "mm", "phrase"), [(0, 10.0, 0.0, "a pose 10 deg or 10 mm away fits"),
                                                           (2, 10.0, 0.0, "midline tilted"),
                                                           (1, 0.0, 20.0, "brain mask Dice")],
                          ids=["pitch-10deg", "yaw-10deg", "shift-AP-20mm"])
@@ -413,14 +414,17 @@ def test_raw_case_misregistered_is_refused_in_one_line(raw_result: study.StudyRe
 @pytest.mark.slow
 def test_brain_only_study_in_scanner_space_reaches_brats_space(tmp_path: Path) -> None:
     """A BraTS case made into a brain-extracted scanner study (5 mm slices, turned 9, -6, 4 degrees, shifted):
-    detected as brain-only, registered brain to brain, and back within correlation 0.9 of the original."""
+    detected as brain-only, registered brain to brain, and back within correlation 0.9 of the original.
+
+    Brats18_2013_21_1 because its BraTS space is the shipped atlas's (midline 0.3 degrees from it); the BraTS 2021
+    cases here lie 4-7 degrees off it (benchmarks/pose_sweep.py --brain-only prints both)."""
     from core import config
 
-    case_dir = config.shared_data_dir() / "brats" / "train" / "BraTS2021_00000"
+    case_dir = config.shared_data_dir() / "brats" / "train" / "Brats18_2013_21_1"
     files = _pose_sweep_module().make_brain_only_study(case_dir, tmp_path / "in")
     res = study.preprocess_study(files, tmp_path / "out", "brain")
     assert res.record["input_path"] == "brain-only" and res.record["acceptance"]["accepted"] is True
-    original = load_volume(case_dir / "BraTS2021_00000_t1ce.nii.gz").data
+    original = load_volume(case_dir / "Brats18_2013_21_1_t1ce.nii.gz").data
     ours = load_volume(res.images["t1ce"]).data
     assert ncc(ours, original, original != 0) >= 0.9
 

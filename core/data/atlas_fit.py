@@ -13,8 +13,9 @@ Two paths, chosen by what the series holds (``brain_only_measures``):
 Acceptance (``AtlasCheck``): a registration is refused, with one line saying why, when any of these is out of
 bounds: the correlation of the result with the atlas inside its brain; the left-right symmetry plane of the result
 against the atlas's mid-sagittal plane (tilt in degrees, offset in mm, and how symmetric the result is about its
-plane at all); the Dice of the brain mask with the atlas's. Thresholds set from ``benchmarks/pose_sweep.py``
-(correct runs over a pose sweep against deliberate misregistrations of 10-30 degrees and 20-40 mm).
+plane at all); the Dice of the brain mask with the atlas's; and whether any pose 10 degrees or 10 mm away fits the
+atlas better. Thresholds set from ``benchmarks/pose_sweep.py`` (correct runs over a pose sweep against deliberate
+misregistrations of 10-30 degrees and 20-40 mm).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import SimpleITK as sitk
 
 from core.data.brainmask import atlas_brain_mask, extract_brain
 from core.data.io import Volume
-from core.data.pose import midsagittal_plane, search_pose_start
+from core.data.pose import grid_search, midsagittal_plane, search_pose_start
 from core.data.registration import (
     ProgressFn,
     brats_volume,
@@ -49,17 +50,23 @@ MIN_BRAIN_ONLY_ZERO_FRACTION = 0.4
 MAX_BRAIN_ONLY_ML = 2500.0
 MIN_BRAIN_ONLY_ML = 300.0
 
-# Acceptance thresholds, set from benchmarks/pose_sweep.py --calibrate --sweep 1 --misreg on the raw check case:
-# correct runs (unmoved, and posed -20/-20/-20 deg, (-30, 30, -30) mm): atlas NCC 0.412-0.416, midline tilt 0.55
-# deg, offset 0.10-0.13 mm, symmetry 0.33, mask Dice 0.971-0.972; 18 misregistrations (10/20/30 deg about each axis,
-# 20/30/40 mm along each): atlas NCC <= 0.272 (pitch 10 deg; pitch moves no midline), tilt >= 9.98 deg for every
-# roll and yaw, mask Dice <= 0.79 for every shift. Mask Dice is kept low enough that a head 10 % larger or smaller
-# than the atlas's (Dice about 0.87 from size alone) still passes; symmetry only asks that there be a midline.
-MIN_ATLAS_NCC = 0.3
-MAX_MIDLINE_TILT_DEG = 6.0
+# Acceptance thresholds, set from benchmarks/pose_sweep.py --calibrate --misreg (and --sweep) on the raw check case
+# and from the BraTS cases under ../shared/data/brats in their own BraTS space:
+# - pose margin: +0.048 for the correct registration, -0.088 to -0.027 for all 18 misregistrations (10/20/30 deg
+#   about each axis, 20/30/40 mm along each): the one measure that sees every one, pitch included.
+# - midline tilt: 0.4-0.55 deg correct, >= 10.1 deg for every roll and yaw misregistration; the BraTS 2021 cases
+#   here sit 1.5-6.8 deg from the shipped atlas's midline in their own BraTS space, hence 8 and not less.
+# - mask Dice: 0.971 correct (head: the atlas mask warped by the affine fit), <= 0.79 for every shift; a
+#   brain-extracted study's own brain against the atlas's: 0.79-0.94 over the BraTS cases, hence its own bound.
+# - atlas correlation: 0.41 on the raw case but 0.01-0.21 for T1CE of correctly placed BraTS cases: only a floor.
+# - symmetry only asks that there be a midline (0.33-0.36 for the skull-on raw case, 0.65-0.94 for brains).
+MIN_ATLAS_NCC = 0.05
+MAX_MIDLINE_TILT_DEG = 8.0
 MAX_MIDLINE_OFFSET_MM = 6.0
 MIN_SYMMETRY = 0.15
 MIN_MASK_DICE = 0.85
+MIN_MASK_DICE_BRAIN_ONLY = 0.75
+MIN_POSE_MARGIN = 0.0
 
 # The shipped atlas's mid-sagittal plane (LPS): the x plane through its brain's centre of mass; measured by
 # midsagittal_plane on the atlas as 0.44 degrees from it and 0.01 mm off (tests/test_atlas_fit.py checks this).
@@ -95,6 +102,9 @@ class AtlasCheck:
         symmetry: correlation of the result with its mirror image about its own plane (a brain: 0.6-0.9).
         mask_dice: Dice of the brain mask (warped atlas mask for a head, the series' own for a brain-only study)
             with the atlas's brain mask.
+        pose_margin: how much worse (Mattes MI, 4 mm level) the best of the 52 poses 10 degrees or 10 mm away fits
+            the atlas than the pose found: negative when a neighbour fits better (the registration stopped short).
+        path: ``PATH_HEAD`` or ``PATH_BRAIN_ONLY`` (the mask Dice threshold depends on it).
     """
 
     atlas_ncc: float
@@ -102,6 +112,12 @@ class AtlasCheck:
     midline_offset_mm: float
     symmetry: float
     mask_dice: float
+    pose_margin: float = 0.0
+    path: str = "head"
+
+    def min_mask_dice(self) -> float:
+        """The mask Dice threshold of this check's path."""
+        return MIN_MASK_DICE_BRAIN_ONLY if self.path == PATH_BRAIN_ONLY else MIN_MASK_DICE
 
     def failures(self) -> list[str]:
         """One phrase per measure out of bounds (empty when the registration is accepted)."""
@@ -115,8 +131,11 @@ class AtlasCheck:
                        f"{MAX_MIDLINE_TILT_DEG}")
         if not self.midline_offset_mm <= MAX_MIDLINE_OFFSET_MM:
             out.append(f"midline {self.midline_offset_mm:.1f} mm off the atlas's, expected <= {MAX_MIDLINE_OFFSET_MM}")
-        if not self.mask_dice >= MIN_MASK_DICE:
-            out.append(f"brain mask Dice with the atlas's {self.mask_dice:.3f}, expected >= {MIN_MASK_DICE}")
+        if not self.mask_dice >= self.min_mask_dice():
+            out.append(f"brain mask Dice with the atlas's {self.mask_dice:.3f}, expected >= {self.min_mask_dice()}")
+        if not self.pose_margin >= MIN_POSE_MARGIN:
+            out.append(f"a pose 10 deg or 10 mm away fits the atlas better (margin {self.pose_margin:.4f}, expected "
+                       f">= {MIN_POSE_MARGIN})")
         return out
 
     def record(self) -> dict[str, Any]:
@@ -124,10 +143,10 @@ class AtlasCheck:
         return {
             "measures": {"atlas_ncc": round(self.atlas_ncc, 4), "midline_tilt_deg": round(self.midline_tilt_deg, 2),
                          "midline_offset_mm": round(self.midline_offset_mm, 2), "symmetry": round(self.symmetry, 4),
-                         "mask_dice": round(self.mask_dice, 4)},
+                         "mask_dice": round(self.mask_dice, 4), "pose_margin": round(self.pose_margin, 5)},
             "thresholds": {"min_atlas_ncc": MIN_ATLAS_NCC, "max_midline_tilt_deg": MAX_MIDLINE_TILT_DEG,
                            "max_midline_offset_mm": MAX_MIDLINE_OFFSET_MM, "min_symmetry": MIN_SYMMETRY,
-                           "min_mask_dice": MIN_MASK_DICE},
+                           "min_mask_dice": self.min_mask_dice(), "min_pose_margin": MIN_POSE_MARGIN},
             "accepted": not self.failures(),
         }
 
@@ -158,7 +177,26 @@ def atlas_reference(atlas: Volume) -> AtlasReference:
                           np.array(ATLAS_MIDLINE_NORMAL))
 
 
-def check_registration(t1ce_brats: sitk.Image, mask_brats: np.ndarray, ref: AtlasReference) -> AtlasCheck:
+def pose_margin(t1ce_brats: sitk.Image, ref: AtlasReference) -> float:
+    """How much worse the best pose 10 degrees (about any of the three axes, alone or together) or 10 mm (along
+    any) from the found one fits the atlas (Mattes MI at 4 mm; > 0 when the found pose is the best around)."""
+    start = sitk.Euler3DTransform()
+    start.SetCenter([float(v) for v in ref.centre])
+    region = sitk.BinaryDilate(ref.brain, [10, 10, 10])
+    values: list[float] = []
+    here = float("nan")
+    for steps, scales in (([1, 1, 1, 0, 0, 0], [np.deg2rad(10.0)] * 3 + [1.0] * 3),
+                          ([0, 0, 0, 1, 1, 1], [1.0] * 3 + [10.0] * 3)):
+        for value, params in grid_search(ref.image, t1ce_brats, region, start, steps, scales, 4, 2.0):
+            if np.allclose(params, 0.0):
+                here = value
+            else:
+                values.append(value)
+    return float(min(values) - here) if values else float("nan")
+
+
+def check_registration(t1ce_brats: sitk.Image, mask_brats: np.ndarray, ref: AtlasReference,
+                       path: str = PATH_HEAD) -> AtlasCheck:
     """The acceptance measures of a T1CE resampled onto the BraTS grid (``t1ce_brats``, skull on or off) with its
     brain mask (``mask_brats``, RAS bool, shape 240 x 240 x 155)."""
     grid = to_sitk(brats_volume())
@@ -173,7 +211,8 @@ def check_registration(t1ce_brats: sitk.Image, mask_brats: np.ndarray, ref: Atla
     cos = min(1.0, abs(float(plane.normal @ ref.normal)))
     tilt = float(np.rad2deg(np.arccos(cos)))
     offset = abs(float(plane.normal @ (ref.centre - plane.point)))
-    return AtlasCheck(float(atlas_ncc), tilt, offset, float(plane.correlation), float(mask_dice))
+    return AtlasCheck(float(atlas_ncc), tilt, offset, float(plane.correlation), float(mask_dice),
+                      pose_margin(t1ce_brats, ref), path)
 
 
 @dataclass(frozen=True)
@@ -273,7 +312,7 @@ def fit_atlas(t1ce: Volume, ref: AtlasReference, *, deformable: bool = False, tr
     times["brain_extract"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     report(0.9, "checking the registration")
-    check = check_registration(t1ce_brats, mask, ref)
+    check = check_registration(t1ce_brats, mask, ref, path)
     times["acceptance"] = time.perf_counter() - t0
     report(1.0, "registration to the atlas: checked")
     return AtlasFit(transform, t1ce_brats, mask, check, path, steps, times)

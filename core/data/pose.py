@@ -25,7 +25,7 @@ from core.data.registration import (
 from core.errors import RegistrationError
 
 
-def _grid_search(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image, start: sitk.Transform,
+def grid_search(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image, start: sitk.Transform,
                  steps: Sequence[int], scales: Sequence[float], shrink: int, sigma_mm: float, *,
                  correlation: bool = False) -> list[tuple[float, tuple[float, ...]]]:
     """Every point of an exhaustive grid of ``start``'s parameters (``steps[i]`` steps of ``scales[i]`` either
@@ -126,7 +126,6 @@ def midsagittal_plane(image: sitk.Image, mask: sitk.Image, *, max_tilt_deg: floa
     """
     c = np.array(centroid(image, mask))
     flip = _reflection(np.array([1.0, 0.0, 0.0]), c)
-    mirrored = resample(image, image, linear_transform(flip))
     # the grid: each candidate plane through c scored directly (image against its reflection, on an isotropic
     # grid of ``grid_mm`` voxels: thick slices would otherwise be shrunk along with the in-plane axes)
     iso = _isotropic(sitk.SmoothingRecursiveGaussian(image, sigma_mm), grid_mm)
@@ -146,20 +145,25 @@ def midsagittal_plane(image: sitk.Image, mask: sitk.Image, *, max_tilt_deg: floa
             if np.isfinite(value) and value > best[0]:
                 best = (value, refl, a_deg, b_deg)
     start = euler_of(flip @ best[1], c)  # mirror o S = reflection  =>  S = mirror o reflection
+    # the local fit on an isotropic grid of grid_mm / 2 (shrink factors count its voxels): the same fit whatever
+    # the slice thickness
+    fine = _isotropic(image, grid_mm / 2.0)
+    fine_mask = resample(mask, fine, sitk.Transform(), nearest=True)
+    mirrored = resample(fine, fine, linear_transform(flip))
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsCorrelation()
-    reg.SetMetricFixedMask(mask)
+    reg.SetMetricFixedMask(fine_mask)
     reg.SetMetricSamplingStrategy(reg.REGULAR)
     reg.SetMetricSamplingPercentage(0.25, 1)
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetShrinkFactorsPerLevel([int(f) for f in shrink])
+    reg.SetShrinkFactorsPerLevel([max(1, int(f) // 2) for f in shrink])
     reg.SetSmoothingSigmasPerLevel([sigma_mm / 2**i for i in range(len(shrink))])
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetOptimizerAsRegularStepGradientDescent(1.0, 1e-3, 60, relaxationFactor=0.5)
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetInitialTransform(start, inPlace=False)
     try:
-        found = matrix_of(reg.Execute(image, mirrored))
+        found = matrix_of(reg.Execute(fine, mirrored))
         value = -float(reg.GetMetricValue())
     except RuntimeError:
         found, value = matrix_of(start), float("nan")
@@ -249,7 +253,7 @@ def search_pose_start(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Im
              int(round(shift_mm[0] / shift_step_mm)), int(round(shift_mm[1] / shift_step_mm))]
     scales = [np.deg2rad(pitch_step_deg), np.deg2rad(turn_deg or 1.0), np.deg2rad(turn_deg or 1.0), 1.0,
               shift_step_mm, shift_step_mm]
-    tried = sorted(_grid_search(fixed, aligned, fixed_mask, search, steps, scales, shrink, sigma_mm))
+    tried = sorted(grid_search(fixed, aligned, fixed_mask, search, steps, scales, shrink, sigma_mm))
     chosen: list[tuple[float, ...]] = []
     for _, params in tried:  # the best, skipping near neighbours of one already chosen
         far = all(abs(params[0] - c[0]) > 2.5 * scales[0] or np.abs(np.subtract(params[4:], c[4:])).max() > 15.0
@@ -273,7 +277,7 @@ def search_pose_start(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Im
         except RuntimeError:
             pass
         for option in options:
-            scored = _grid_search(fixed, moving, fixed_mask, option, [0] * 6, [1.0] * 6, judge, sigma_mm / 2)
+            scored = grid_search(fixed, moving, fixed_mask, option, [0] * 6, [1.0] * 6, judge, sigma_mm / 2)
             if scored and (best is None or scored[0][0] < best[0]):
                 best = (scored[0][0], option)
     if best is None:
