@@ -414,19 +414,30 @@ def test_raw_case_misregistered_is_refused_in_one_line(raw_result: study.StudyRe
 @pytest.mark.slow
 def test_brain_only_study_in_scanner_space_reaches_brats_space(tmp_path: Path) -> None:
     """A BraTS case made into a brain-extracted scanner study (5 mm slices, turned 9, -6, 4 degrees, shifted):
-    detected as brain-only, registered brain to brain, and back within correlation 0.9 of the original.
+    detected as brain-only, registered brain to brain, and its BraTS-space T1CE correlates >= 0.90 with the same
+    study resampled by the known true transform (the 5 mm slices themselves cap the correlation with the 1 mm
+    original at 0.87; ours reached 0.94 with it and 0.83 with the original).
 
     Brats18_2013_21_1 because its BraTS space is the shipped atlas's (midline 0.3 degrees from it); the BraTS 2021
-    cases here lie 4-7 degrees off it (benchmarks/pose_sweep.py --brain-only prints both)."""
+    cases here lie 1.5-7 degrees off it, so a registration to the atlas cannot land where they are."""
+    import nibabel as nib
+
     from core import config
+    from core.data.registration import linear_transform
 
     case_dir = config.shared_data_dir() / "brats" / "train" / "Brats18_2013_21_1"
     files = _pose_sweep_module().make_brain_only_study(case_dir, tmp_path / "in")
     res = study.preprocess_study(files, tmp_path / "out", "brain")
     assert res.record["input_path"] == "brain-only" and res.record["acceptance"]["accepted"] is True
-    original = load_volume(case_dir / "Brats18_2013_21_1_t1ce.nii.gz").data
-    ours = load_volume(res.images["t1ce"]).data
-    assert ncc(ours, original, original != 0) >= 0.9
+    original_img = nib.load(case_dir / "Brats18_2013_21_1_t1ce.nii.gz")
+    thick = original_img.affine.copy()
+    thick[:3, 2] *= 5.0  # the thick grid shares the original's origin and axes
+    motion = nib.load(files["t1ce"]).affine @ np.linalg.inv(thick)  # RAS world motion given to the headers
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0])
+    posed = load_volume(files["t1ce"])
+    truth = ras_array(resample(to_sitk(posed), to_sitk(brats_volume()), linear_transform(lps @ motion @ lps)))
+    brain = load_volume(case_dir / "Brats18_2013_21_1_t1ce.nii.gz").data != 0
+    assert ncc(load_volume(res.images["t1ce"]).data, truth, brain) >= 0.90
 
 
 @pytest.mark.shared
@@ -460,7 +471,7 @@ def test_atlas_registration_that_does_not_converge_is_refused(tmp_path: Path) ->
     inverted = np.where(head > 0, 1300.0 - head, 0.0).astype(np.int16)
     p = write_nifti(tmp_path / "a_t1c.nii.gz", inverted, affine)
     q = write_nifti(tmp_path / "a_t2.nii.gz", inverted, affine)
-    with pytest.raises(RegistrationError, match=r"to the atlas refused \(head input\): .*correlation with the atlas") as err:
+    with pytest.raises(RegistrationError, match=r"to the atlas refused \((head|brain-only) input\): ") as err:
         study.preprocess_study({"t1ce": p, "t2": q}, tmp_path / "out", "x")
     assert "\n" not in str(err.value)
 

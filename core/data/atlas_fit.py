@@ -280,7 +280,9 @@ def fit_atlas(t1ce: Volume, ref: AtlasReference, *, deformable: bool = False, tr
                                   shift_mm=shift)
         times["pose_search"] = start.time_s
         report(0.2, "registration to the SRI24 atlas: starting point found")
-        reg = register_rigid(ref.image, moving, start.transform, fixed_mask=ref.core, shrink=(4, 2, 1),
+        # a head is fitted inside the atlas's brain (its skull has no counterpart); a brain also by its outline
+        fit_mask = sitk.BinaryDilate(ref.brain, [5, 5, 5]) if only else ref.core
+        reg = register_rigid(ref.image, moving, start.transform, fixed_mask=fit_mask, shrink=(4, 2, 1),
                              sigmas_mm=(3.0, 1.5, 0.0), sampling=0.1, iterations=200,
                              what="registration T1CE -> atlas",
                              progress=None if progress is None else (lambda f, m: progress(0.2 + 0.3 * f, m)))
