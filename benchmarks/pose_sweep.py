@@ -140,7 +140,8 @@ def sweep(n: int, work: Path) -> tuple[list[dict], Path]:
               + (f"REFUSED: {row['refused']}" if row["refused"] else
                  "accepted " + json.dumps({k: round(row[k], 3) for k in ('atlas_ncc', 'midline_tilt_deg',
                                                                            'midline_offset_mm', 'symmetry',
-                                                                           'mask_dice')})), flush=True)
+                                                                           'mask_dice', 'pose_margin')})),
+              flush=True)
     posed_rows = rows[1:]
     nccs = [r["ncc"] for r in posed_rows]
     refused = sum(r["refused"] is not None for r in posed_rows)

@@ -286,13 +286,19 @@ def fit_atlas(t1ce: Volume, ref: AtlasReference, *, deformable: bool = False, tr
                              sigmas_mm=(3.0, 1.5, 0.0), sampling=0.1, iterations=200,
                              what="registration T1CE -> atlas",
                              progress=None if progress is None else (lambda f, m: progress(0.2 + 0.3 * f, m)))
-        transform = reg.transform
+        # a polish at the two finest levels, denser samples and short steps: poses that converged to within a
+        # millimetre of each other land closer still (benchmarks/pose_sweep.py)
+        polish = register_rigid(ref.image, moving, reg.transform, fixed_mask=fit_mask, shrink=(2, 1),
+                                sigmas_mm=(1.0, 0.0), sampling=0.3, iterations=100, learning_rate=0.1,
+                                what="registration T1CE -> atlas (polish)")
+        transform = polish.transform
         steps.append({"step": "pose_search", "midline_tilt_deg": round(start.midplane.tilt_deg, 2),
                       "midline_symmetry": round(start.midplane.correlation, 4), "candidates": start.candidates,
                       "metric_value": round(start.metric, 5), "time_s": round(start.time_s, 2)})
         steps.append({"step": "register_atlas", "sequence": "t1ce", "atlas": "SRI24 T1 (skull-stripped)",
                       "transform": "rigid", "metric": "Mattes MI", "metric_value": round(reg.metric, 5),
-                      "iterations": reg.iterations, "time_s": round(reg.time_s, 2)})
+                      "iterations": reg.iterations, "polish_metric_value": round(polish.metric, 5),
+                      "time_s": round(reg.time_s + polish.time_s, 2)})
     times["atlas_register"] = time.perf_counter() - t0
     t1ce_brats = resample(image, grid, transform)
     t0 = time.perf_counter()
