@@ -129,14 +129,19 @@ def sweep(n: int, work: Path) -> tuple[list[dict], Path]:
         try:
             res = preprocess_study(posed, work / f"pose{i}" / "out", RAW_CASE)
             row.update(res.record["acceptance"]["measures"])
-            row["ncc"] = ncc(load_volume(res.images["t1ce"]).data, ref, brain)
+            out = load_volume(res.images["t1ce"]).data
+            posed_brain = load_volume(res.case_dir / "preprocessing" / "brain_mask.nii.gz").data > 0
+            row["ncc"] = ncc(out, ref, brain)
+            row["ncc_both"] = ncc(out, ref, brain & posed_brain)
+            row["mask_dice_runs"] = 2 * np.count_nonzero(brain & posed_brain) / (brain.sum() + posed_brain.sum())
             row["refused"] = None
         except RegistrationError as err:
             row["ncc"] = float("nan")
             row["refused"] = str(err)
         row["time_s"] = time.perf_counter() - t0
         rows.append(row)
-        print(f"{row['pose']}: ncc {row['ncc']:.3f}, {row['time_s']:.0f} s, "
+        print(f"{row['pose']}: ncc {row['ncc']:.3f} (inside both masks {row.get('ncc_both', np.nan):.3f}, mask Dice "
+              f"with the unmoved {row.get('mask_dice_runs', np.nan):.3f}), {row['time_s']:.0f} s, "
               + (f"REFUSED: {row['refused']}" if row["refused"] else
                  "accepted " + json.dumps({k: round(row[k], 3) for k in ('atlas_ncc', 'midline_tilt_deg',
                                                                            'midline_offset_mm', 'symmetry',
@@ -145,7 +150,11 @@ def sweep(n: int, work: Path) -> tuple[list[dict], Path]:
     posed_rows = rows[1:]
     nccs = [r["ncc"] for r in posed_rows]
     refused = sum(r["refused"] is not None for r in posed_rows)
-    print(f"\npose sweep: {len(posed_rows)} poses, min correlation with the unmoved T1CE "
+    both = [r.get("ncc_both", np.nan) for r in posed_rows]
+    dices = [r.get("mask_dice_runs", np.nan) for r in posed_rows]
+    print(f"\npose sweep: inside both brain masks min correlation {np.nanmin(both) if both else np.nan:.3f}, "
+          f"min mask Dice with the unmoved {np.nanmin(dices) if dices else np.nan:.3f}")
+    print(f"pose sweep: {len(posed_rows)} poses, min correlation with the unmoved T1CE (over its mask) "
           f"{np.nanmin(nccs) if posed_rows else float('nan'):.3f} (>= {MIN_POSE_NCC} required), "
           f"{sum(c < MIN_POSE_NCC for c in nccs if np.isfinite(c))} under it, {refused} refused, "
           f"median time {np.median([r['time_s'] for r in posed_rows]) if posed_rows else float('nan'):.1f} s")

@@ -365,17 +365,24 @@ HARD_POSES = [(-20.0, 20.0, 20.0, (-30.0, -30.0, 30.0)), (20.0, 20.0, -20.0, (30
 @pytest.mark.parametrize("pose", HARD_POSES, ids=["corner-a", "corner-b"])
 def test_raw_case_in_another_head_pose_reaches_the_same_result(raw_result: study.StudyResult, tmp_path: Path,
                                                                pose: tuple) -> None:
-    """The raw study with its headers turned (yaw, pitch, roll) and shifted, voxels untouched: accepted, and its
-    BraTS-space T1CE correlates >= 0.90 with the unmoved study's (about 30 s each on two cores)."""
+    """The raw study with its headers turned (yaw, pitch, roll) and shifted, voxels untouched: accepted; its brain
+    mask agrees with the unmoved study's (Dice >= 0.95) and its BraTS-space T1CE correlates >= 0.90 with the
+    unmoved study's inside both masks (about 30 s each on two cores).
+
+    Inside both masks, because the outputs are masked: a brain mask that differs by a voxel at the edge (Dice 0.993)
+    puts bright dura against zero and alone drops the correlation over one mask to 0.87 (benchmarks/pose_sweep.py
+    prints both)."""
     from core import config
 
     files = study.find_series(config.shared_data_dir() / "raw" / "TCGA-FG-6692").series
     posed = _pose_sweep_module().posed_study(files, tmp_path / "in", pose[0], pose[1], pose[2], pose[3])
     res = study.preprocess_study(posed, tmp_path / "out", "posed")
     brain = load_volume(raw_result.case_dir / "preprocessing" / "brain_mask.nii.gz").data > 0
-    ref = load_volume(raw_result.images["t1ce"]).data
-    assert ncc(load_volume(res.images["t1ce"]).data, ref, brain) >= 0.90
+    posed_brain = load_volume(res.case_dir / "preprocessing" / "brain_mask.nii.gz").data > 0
     assert res.record["acceptance"]["accepted"] is True
+    assert 2 * np.count_nonzero(brain & posed_brain) / (brain.sum() + posed_brain.sum()) >= 0.95
+    ref = load_volume(raw_result.images["t1ce"]).data
+    assert ncc(load_volume(res.images["t1ce"]).data, ref, brain & posed_brain) >= 0.90
 
 
 @pytest.mark.shared
