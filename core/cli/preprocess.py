@@ -11,8 +11,12 @@ transforms (ITK ``.tfm``), the brain mask and ``study.json`` (steps, alignment m
 stderr, one JSON summary line to stdout. ``segment DIR/<case> --native-study DIR/<case>`` then also writes the
 labels on each original series' grid. A study already in BraTS space is copied through untouched.
 
-A missing sequence, a 2-D localiser, or a registration that did not converge exits with status 2 and one
-``error:`` line. Research use only: not for diagnosis.
+The head may lie in any pose within about 40 degrees of the scanner's axes; a study already brain-extracted but
+still in scanner space (no skull around the brain) is registered brain to brain (``input_path`` in the summary and
+in study.json says which path ran). A missing sequence, a 2-D localiser, or a registration that did not converge
+or fails its checks (correlation with the atlas, midline against the atlas's, brain mask against the atlas's; the
+measures and thresholds are in study.json's ``acceptance``) exits with status 2 and one ``error:`` line. Research
+use only: not for diagnosis.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         "case_id": result.case_id, "case_dir": str(result.case_dir),
         "images": {s: str(p) for s, p in result.images.items()},
         "passthrough": rec.get("passthrough", False), "missing": rec["missing"], "ignored": rec["ignored"],
+        "input_path": rec.get("input_path"), "accepted": rec.get("acceptance", {}).get("accepted"),
         "measures": {f"{st['step']}_{st.get('sequence', '')}".rstrip("_"):
                      {k: v for k, v in st.items() if k in {"nmi", "ncc_with_atlas", "brain_volume_ml"}}
                      for st in rec["steps"] if any(k in st for k in ("nmi", "ncc_with_atlas", "brain_volume_ml"))},

@@ -258,53 +258,6 @@ def register_bspline(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transf
     return Registration(composite, out.metric, out.iterations, out.stop, out.time_s)
 
 
-def search_rigid_start(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image, moving_mask: sitk.Image, *,
-                       pitch_rad: float = 0.3, pitch_step_rad: float = 0.1, shift_mm: tuple[float, float] = (20.0, 40.0),
-                       shift_step_mm: float = 10.0, shrink: int = 6, sigma_mm: float = 4.0) -> sitk.Euler3DTransform:
-    """A rigid starting point for ``moving`` onto ``fixed`` (e.g. a skull-on head onto a skull-stripped atlas):
-    centres of mass matched, then an exhaustive search over the pitch (rotation about the left-right axis) and
-    antero-posterior / cranio-caudal shifts on a coarse grid, keeping the best Mattes mutual information.
-
-    A head's centre of mass sits below its brain's (neck, skull base) and scanners tilt axial slices: the search
-    covers ``pitch_rad`` (+-) and ``shift_mm`` = (AP, SI) half-ranges.
-    """
-    c_fixed = np.array(centroid(fixed, fixed_mask))
-    c_moving = np.array(centroid(moving, moving_mask))
-    init = sitk.Euler3DTransform()
-    init.SetCenter([float(v) for v in c_fixed])
-    init.SetTranslation([float(v) for v in c_moving - c_fixed])
-    n_pitch = int(round(pitch_rad / pitch_step_rad))
-    n_ap = int(round(shift_mm[0] / shift_step_mm))
-    n_si = int(round(shift_mm[1] / shift_step_mm))
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(HISTOGRAM_BINS)
-    reg.SetMetricFixedMask(fixed_mask)
-    reg.SetMetricSamplingStrategy(reg.REGULAR)
-    reg.SetMetricSamplingPercentage(0.5)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetShrinkFactorsPerLevel([shrink])
-    reg.SetSmoothingSigmasPerLevel([sigma_mm])
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    reg.SetOptimizerAsExhaustive([n_pitch, 0, 0, 0, n_ap, n_si])
-    reg.SetOptimizerScales([pitch_step_rad, 1.0, 1.0, 1.0, shift_step_mm, shift_step_mm])
-    reg.SetInitialTransform(init, inPlace=False)
-    tried: list[tuple[float, tuple[float, ...]]] = []
-    reg.AddCommand(sitk.sitkIterationEvent,
-                   lambda: tried.append((reg.GetMetricValue(), tuple(reg.GetOptimizerPosition()))))
-    try:
-        reg.Execute(fixed, moving)
-    except RuntimeError as err:
-        raise RegistrationError("atlas registration: expected the head to overlap the atlas, got an ITK error "
-                                "in the starting-point search") from err
-    finite = [t for t in tried if np.isfinite(t[0])]
-    if not finite:
-        return init
-    best = min(finite, key=lambda t: t[0])
-    out = sitk.Euler3DTransform(init)
-    out.SetParameters(best[1])
-    return out
-
-
 def _as_affine(transform: sitk.Transform, centre: Sequence[float]) -> sitk.AffineTransform:
     """An affine transform equal to a rigid/affine ``transform`` (same mapping), centred at ``centre``."""
     tx = _flatten(transform)
