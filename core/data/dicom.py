@@ -417,11 +417,11 @@ def resolve_names(study: Study, overrides: Mapping[str, str] | None = None) -> d
     taken: dict[tuple[int, str], int] = {}
     for idx, value in chosen.items():
         if value in SEQUENCES:
-            key = (by_index[idx].study, value)
-            if key in taken:
+            slot = (by_index[idx].study, value)
+            if slot in taken:
                 raise DicomError(f"expected one series per sequence, got {value} for series "
-                                 f"{by_index[taken[key]].n} and {by_index[idx].n}")
-            taken[key] = idx
+                                 f"{by_index[taken[slot]].n} and {by_index[idx].n}")
+            taken[slot] = idx
     usable = [s for s in study.series if s.usable]
     counts: dict[tuple[int, str], int] = {}
     for s in usable:

@@ -63,7 +63,7 @@ def _with_parameters(start: sitk.Euler3DTransform, params: Sequence[float]) -> s
     return out
 
 
-def euler_of(matrix: np.ndarray, centre: Sequence[float]) -> sitk.Euler3DTransform:
+def euler_of(matrix: np.ndarray, centre: Sequence[float] | np.ndarray) -> sitk.Euler3DTransform:
     """An Euler transform (rotations about ``centre``) equal to a rigid 4x4 matrix (LPS mm); the linear part is
     projected onto the nearest rotation first."""
     m = np.asarray(matrix, dtype=np.float64)

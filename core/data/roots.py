@@ -404,11 +404,11 @@ def redact_paths(text: str) -> str:
         pairs.append((str(path), f"<{label}>"))
     for raw in configured_roots():
         real = Path(os.path.realpath(raw))
-        label = next((lb for lb, p in options.items() if p == real), None)
-        if label is not None and str(raw) != str(real):
-            pairs.append((str(raw), f"<{label}>"))
+        root_label = next((lb for lb, p in options.items() if p == real), None)
+        if root_label is not None and str(raw) != str(real):
+            pairs.append((str(raw), f"<{root_label}>"))
     pairs.append((str(config.PROJECT_ROOT), "<app>"))
-    for path, label in sorted(pairs, key=lambda p: -len(p[0])):  # longest first: a root inside another
-        if len(path) > 1:
-            text = text.replace(path, label)
+    for path_text, tag in sorted(pairs, key=lambda p: -len(p[0])):  # longest first: a root inside another
+        if len(path_text) > 1:
+            text = text.replace(path_text, tag)
     return text
