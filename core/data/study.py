@@ -251,7 +251,7 @@ def preprocess_study(series: Mapping[str, str | Path], out_dir: str | Path, case
         case_id: the case id (made file-name-safe).
         ignored: files of the study folder not taken, with why (recorded only).
         deformable: refine the brain mask with a B-spline stage after the affine atlas fit (off by default: on the
-            raw check case it took 50 s more for a brain Dice of 0.940 instead of 0.942; README "Raw studies").
+            raw check case it took 50 s more for a brain Dice of 0.940 instead of 0.942; docs/raw-studies-and-dicom.md).
         progress: called with (fraction in [0, 1], message) through every step.
 
     Returns:
