@@ -671,7 +671,7 @@ def build_pdf(inputs: ReportInputs) -> bytes:
     _section(pdf, "Volumes")
     has_gt = inputs.gt_labels is not None
     lesions = count_lesions(labels, case.spacing_mm)
-    gt_lesions = count_lesions(inputs.gt_labels, case.spacing_mm) if has_gt else {}
+    gt_lesions = count_lesions(inputs.gt_labels, case.spacing_mm) if inputs.gt_labels is not None else {}
     header = (["Structure", "Voxels", "Volume (mL)"] + (["Reference (mL)", "Difference (mL)"] if has_gt else [])
               + ["Lesions"] + (["Ref. lesions"] if has_gt else []))
     widths = [69, 16, 21, 24, 24, 14, 18] if has_gt else [86, 22, 24, 16]

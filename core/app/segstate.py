@@ -28,7 +28,7 @@ def labels_digest(labels: np.ndarray) -> str:
     arr = np.ascontiguousarray(labels)
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{arr.shape}|{arr.dtype.str}|".encode())
-    h.update(memoryview(arr).cast("B"))
+    h.update(arr.data.cast("B"))
     return h.hexdigest()
 
 

@@ -291,7 +291,8 @@ def read_study(folder: str | os.PathLike[str], *, load_pixels: bool = True,
         else:
             s.refusal, geo = check_series(hs)
             if s.refusal is None:
-                s.affine = series_affine(geo["origin"], geo["row_cos"], geo["col_cos"], *geo["spacing"], geo["step"])
+                s.affine = series_affine(geo["origin"], geo["row_cos"], geo["col_cos"], geo["spacing"][0], geo["spacing"][1],
+                                         geo["step"])
                 s.shape = (int(first.columns or 0), int(first.rows or 0), len(hs))
                 s.spacing_mm = (geo["spacing"][0], geo["spacing"][1], float(np.linalg.norm(geo["step"])))
                 cos_tilt = abs(float(geo["step"] @ geo["normal"])) / float(np.linalg.norm(geo["step"]))
@@ -429,14 +430,14 @@ def resolve_names(study: Study, overrides: Mapping[str, str] | None = None) -> d
             counts[(s.study, s.guess)] = counts.get((s.study, s.guess), 0) + 1
     names: dict[int, tuple[str | None, str]] = {}
     for s in usable:
-        value = chosen.get(s.index)
+        picked = chosen.get(s.index)
         n_like = counts.get((s.study, s.guess or ""), 0)
-        if value == "skip":
+        if picked == "skip":
             names[s.index] = (None, "skipped by the user")
-        elif value == "none":
+        elif picked == "none":
             names[s.index] = (s.label, "set to no sequence by the user")
-        elif value in SEQUENCES:
-            names[s.index] = (value, "set by the user")
+        elif picked in SEQUENCES:
+            names[s.index] = (picked, "set by the user")
         elif s.guess and (s.study, s.guess) in taken:
             names[s.index] = (s.label, f"guessed {s.guess}, but the user gave {s.guess} to another series")
         elif s.guess and n_like > 1:

@@ -149,7 +149,8 @@ def source_series(datasets: Sequence[Any]) -> SourceSeries:
     if refusal:
         raise DicomError(f"the source series cannot carry a segmentation: {refusal}")
     ordered = tuple(datasets[int(i)] for i in geo["order"])
-    affine = dicom.series_affine(geo["origin"], geo["row_cos"], geo["col_cos"], *geo["spacing"], geo["step"])
+    affine = dicom.series_affine(geo["origin"], geo["row_cos"], geo["col_cos"], geo["spacing"][0], geo["spacing"][1],
+                                 geo["step"])
     first = ordered[0]
     phi = dicom.phi_strings(first)
     number = first.get("SeriesNumber")
@@ -196,12 +197,12 @@ def pick_series(study: dicom.Study, key: str | None = None, match: Volume | None
         s = study.find(key)
         if not s.usable:
             raise DicomError(f"series {s.n} cannot carry a segmentation: {s.refusal}")
-        same = match is not None and tuple(match.original_shape) == s.shape and bool(
-            np.allclose(match.original_affine, s.affine, atol=_GEOMETRY_TOL_MM))
-        return s, same
+        on_grid = match is not None and tuple(match.original_shape) == s.shape and bool(
+            np.allclose(match.original_affine, np.asarray(s.affine, dtype=float), atol=_GEOMETRY_TOL_MM))
+        return s, on_grid
     if match is not None:
         same = [s for s in usable if tuple(match.original_shape) == s.shape
-                and np.allclose(match.original_affine, s.affine, atol=_GEOMETRY_TOL_MM)]
+                and np.allclose(match.original_affine, np.asarray(s.affine, dtype=float), atol=_GEOMETRY_TOL_MM)]
         if same:
             rank = {name: i for i, name in enumerate(prefer)}
             def seq(s: dicom.Series) -> str:

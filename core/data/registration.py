@@ -298,8 +298,8 @@ def matrix_of(transform: sitk.Transform) -> np.ndarray:
             raise RegistrationError(f"expected a linear transform, got {part.GetName()}")
         m = np.eye(4)
         m[:3, :3] = np.array(part.GetMatrix()).reshape(3, 3)
-        c = np.array(part.GetCenter())
-        m[:3, 3] = np.array(part.GetTranslation()) + c - m[:3, :3] @ c
+        c = np.array(part.GetCenter())  # type: ignore[attr-defined]  # linear: checked above
+        m[:3, 3] = np.array(part.GetTranslation()) + c - m[:3, :3] @ c  # type: ignore[attr-defined]
         out = out @ m
     return out
 

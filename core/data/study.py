@@ -145,13 +145,13 @@ def find_series(study: str | Path | None, explicit: Mapping[str, str | Path | No
         for path in sorted(folder.iterdir()):
             if not path.is_file() or not _NIFTI.search(path.name) or path.resolve() in taken:
                 continue
-            seq = guess_sequence(path.name)
-            if seq is None:
+            guess = guess_sequence(path.name)
+            if guess is None:
                 ignored[path.name] = "no sequence guessed from the name"
-            elif seq in chosen:
-                ignored[path.name] = f"{MODALITY_TITLES[seq]} named explicitly"
+            elif guess in chosen:
+                ignored[path.name] = f"{MODALITY_TITLES[guess]} named explicitly"
             else:
-                guessed.setdefault(seq, []).append(path)
+                guessed.setdefault(guess, []).append(path)
         for seq, paths in guessed.items():
             if len(paths) > 1:
                 names = ", ".join(repr(p.name) for p in paths)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -118,7 +119,7 @@ def extract_slice(volume: np.ndarray, plane: str, index: int, radiological: bool
     n = volume.shape[lay.axis]
     if not 0 <= int(index) < n:
         raise BratsViewerError(f"expected a {plane} slice index in 0..{n - 1}, got {index}")
-    idx: list[object] = [slice(None)] * volume.ndim
+    idx: list[Any] = [slice(None)] * volume.ndim
     idx[lay.axis] = int(index)
     sl = volume[tuple(idx)]
     kept = [a for a in range(3) if a != lay.axis]  # the order of the two spatial axes left in ``sl``
