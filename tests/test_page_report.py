@@ -22,7 +22,7 @@ from core import config
 from core.analysis.edits import EditStore
 from core.analysis.lesionwise import count_lesions
 from core.analysis.report import volume_table
-from core.app import segstate, ui
+from core.app import private_store, segstate, ui
 from core.app.audit import read_events
 from core.data.cases import load_case_folder
 
@@ -159,8 +159,6 @@ def test_lesions_of_each_region_beside_the_volumes(tiny_model: Path, demo_case, 
 
 def test_corrections_saved_on_disk_are_found(tiny_model: Path, demo_case, prediction) -> None:
     """The session's own saved edit session is reported (nothing in session state but its private token)."""
-    from core.app import private_store
-
     token = private_store.new_token()
     store = EditStore(private_store.session_dir(token, create=True) / "corrections")
     store.start(demo_case.content_key, prediction.labels, prediction.model_sha256)
@@ -182,7 +180,7 @@ def test_another_sessions_corrections_are_never_shown(tiny_model: Path, demo_cas
     other user) opening the case was shown them. Two sessions: the second sees only the model's prediction."""
     first = app(tiny_model, **with_prediction(prediction, demo_case))
     token = first.session_state[ui.KEY_PRIVATE]
-    store = EditStore(_isolated / "sessions" / token / "corrections")
+    store = EditStore(private_store.session_dir(token, create=True) / "corrections")
     store.start(demo_case.content_key, prediction.labels, prediction.model_sha256)
     mask = np.zeros(demo_case.shape[:2], dtype=bool)
     mask[100:120, 100:120] = True
