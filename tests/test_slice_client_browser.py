@@ -102,6 +102,8 @@ def test_the_2x2_layout_shows_every_modality_of_one_plane(page) -> None:
     page.select_option("#plane", "sagittal")
     page.wait_for_timeout(100)
     assert {p for p, _ in view_boxes(page)} == {"sagittal"}
+    page.wait_for_function("() => { const s = window.__sent; const v = s.length && s[s.length - 1].view; "
+                           "return v && v.plane === 'sagittal'; }", timeout=5000)
     sent = page.evaluate("() => window.__sent")
     assert sent[-1]["view"]["modality"] == "all" and sent[-1]["view"]["plane"] == "sagittal"
 
@@ -114,6 +116,9 @@ def test_the_readers_choices_are_sent_back_and_a_rerun_does_not_undo_them(page) 
     page.select_option("#modality", "2")  # T1CE
     page.check("#outline")
     page.check("#neuro")
+    # postMessage is delivered on a later turn of the event loop: wait for the last choice to arrive (times out if not)
+    page.wait_for_function("() => { const s = window.__sent; const v = s.length && s[s.length - 1].view; "
+                           "return v && v.radiological === false; }", timeout=5000)
     view = page.evaluate("() => window.__sent")[-1]["view"]
     assert view["modality"] == "t1ce" and view["outline"] is True and view["radiological"] is False
     assert set(view["windows"]) == set(MODS) and view["show"] == ["Ground truth"]
@@ -153,6 +158,8 @@ def test_most_tumour_follows_the_cursor_the_page_gives(page) -> None:
     page.click("#tumour")
     page.wait_for_timeout(100)
     assert page.evaluate("() => window.__viewer.cursor") == [7, 6, 4]
+    page.wait_for_function("() => { const s = window.__sent; return s.length && s[s.length - 1].cursor "
+                           "&& s[s.length - 1].cursor.x === 7; }", timeout=5000)
     assert page.evaluate("() => window.__sent")[-1]["cursor"] == {"x": 7, "y": 6, "z": 4}
 
 
