@@ -5,25 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from phantom_grid import AFFINE, SHAPE
+from phantom_grid import ellipsoid as _ellipsoid
 
 from core.data import atlas_fit
 from core.data.atlas_fit import AtlasCheck, brain_only_measures, is_brain_only, refusal_line
 from core.data.io import volume_from_array
 from core.data.pose import midsagittal_plane
 from core.data.registration import to_sitk
-
-# 4 mm voxels over a 256 x 256 x 224 mm field of view, stored RAS, centred on the origin.
-SPACING_MM = 4.0
-SHAPE = (64, 64, 56)
-AFFINE = np.diag([SPACING_MM, SPACING_MM, SPACING_MM, 1.0])
-AFFINE[:3, 3] = [-(s - 1) * SPACING_MM / 2 for s in SHAPE]
-
-
-def _ellipsoid(half_axes_mm: tuple[float, float, float]) -> np.ndarray:
-    """Boolean ellipsoid centred in the grid, half axes (x, y, z) in mm."""
-    x, y, z = (np.indices(SHAPE).T * SPACING_MM + AFFINE[:3, 3]).T
-    a, b, c = half_axes_mm
-    return (x / a) ** 2 + (y / b) ** 2 + (z / c) ** 2 <= 1.0
 
 
 def test_head_and_brain_only_are_told_apart() -> None:

@@ -5,22 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from phantom_grid import AFFINE, SHAPE, SPACING_MM
+from phantom_grid import ellipsoid as _ellipsoid
 
 from core.data.io import volume_from_array
 from core.data.pose import euler_of, midsagittal_plane
 from core.data.registration import linear_transform, matrix_of, resample, to_sitk
-
-# 4 mm voxels over a 256 x 256 x 224 mm field of view, stored RAS, centred on the origin.
-SPACING_MM = 4.0
-SHAPE = (64, 64, 56)
-AFFINE = np.diag([SPACING_MM, SPACING_MM, SPACING_MM, 1.0])
-AFFINE[:3, 3] = [-(s - 1) * SPACING_MM / 2 for s in SHAPE]
-
-
-def _ellipsoid(half_axes_mm: tuple[float, float, float]) -> np.ndarray:
-    x, y, z = (np.indices(SHAPE).T * SPACING_MM + AFFINE[:3, 3]).T
-    a, b, c = half_axes_mm
-    return (x / a) ** 2 + (y / b) ** 2 + (z / c) ** 2 <= 1.0
 
 
 def _symmetric_head() -> np.ndarray:
