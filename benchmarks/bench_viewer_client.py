@@ -150,7 +150,7 @@ def js_heap_mb(page: Any) -> float:
 
 
 def start_app(script: str, work: Path) -> Any:
-    """``streamlit run script`` like ``e2e.start_server`` (which always runs Home.py)."""
+    """``streamlit run script`` like ``e2e.start_server`` (which runs serve.py by default)."""
     port = e2e.free_port()
     env = dict(os.environ, BRATS_VIEWER_WORK_DIR=str(work), PYTHONUNBUFFERED="1")
     env.pop("BRATS_DATA_DIR", None)

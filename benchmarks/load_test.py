@@ -12,10 +12,10 @@ model, move the Segmentation page's axial slider, the Volume report, build the P
   runs' wall times; RSS is this process's: fresh, after a one-session warm-up (model loaded, case open), peak
   during the sessions, after they are gone and ``--idle-after`` seconds later. Not covered: the websocket, the
   browser's own work, per-session media files of a real server.
-- ``--client browser``: headless chromium sessions against ``streamlit run Home.py`` (realism; the browsers take
+- ``--client browser``: headless chromium sessions against ``streamlit run serve.py`` (realism; the browsers take
   most of the CPU of a small machine):
 
-1. starts ``streamlit run Home.py`` (work folder in a temporary directory; the bundled demo case and the shipped
+1. starts ``streamlit run serve.py`` (work folder in a temporary directory; the bundled demo case and the shipped
    model), and samples the resident memory (RSS) of the server process and its children every 0.5 s;
 2. one warm-up session, alone: Home -> open the demo case -> segment the whole volume; the RSS growth of each
    step is printed (opening a case; the first segmentation, which includes loading the model in ONNX Runtime

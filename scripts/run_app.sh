@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/python -m streamlit run Home.py "$@"
+exec .venv/bin/python -m streamlit run serve.py "$@"  # Home.py's pages behind core.app.base_url (see serve.py)

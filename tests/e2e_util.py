@@ -1,7 +1,8 @@
 """Helpers to run the app in a real server and drive it with headless chromium (Playwright).
 
 Used by ``tests/test_e2e_browser.py`` and ``benchmarks/load_test.py``. Nothing here imports the app: the server
-is a ``streamlit run Home.py`` subprocess on a free localhost port, with ``$BRATS_VIEWER_WORK_DIR`` pointing to a
+is a ``streamlit run serve.py`` subprocess (what ``scripts/run_app.sh`` starts; ``entry="Home.py"`` for Streamlit's
+own server) on a free localhost port, with ``$BRATS_VIEWER_WORK_DIR`` pointing to a
 temporary folder so corrections and the audit log never touch the project's ``work/``.
 
 Waits poll the page (no fixed sleeps): a Streamlit page has finished a run when its status widget no longer says
@@ -83,7 +84,7 @@ def _healthy(url: str) -> bool:
 
 
 def start_server(work_dir: Path, log_path: Path | None = None, timeout_s: float = 90.0,
-                 extra_env: dict[str, str] | None = None) -> AppServer:
+                 extra_env: dict[str, str] | None = None, entry: str = "serve.py") -> AppServer:
     """Start the app on a free port and wait until ``/_stcore/health`` answers "ok".
 
     Args:
@@ -91,6 +92,8 @@ def start_server(work_dir: Path, log_path: Path | None = None, timeout_s: float 
         log_path: where the server's stdout and stderr go (default ``work_dir / "server.log"``).
         timeout_s: how long to wait for the health check.
         extra_env: more environment variables for the server.
+        entry: the script ``streamlit run`` starts: ``Home.py`` (Streamlit's own server) or ``serve.py`` (the ASGI
+            app with ``core.app.base_url.BaseUrlMiddleware``, what ``scripts/run_app.sh`` starts).
 
     Raises:
         RuntimeError: the server exited or did not become healthy in time (the log's tail is in the message).
@@ -103,7 +106,7 @@ def start_server(work_dir: Path, log_path: Path | None = None, timeout_s: float 
     env.pop("BRATS_MODEL", None)  # the shipped default model is the active model
     env.update({"BRATS_VIEWER_WORK_DIR": str(work_dir), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"})
     env.update(extra_env or {})
-    cmd = [sys.executable, "-m", "streamlit", "run", "Home.py", "--server.port", str(port),
+    cmd = [sys.executable, "-m", "streamlit", "run", entry, "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     with open(log_path, "wb") as log:  # the child keeps its own handle
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
