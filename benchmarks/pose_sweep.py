@@ -159,7 +159,8 @@ def sweep(poses: list[tuple[float, float, float, tuple[float, float, float]]], w
               + (f"REFUSED: {row['refused']}" if row["refused"] else
                  "accepted " + json.dumps({k: round(row[k], 3) for k in ('atlas_ncc', 'midline_tilt_deg',
                                                                            'midline_offset_mm', 'symmetry',
-                                                                           'mask_dice', 'pose_margin')})),
+                                                                           'mask_dice', 'pose_margin',
+                                                                           'fine_pose_margin')})),
               flush=True)
     posed_rows = rows[1:]
     nccs = [r["ncc"] for r in posed_rows]
@@ -327,7 +328,7 @@ def main() -> None:
 
         atlas_fit.MIN_ATLAS_NCC = atlas_fit.MIN_SYMMETRY = atlas_fit.MIN_MASK_DICE = -np.inf
         atlas_fit.MAX_MIDLINE_TILT_DEG = atlas_fit.MAX_MIDLINE_OFFSET_MM = np.inf
-        atlas_fit.MIN_MASK_DICE_BRAIN_ONLY = atlas_fit.MIN_POSE_MARGIN = -np.inf
+        atlas_fit.MIN_MASK_DICE_BRAIN_ONLY = atlas_fit.MIN_POSE_MARGIN = atlas_fit.MIN_FINE_POSE_MARGIN = -np.inf
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         case_dir = None
