@@ -22,6 +22,7 @@ Three parts (each optional):
 Usage::
 
     .venv/bin/python benchmarks/pose_sweep.py --sweep 24 --misreg [--brain-only Brats18_2013_21_1 --segment]
+    .venv/bin/python benchmarks/pose_sweep.py --pose 5.0,5.5,-14.9,7.6,17.2,-29.6   # one pose (and the unmoved run)
 """
 
 from __future__ import annotations
@@ -107,7 +108,18 @@ def _shared() -> Path:
     return path
 
 
-def sweep(n: int, work: Path) -> tuple[list[dict], Path]:
+def parse_pose(text: str) -> tuple[float, float, float, tuple[float, float, float]]:
+    """``yaw,pitch,roll,dx,dy,dz`` (degrees, then mm) as a pose of ``posed_study``."""
+    try:
+        v = [float(t) for t in text.split(",")]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected six numbers yaw,pitch,roll,dx,dy,dz, got {text!r}") from err
+    if len(v) != 6:
+        raise argparse.ArgumentTypeError(f"expected six numbers yaw,pitch,roll,dx,dy,dz, got {len(v)}")
+    return v[0], v[1], v[2], (v[3], v[4], v[5])
+
+
+def sweep(poses: list[tuple[float, float, float, tuple[float, float, float]]], work: Path) -> tuple[list[dict], Path]:
     from core.data.io import load_volume
     from core.data.registration import ncc
     from core.data.study import find_series, preprocess_study
@@ -121,7 +133,7 @@ def sweep(n: int, work: Path) -> tuple[list[dict], Path]:
     brain = load_volume(base.case_dir / "preprocessing" / "brain_mask.nii.gz").data > 0
     print(f"unmoved: {base_s:.1f} s, acceptance {json.dumps(base.record['acceptance']['measures'])}", flush=True)
     rows = [{"pose": "unmoved", "ncc": 1.0, "refused": None, "time_s": base_s, **base.record["acceptance"]["measures"]}]
-    for i, (yaw, pitch, roll, shift) in enumerate(random_poses(n)):
+    for i, (yaw, pitch, roll, shift) in enumerate(poses):
         posed = posed_study(files, work / f"pose{i}" / "in", yaw, pitch, roll, shift)
         t0 = time.perf_counter()
         row: dict = {"pose": f"yaw {yaw:+.1f} pitch {pitch:+.1f} roll {roll:+.1f} shift "
@@ -139,13 +151,16 @@ def sweep(n: int, work: Path) -> tuple[list[dict], Path]:
             row["ncc"] = float("nan")
             row["refused"] = str(err)
         row["time_s"] = time.perf_counter() - t0
+        if row["refused"] is None:
+            print(f"  stage times (s): {json.dumps(res.record['time_s'])}", flush=True)
         rows.append(row)
         print(f"{row['pose']}: ncc {row['ncc']:.3f} (inside both masks {row.get('ncc_both', np.nan):.3f}, mask Dice "
               f"with the unmoved {row.get('mask_dice_runs', np.nan):.3f}), {row['time_s']:.0f} s, "
               + (f"REFUSED: {row['refused']}" if row["refused"] else
                  "accepted " + json.dumps({k: round(row[k], 3) for k in ('atlas_ncc', 'midline_tilt_deg',
                                                                            'midline_offset_mm', 'symmetry',
-                                                                           'mask_dice', 'pose_margin')})),
+                                                                           'mask_dice', 'pose_margin',
+                                                                           'fine_pose_margin')})),
               flush=True)
     posed_rows = rows[1:]
     nccs = [r["ncc"] for r in posed_rows]
@@ -298,6 +313,8 @@ def make_brain_only_study(case_dir: Path, out_dir: Path, angles_deg: tuple[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", type=int, default=0, metavar="N", help="poses to run (0: none)")
+    parser.add_argument("--pose", type=parse_pose, action="append", default=None, metavar="Y,P,R,DX,DY,DZ",
+                        help="run this pose (degrees yaw, pitch, roll; mm shift) instead of the sweep's; repeatable")
     parser.add_argument("--misreg", action="store_true", help="score deliberate misregistrations")
     parser.add_argument("--brain-only", default=None, metavar="CASE", help="BraTS case for the brain-only check")
     parser.add_argument("--segment", action="store_true", help="segment the brain-only study and score it")
@@ -311,13 +328,13 @@ def main() -> None:
 
         atlas_fit.MIN_ATLAS_NCC = atlas_fit.MIN_SYMMETRY = atlas_fit.MIN_MASK_DICE = -np.inf
         atlas_fit.MAX_MIDLINE_TILT_DEG = atlas_fit.MAX_MIDLINE_OFFSET_MM = np.inf
-        atlas_fit.MIN_MASK_DICE_BRAIN_ONLY = atlas_fit.MIN_POSE_MARGIN = -np.inf
+        atlas_fit.MIN_MASK_DICE_BRAIN_ONLY = atlas_fit.MIN_POSE_MARGIN = atlas_fit.MIN_FINE_POSE_MARGIN = -np.inf
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         case_dir = None
         rows: list[dict] = []
-        if args.sweep:
-            rows, case_dir = sweep(args.sweep, work)
+        if args.sweep or args.pose:
+            rows, case_dir = sweep(args.pose or random_poses(args.sweep), work)
         if args.misreg:
             hits, total = misreg(case_dir, work)
             if rows:

@@ -42,7 +42,7 @@ def test_a_small_blob_is_not_a_brain() -> None:
 
 def test_acceptance_passes_a_good_registration_and_refuses_each_bad_measure_in_one_line() -> None:
     good = AtlasCheck(atlas_ncc=0.41, midline_tilt_deg=0.5, midline_offset_mm=0.1, symmetry=0.33, mask_dice=0.97,
-                      pose_margin=0.048)
+                      pose_margin=0.048, fine_pose_margin=0.009)
     assert good.failures() == [] and refusal_line(good, atlas_fit.PATH_HEAD) is None
     assert good.record()["accepted"] is True
     assert good.record()["thresholds"]["max_midline_tilt_deg"] == atlas_fit.MAX_MIDLINE_TILT_DEG
@@ -53,6 +53,7 @@ def test_acceptance_passes_a_good_registration_and_refuses_each_bad_measure_in_o
         "symmetry": (0.05, "left-right symmetry 0.05"),
         "mask_dice": (0.7, "brain mask Dice with the atlas's 0.700"),
         "pose_margin": (-0.03, "a pose 10 deg or 10 mm away fits the atlas better (margin -0.0300"),
+        "fine_pose_margin": (-0.0076, "a pose 4 deg or 4 mm away fits the atlas better (margin -0.0076"),
     }
     for name, (value, phrase) in bad.items():
         check = AtlasCheck(**{**good.__dict__, name: value})

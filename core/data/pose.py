@@ -17,9 +17,11 @@ from core.data.registration import (
     _flatten,
     _method,
     centroid,
+    execute,
     linear_transform,
     matrix_of,
     ncc,
+    new_method,
     resample,
 )
 from core.errors import RegistrationError
@@ -31,7 +33,7 @@ def grid_search(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image, s
     """Every point of an exhaustive grid of ``start``'s parameters (``steps[i]`` steps of ``scales[i]`` either
     side of parameter i) with its metric (Mattes MI, or correlation; lower is better) at one coarse resolution.
     The fixed mask is sampled on a regular grid, so the values of one call compare with each other."""
-    reg = sitk.ImageRegistrationMethod()
+    reg = new_method()
     if correlation:
         reg.SetMetricAsCorrelation()
     else:
@@ -50,7 +52,7 @@ def grid_search(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image, s
     reg.AddCommand(sitk.sitkIterationEvent,
                    lambda: tried.append((reg.GetMetricValue(), tuple(reg.GetOptimizerPosition()))))
     try:
-        reg.Execute(fixed, moving)
+        execute(reg, fixed, moving)
     except RuntimeError as err:
         raise RegistrationError("atlas registration: expected the head to overlap the atlas, got an ITK error "
                                 "in the starting-point search") from err
@@ -150,7 +152,7 @@ def midsagittal_plane(image: sitk.Image, mask: sitk.Image, *, max_tilt_deg: floa
     fine = _isotropic(image, grid_mm / 2.0)
     fine_mask = resample(mask, fine, sitk.Transform(), nearest=True)
     mirrored = resample(fine, fine, linear_transform(flip))
-    reg = sitk.ImageRegistrationMethod()
+    reg = new_method()
     reg.SetMetricAsCorrelation()
     reg.SetMetricFixedMask(fine_mask)
     reg.SetMetricSamplingStrategy(reg.REGULAR)
@@ -163,7 +165,7 @@ def midsagittal_plane(image: sitk.Image, mask: sitk.Image, *, max_tilt_deg: floa
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetInitialTransform(start, inPlace=False)
     try:
-        found = matrix_of(reg.Execute(fine, mirrored))
+        found = matrix_of(execute(reg, fine, mirrored))
         value = -float(reg.GetMetricValue())
     except RuntimeError:
         found, value = matrix_of(start), float("nan")
@@ -273,7 +275,7 @@ def search_pose_start(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Im
         reg.SetOptimizerScalesFromPhysicalShift()
         reg.SetInitialTransform(cand, inPlace=False)
         try:
-            options.append(sitk.Euler3DTransform(_flatten(reg.Execute(fixed, moving))))
+            options.append(sitk.Euler3DTransform(_flatten(execute(reg, fixed, moving))))
         except RuntimeError:
             pass
         for option in options:
