@@ -72,7 +72,9 @@ def folder_table(folder: Path) -> None:
         keys = [k for _, k in picks]
         id_of = dict((k, i) for i, k in picks)
         repeated = {i for i in id_of.values() if list(id_of.values()).count(i) > 1}
-        current = sel.get("key") if sel.get("folder") == str(folder) else None
+        current = None
+        if sel.get("folder") == str(folder):  # a case opened by a link or a reload may carry its id only
+            current = sel.get("key") or next((k for i, k in picks if i == sel.get("case_id")), None)
         if current in keys and st.session_state.get(PICK_SEEN_KEY) != current:
             st.session_state["browser_pick"] = current  # the dropdown names the case opened (table, URL, ...)
         st.session_state[PICK_SEEN_KEY] = current

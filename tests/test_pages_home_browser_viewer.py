@@ -76,6 +76,26 @@ def test_home_prefers_the_cross_validation_dice(monkeypatch: pytest.MonkeyPatch,
     assert "Cross-validation Dice** (mean over 12 held-out cases, 3 folds)" in texts(at.markdown)
 
 
+def test_home_metric_labels_fit_and_say_how_the_model_was_validated(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    """Bugs (walk of issue 19): the lesion-wise Dice labels ("WT lesion-wise") were cut to "WT lesion-..." in
+    their third-width column, and a cross-validated model showed "Validation cases 0" (as if never validated)."""
+    folder = tmp_path / "cv_model"
+    folder.mkdir()
+    card = {"name": "cv_model", "split": {"train": ["a"] * 12, "val": []}, "epochs_run": 20,
+            "cross_validation": {"folds": 3, "cases": 12, "mean_dice": {"WT": 0.85, "TC": 0.7, "ET": 0.65},
+                                 "lesionwise_brats2023_mean_dice": {"WT": 0.8, "TC": 0.6, "ET": 0.5}}}
+    (folder / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    monkeypatch.setenv(config.MODEL_ENV, str(folder))
+    at = app()
+    assert not at.exception
+    shown = [(m.label, m.value) for m in at.metric]
+    assert shown == [("Training cases", "12"), ("Validation", "3-fold CV"), ("Epochs", "20"),
+                     ("WT", "0.850"), ("TC", "0.700"), ("ET", "0.650"), ("WT", "0.800"), ("TC", "0.600"),
+                     ("ET", "0.500")]
+    assert "Lesion-wise Dice** (BraTS 2023 rule" in texts(at.markdown)
+
+
 def test_home_does_not_import_tensorflow() -> None:
     code = ("import sys\nfrom streamlit.testing.v1 import AppTest\n"
             f"at = AppTest.from_file({HOME!r}, default_timeout=60).run()\n"

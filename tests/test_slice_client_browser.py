@@ -94,8 +94,14 @@ def test_the_2x2_layout_shows_every_modality_of_one_plane(page) -> None:
     render(page, payload, {**SIDEBAR, "modality": "all", "plane": "coronal"})
     assert view_boxes(page) == [("coronal", k) for k in MODS]
     assert page.evaluate("() => document.body.dataset.layout") == "four"
+    render(page, payload, {**SIDEBAR, "modality": "all", "plane": "sagittal"})  # the sidebar's plane
+    assert {p for p, _ in view_boxes(page)} == {"sagittal"}
+    # bug (walk of issue 19): the viewer's own Plane and Image selectors kept naming the old choice
+    assert page.evaluate("() => [document.getElementById('plane').value, "
+                         "document.getElementById('modality').value]") == ["sagittal", "all"]
     render(page, payload, {**SIDEBAR, "modality": "flair", "plane": "coronal"})  # the sidebar back to one image
     assert view_boxes(page) == [("axial", None), ("coronal", None), ("sagittal", None)]
+    assert page.evaluate("() => document.getElementById('modality').value") == "0"  # FLAIR
     page.select_option("#modality", "all")  # the viewer's own control
     page.wait_for_timeout(100)
     assert [m for _, m in view_boxes(page)] == list(MODS)

@@ -80,6 +80,7 @@ def _sync_case_with_url() -> None:
             elif _refs_of(str(folder), case_id, key):
                 select = {"kind": "folder", "folder": str(folder), "case_id": case_id}
                 st.session_state[KEY_CASE] = {**select, "key": key} if key else select
+                st.session_state[KEY_DATA_DIR] = str(folder)  # the data folder follows the case (sidebar, pickers)
                 st.session_state.pop(KEY_URL_FAILED, None)
             else:
                 reason = (f"The link names case{named}, which is no longer in the data folder `{src}` (moved or "
