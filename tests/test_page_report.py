@@ -149,11 +149,13 @@ def test_lesions_of_each_region_beside_the_volumes(tiny_model: Path, demo_case, 
     df = volume_frame(at)
 
     def counts(column: str) -> list[int | None]:
-        return [None if pd.isna(v) else int(v) for v in df[column]]
+        return [None if v == "\u2013" else int(v) for v in df[column]]
 
     assert list(df["Structure"])[:2] == ["NCR/NET (label 1)", "ED (label 2)"]
     assert counts("Lesions") == [None, None, expected_ref["ET"], expected_ref["TC"], expected_ref["WT"] + 1]
     assert counts("Ground-truth lesions") == [None, None, expected_ref["ET"], expected_ref["TC"], expected_ref["WT"]]
+    # bug (walk of issue 19): the rows without a count showed the word "None"; they show a dash
+    assert not any(pd.isna(v) for v in [*df["Lesions"], *df["Ground-truth lesions"]])
     assert "26-connected" in texts(at.caption)
 
 
