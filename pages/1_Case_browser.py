@@ -227,8 +227,7 @@ def selected_case_panel() -> None:
             ("Stored shape", " x ".join(str(s) for s in ref.original_shape)),
             ("Modalities", ", ".join(config.MODALITY_TITLES[k] for k in case.modalities)),
             ("Ground truth", f"yes (labels as BraTS {case.label_convention})" if case.has_seg else "no"),
-            ("Source", (roots.display_name(case.source) if Path(case.source).is_absolute() else case.source)
-             if case.source else "-"),  # a folder's label or name, never its server path
+            ("Source", _source_text(case)),
         ]
         st.dataframe(pd.DataFrame(rows, columns=["Property", "Value"]), hide_index=True, width="stretch")
         missing = [k for k in config.MODALITIES if k not in case.modalities]
@@ -256,6 +255,19 @@ def selected_case_panel() -> None:
         if case.notes:
             st.warning(case.notes, icon=":material/sticky_note_2:")
         st.page_link("pages/2_Slice_viewer.py", label="Open in the slice viewer", icon=":material/view_in_ar:")
+
+
+def _source_text(case) -> str:
+    """Where the case came from: a folder's label or name (never its server path), or how this session made it
+    ("converted from DICOM in this session"; a DICOM or raw-study case is not an upload)."""
+    from core.app import session_cases
+
+    sel = st.session_state.get(ui.KEY_CASE) or {}
+    if sel.get("kind") == "upload":
+        return f"{session_cases.ORIGINS.get(str(sel.get('origin') or 'upload'), 'made')} in this session"
+    if not case.source:
+        return "-"
+    return roots.display_name(case.source) if Path(case.source).is_absolute() else case.source
 
 
 def figures_legend_html() -> str:

@@ -320,6 +320,21 @@ def test_browser_upload_shows_errors_next_to_files_and_builds_a_case(tmp_path: P
     assert len(at.get("image")) == 4
 
 
+def test_browser_names_a_converted_case_by_how_it_was_made(tmp_path: Path) -> None:
+    """Bug (walk of issue 19): a case converted from DICOM showed "Source: upload" in its geometry table."""
+    from core.app import session_cases
+    from core.data.cases import load_case_folder
+
+    case = load_case_folder(make_case_dir(tmp_path / "made", "BraTS2021_00043"))
+    entry = session_cases.SessionCase("sid1", "dicom", case)
+    at = app(BROWSER, {"kind": "upload", "case_id": case.case_id, "sid": "sid1", "origin": "dicom"},
+             **{session_cases.KEY_SESSION_CASES: {"sid1": entry}, ui.KEY_UPLOADED: case})
+    assert not at.exception
+    geometry = next(df.value for df in at.dataframe if "Property" in df.value.columns)
+    source = dict(zip(geometry["Property"], geometry["Value"], strict=True))["Source"]
+    assert source == "converted from DICOM in this session"
+
+
 # -------------------------------------------------------------------------------------------- slice viewer
 
 def test_viewer_empty_state() -> None:
