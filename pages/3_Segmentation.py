@@ -236,6 +236,8 @@ if gt is None:
 elif pred_labels is None and saved is None:
     st.info("Segment the whole volume to score it against the ground truth.", icon=":material/info:")
 else:
+    if (seen := ui.training_case_note(case.case_id)) is not None:
+        st.warning(seen, icon=":material/school:")
     base = pred_labels if pred_labels is not None else saved.model_labels
     base_scores = ui.cached_scores(case, base)
     corr_scores = ui.cached_scores(case, saved.labels) if saved is not None and saved.corrected else None

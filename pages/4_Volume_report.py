@@ -112,6 +112,8 @@ scores = None
 if with_gt:
     scores = ui.cached_scores(case, source.labels)
     st.subheader("Agreement with the ground truth")
+    if (seen := ui.training_case_note(case.case_id)) is not None:
+        st.warning(seen, icon=":material/school:")
     score_table = pd.DataFrame([{"Region": region, "Dice": s.dice, "HD95 (mm)": s.hd95_mm,
                                  "Sensitivity": s.sensitivity, "Precision": s.precision}
                                 for region, s in scores.regions.items()])

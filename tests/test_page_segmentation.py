@@ -118,6 +118,20 @@ def test_segment_whole_volume_scores_audits_and_caches(tiny_model: Path, _isolat
     assert len(events) == 2 and events[1]["extra"]["from_cache"] is True
 
 
+def test_scores_of_a_case_the_model_was_trained_on_say_so(tiny_model: Path, tmp_path: Path) -> None:
+    """Bug (walk of issue 19): a training case scored Dice 0.91 with nothing saying the model was trained on it."""
+    import shutil
+
+    trained = tmp_path / "trained_on_demo"
+    shutil.copytree(tiny_model, trained)
+    (trained / "model_card.json").write_text(json.dumps({"split": {"train": [], "val": ["TCIA-example"]}}))
+    at = app(trained)
+    assert "overstate" not in texts(at.warning)  # no scores yet, nothing to qualify
+    button(at, "Segment whole volume").click().run()
+    assert not at.exception, at.exception
+    assert "one of the model's validation cases: these scores overstate" in texts(at.warning)
+
+
 def test_a_reload_brings_the_prediction_and_the_slice_back(tiny_model: Path) -> None:
     """Bug: a browser reload (a new session) lost the prediction although it was still cached; it now comes back
     for the same case and model, with the slice (the URL's cursor), on this page and in the viewer."""

@@ -330,6 +330,17 @@ def model_card(folder: Path | None = None) -> dict[str, Any]:
         return {}
 
 
+def training_case_note(case_id: str, card: dict[str, Any] | None = None) -> str | None:
+    """What to say beside scores of ``case_id`` when the active model (or ``card``) was trained or validated on
+    it: the scores then overstate how the model does on a new case. None otherwise."""
+    split = (model_card() if card is None else card).get("split") or {}
+    for part, what in (("train", "training"), ("val", "validation")):
+        if case_id in (split.get(part) or []):
+            return (f"This case was one of the model's {what} cases: these scores overstate how it does on a new "
+                    "case (see the held-out scores on Home).")
+    return None
+
+
 # ---- viewer helpers (case browser, slice viewer) ------------------------------------------------------------
 
 def case_cache_key(case: Case) -> str:
