@@ -67,7 +67,7 @@ with right:
         cols[0].metric("Training cases", n_train)
         cv = card.get("cross_validation") or {}
         if cv.get("mean_dice") and not n_val:  # every case was held out once: "0 validation cases" misleads
-            cols[1].metric("Validation", f"{cv.get('folds', '?')}-fold CV",
+            cols[1].metric("CV folds", str(cv.get("folds", "?")),  # "3-fold CV" as a value was cut
                            help=f"Cross-validation: each of {cv.get('cases', '?')} cases was held out once and "
                                 "scored by a model trained on the others; the model shown was then trained on "
                                 "all of them.")

@@ -90,7 +90,7 @@ def test_home_metric_labels_fit_and_say_how_the_model_was_validated(monkeypatch:
     at = app()
     assert not at.exception
     shown = [(m.label, m.value) for m in at.metric]
-    assert shown == [("Training cases", "12"), ("Validation", "3-fold CV"), ("Epochs", "20"),
+    assert shown == [("Training cases", "12"), ("CV folds", "3"), ("Epochs", "20"),
                      ("WT", "0.850"), ("TC", "0.700"), ("ET", "0.650"), ("WT", "0.800"), ("TC", "0.600"),
                      ("ET", "0.500")]
     assert "Lesion-wise Dice** (BraTS 2023 rule" in texts(at.markdown)
