@@ -206,7 +206,7 @@ if probs is None:
     st.plotly_chart(figures.slice_figure(plain, figures.extract_slice(image, "axial", z, True), "axial", z, cursor,
                                          shape, True, height=420,
                                          title=f"{MODALITY_TITLES[modality]} z={z}"
-                                         + (" (expert label outlined)" if gt is not None else "")),
+                                         + (" (ground truth outlined)" if gt is not None else "")),  # the demo's is no expert's
                     config=PLOT_CONFIG, key="seg_image_fig")
 else:
     # full width whether or not the uncertainty map is shown (it goes below, as large as one probability map)

@@ -317,6 +317,8 @@ def test_the_image_is_shown_before_segmenting(tiny_model: Path) -> None:
     assert heatmap_count(at) == 0 and len(figs) == 1
     assert [t["type"] for t in figs[0]["data"]] == ["image"]
     assert figs[0]["layout"]["title"]["text"].startswith("FLAIR z=")
+    # bug (walk of issue 19): the title said "expert label outlined"; the demo's ground truth is a pseudo-label
+    assert figs[0]["layout"]["title"]["text"].endswith("(ground truth outlined)")
 
 
 def test_without_an_expert_label_segmenting_opens_on_the_models_tumour(tiny_model: Path, tmp_path: Path,

@@ -502,7 +502,10 @@ def test_viewer_demo_shows_three_linked_views_and_legend() -> None:
     # the coronal view's horizontal cross-hair line moved to z=20 (155 slices, superior at the top)
     assert figs[1]["layout"]["shapes"][1]["y0"] == 155 - 1 - 20
 
-    next(b for b in at.button if b.label == "Most tumour").click().run()
+    jump = next(b for b in at.button if b.label == "Most tumour")
+    # bug (walk of issue 19): the help said "expert label"; the demo's ground truth is a pseudo-label
+    assert jump.help == "Jump to the slices with most tumour (ground truth)"
+    jump.click().run()
     assert at.session_state[ui.KEY_CURSOR]["z"] == cursor["z"]
     assert at.slider(key="viewer_cursor_z").value == cursor["z"]
 
