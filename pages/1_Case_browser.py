@@ -246,6 +246,7 @@ def selected_case_panel() -> None:
         if case.seg is not None:
             st.markdown("**Ground-truth volumes (mL)**")
             ml = metrics.label_volumes_ml(case.seg.data, case.spacing_mm, voxel_volume_ml=case.voxel_volume_ml)
+            ml = {k: ml[k] for k in ("NCR", "ED", "ET", "TC", "WT") if k in ml}  # the order of every other table
             mcols = st.columns(len(ml))
             for col, (name, value) in zip(mcols, ml.items(), strict=True):
                 col.metric(name, f"{value:.1f}")

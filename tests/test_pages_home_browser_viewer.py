@@ -125,7 +125,7 @@ def test_browser_with_demo_case_shows_thumbnails_geometry_volumes_and_notes() ->
     geometry = at.dataframe[1].value
     assert dict(zip(geometry["Property"], geometry["Value"], strict=True))["Stored orientation"] == "LPS"
     labels = [m.label for m in at.metric]
-    assert labels == ["NCR", "ED", "ET", "WT", "TC"]
+    assert labels == ["NCR", "ED", "ET", "TC", "WT"]  # walk of issue 19: as in the report's and the PDF's tables
     assert all(m.value.replace(".", "", 1).isdigit() and "." in m.value for m in at.metric)  # mL, 1 decimal
     assert "pseudo-label" in texts(at.warning)
 
