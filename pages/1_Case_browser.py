@@ -48,8 +48,10 @@ def folder_table(folder: Path) -> None:
             h2.button("Clear search", icon=":material/backspace:", on_click=_clear_search, width="stretch")
         else:
             table = matched
-    st.caption(f"{len(table)} of {len(rows)} cases. Click any cell of a row (or its checkbox) to open that case, "
-               "or choose it under Case and press Open case; click a column header to sort.")
+    # in three quarters of the width: the table's toolbar (shown on hover, top right) covered the caption's end
+    st.columns([3, 1])[0].caption(f"{len(table)} of {len(rows)} cases. Click any cell of a row (or its checkbox) "
+                                  "to open that case, or choose it under Case and press Open case; click a column "
+                                  "header to sort.")
     picks = [(str(i), str(k)) for i, k in zip(table["case_id"], table["key"], strict=True)]
     st.session_state[TABLE_IDS_KEY] = (str(folder), picks)  # what the rows of the table are, for the callback
     cols = [c for c in ("case_id", "location", "modalities", "ground_truth", "shape", "voxel_mm", "error")

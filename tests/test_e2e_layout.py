@@ -42,3 +42,18 @@ def test_no_page_cuts_a_label(tmp_path: Path) -> None:
             e2e.wait_idle(page, PAGE_TIMEOUT_S)
             cut[link] = cut_texts(page)
     assert {name: texts for name, texts in cut.items() if texts} == {}
+
+
+@pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+@pytest.mark.timeout(300)
+def test_the_case_tables_toolbar_does_not_cover_its_caption(tmp_path: Path) -> None:
+    """Bug (walk of issue 19): the case table's hover toolbar covered the end of the caption above it."""
+    with e2e.app_page(tmp_path / "work", "/Case_browser", PAGE_TIMEOUT_S) as (_, page):
+        caption = page.locator('[data-testid="stCaptionContainer"]').filter(has_text="Click any cell of a row").first
+        page.locator('[data-testid="stDataFrame"]').first.hover()
+        toolbar = page.locator('[data-testid="stElementToolbar"]').first
+        toolbar.wait_for(state="visible", timeout=10_000)
+        a, b = e2e.stable_box(toolbar), e2e.stable_box(caption)
+        overlap_x = min(a["x"] + a["width"], b["x"] + b["width"]) - max(a["x"], b["x"])
+        overlap_y = min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"])
+        assert overlap_x <= 0 or overlap_y <= 0, (a, b)
