@@ -388,7 +388,7 @@ else:
             corrected_model_name=pred.model_name if pred is not None and saved is not None
             and saved.model_sha256 in ("", pred.model_sha256) else "",
             prediction=pred, prediction_key=st.session_state.get(ui.KEY_PREDICTION_CASE))
-        st.markdown("**Volumes**" + (f"  \n{shown_source.description}" if shown_source is not None else ""))
+        st.markdown("**Volumes (mL)**" + (f"  \n{shown_source.description}" if shown_source is not None else ""))
         rows = volume_table(current, case.spacing_mm, gt, voxel_volume_ml=case.voxel_volume_ml)
         table = pd.DataFrame({
             "Structure": [r["structure"] for r in rows],
@@ -398,8 +398,11 @@ else:
                                                                               voxel_volume_ml=case.voxel_volume_ml)]}
                if saved is not None and saved.corrected else {}),
         })
+        # short headers (mL is in the title): four columns fit this narrow column without a horizontal scroll
+        heads = {"Volume (mL)": "Corrected" if saved is not None and saved.corrected else "Volume",
+                 "Ground truth (mL)": "Ground truth", "Model (mL)": "Model"}
         st.dataframe(table, hide_index=True, width="stretch",
-                     column_config={c: st.column_config.NumberColumn(format="%.1f") for c in table.columns[1:]})
+                     column_config={c: st.column_config.NumberColumn(heads[c], format="%.1f") for c in table.columns[1:]})
         st.caption(segstate.hierarchy_caption(_hierarchy(segstate.labels_digest(current), current)))
 
 view_url.remember(st.session_state.get(ui.KEY_CURSOR))  # a reload keeps the slice

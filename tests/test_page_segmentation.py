@@ -266,6 +266,13 @@ def test_corrections_show_update_volumes_and_stay_in_the_session(tiny_model: Pat
     assert "Model prediction corrected by hand (model `tiny`, TTA off, TensorFlow)" in texts(at.markdown)
     after = volumes(at)
     assert after == as_dict(expected)
+    # bug (walk of issue 19): with the model's column added, "Model (mL)" ran off the narrow column (a horizontal
+    # scroll hid it); the headers are short, mL is in the title
+    table = next(d for d in at.dataframe if "Model (mL)" in d.value.columns)
+    config = json.loads(table.proto.columns)
+    assert [config.get(c, {}).get("label", c) for c in table.value.columns] == ["Structure", "Corrected",
+                                                                               "Ground truth", "Model"]
+    assert "**Volumes (mL)**" in texts(at.markdown)
     assert after[name] >= as_dict(pred.labels)[name] + 2.4
     assert at.session_state[ui.KEY_CORRECTED_CASE] == case_key
     np.testing.assert_array_equal(at.session_state[ui.KEY_CORRECTED], expected)
