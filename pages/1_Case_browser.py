@@ -261,13 +261,12 @@ def selected_case_panel() -> None:
 
 
 def _source_text(case) -> str:
-    """Where the case came from: a folder's label or name (never its server path), or how this session made it
-    ("converted from DICOM in this session"; a DICOM or raw-study case is not an upload)."""
-    from core.app import session_cases
-
+    """Where the case came from: a folder's label or name (never its server path), or what this session made it
+    from ("DICOM series (this session)"; a DICOM or raw-study case is not an upload)."""
     sel = st.session_state.get(ui.KEY_CASE) or {}
-    if sel.get("kind") == "upload":
-        return f"{session_cases.ORIGINS.get(str(sel.get('origin') or 'upload'), 'made')} in this session"
+    if sel.get("kind") == "upload":  # short: a longer text is cut in the table's column
+        made = {"upload": "uploaded files", "dicom": "DICOM series", "study": "raw study"}
+        return f"{made.get(str(sel.get('origin') or 'upload'), 'made here')} (this session)"
     if not case.source:
         return "-"
     return roots.display_name(case.source) if Path(case.source).is_absolute() else case.source

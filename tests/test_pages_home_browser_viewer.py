@@ -332,7 +332,7 @@ def test_browser_names_a_converted_case_by_how_it_was_made(tmp_path: Path) -> No
     assert not at.exception
     geometry = next(df.value for df in at.dataframe if "Property" in df.value.columns)
     source = dict(zip(geometry["Property"], geometry["Value"], strict=True))["Source"]
-    assert source == "converted from DICOM in this session"
+    assert source == "DICOM series (this session)"
 
 
 # -------------------------------------------------------------------------------------------- slice viewer
