@@ -65,9 +65,15 @@ with right:
         n_val = len(split.get("val") or [])
         cols = st.columns(3)
         cols[0].metric("Training cases", n_train)
-        cols[1].metric("Validation cases", n_val)
-        cols[2].metric("Epochs", card.get("epochs_run", "-"))
         cv = card.get("cross_validation") or {}
+        if cv.get("mean_dice") and not n_val:  # every case was held out once: "0 validation cases" misleads
+            cols[1].metric("CV folds", str(cv.get("folds", "?")),  # "3-fold CV" as a value was cut
+                           help=f"Cross-validation: each of {cv.get('cases', '?')} cases was held out once and "
+                                "scored by a model trained on the others; the model shown was then trained on "
+                                "all of them.")
+        else:
+            cols[1].metric("Validation cases", n_val)
+        cols[2].metric("Epochs", card.get("epochs_run", "-"))
         dice = cv.get("mean_dice") or card.get("validation_mean_dice") or {}
         if cv.get("mean_dice"):
             st.markdown(f"**Cross-validation Dice** (mean over {cv.get('cases', '?')} held-out cases, "
@@ -86,7 +92,7 @@ with right:
             lcols = st.columns(3)
             for col, region in zip(lcols, ("WT", "TC", "ET"), strict=True):
                 value = lw.get(region)
-                col.metric(f"{region} lesion-wise", "-" if value is None else f"{float(value):.3f}",
+                col.metric(region, "-" if value is None else f"{float(value):.3f}",  # a longer label is cut
                            help=f"{config.REGION_LONG_NAMES[region]}: mean Dice over lesions, a missed or false "
                                 "lesion counting 0 (reference lesions under 50 mm³ left out, as BraTS 2023 does)")
         if card.get("small_data_warning"):

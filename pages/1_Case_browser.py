@@ -48,8 +48,10 @@ def folder_table(folder: Path) -> None:
             h2.button("Clear search", icon=":material/backspace:", on_click=_clear_search, width="stretch")
         else:
             table = matched
-    st.caption(f"{len(table)} of {len(rows)} cases. Click any cell of a row (or its checkbox) to open that case, "
-               "or choose it under Case and press Open case; click a column header to sort.")
+    # in three quarters of the width: the table's toolbar (shown on hover, top right) covered the caption's end
+    st.columns([3, 1])[0].caption(f"{len(table)} of {len(rows)} cases. Click any cell of a row (or its checkbox) "
+                                  "to open that case, or choose it under Case and press Open case; click a column "
+                                  "header to sort.")
     picks = [(str(i), str(k)) for i, k in zip(table["case_id"], table["key"], strict=True)]
     st.session_state[TABLE_IDS_KEY] = (str(folder), picks)  # what the rows of the table are, for the callback
     cols = [c for c in ("case_id", "location", "modalities", "ground_truth", "shape", "voxel_mm", "error")
@@ -72,7 +74,9 @@ def folder_table(folder: Path) -> None:
         keys = [k for _, k in picks]
         id_of = dict((k, i) for i, k in picks)
         repeated = {i for i in id_of.values() if list(id_of.values()).count(i) > 1}
-        current = sel.get("key") if sel.get("folder") == str(folder) else None
+        current = None
+        if sel.get("folder") == str(folder):  # a case opened by a link or a reload may carry its id only
+            current = sel.get("key") or next((k for i, k in picks if i == sel.get("case_id")), None)
         if current in keys and st.session_state.get(PICK_SEEN_KEY) != current:
             st.session_state["browser_pick"] = current  # the dropdown names the case opened (table, URL, ...)
         st.session_state[PICK_SEEN_KEY] = current
@@ -225,8 +229,7 @@ def selected_case_panel() -> None:
             ("Stored shape", " x ".join(str(s) for s in ref.original_shape)),
             ("Modalities", ", ".join(config.MODALITY_TITLES[k] for k in case.modalities)),
             ("Ground truth", f"yes (labels as BraTS {case.label_convention})" if case.has_seg else "no"),
-            ("Source", (roots.display_name(case.source) if Path(case.source).is_absolute() else case.source)
-             if case.source else "-"),  # a folder's label or name, never its server path
+            ("Source", _source_text(case)),
         ]
         st.dataframe(pd.DataFrame(rows, columns=["Property", "Value"]), hide_index=True, width="stretch")
         missing = [k for k in config.MODALITIES if k not in case.modalities]
@@ -245,6 +248,7 @@ def selected_case_panel() -> None:
         if case.seg is not None:
             st.markdown("**Ground-truth volumes (mL)**")
             ml = metrics.label_volumes_ml(case.seg.data, case.spacing_mm, voxel_volume_ml=case.voxel_volume_ml)
+            ml = {k: ml[k] for k in ("NCR", "ED", "ET", "TC", "WT") if k in ml}  # the order of every other table
             mcols = st.columns(len(ml))
             for col, (name, value) in zip(mcols, ml.items(), strict=True):
                 col.metric(name, f"{value:.1f}")
@@ -254,6 +258,18 @@ def selected_case_panel() -> None:
         if case.notes:
             st.warning(case.notes, icon=":material/sticky_note_2:")
         st.page_link("pages/2_Slice_viewer.py", label="Open in the slice viewer", icon=":material/view_in_ar:")
+
+
+def _source_text(case) -> str:
+    """Where the case came from: a folder's label or name (never its server path), or what this session made it
+    from ("DICOM series (this session)"; a DICOM or raw-study case is not an upload)."""
+    sel = st.session_state.get(ui.KEY_CASE) or {}
+    if sel.get("kind") == "upload":  # short: a longer text is cut in the table's column
+        made = {"upload": "uploaded files", "dicom": "DICOM series", "study": "raw study"}
+        return f"{made.get(str(sel.get('origin') or 'upload'), 'made here')} (this session)"
+    if not case.source:
+        return "-"
+    return roots.display_name(case.source) if Path(case.source).is_absolute() else case.source
 
 
 def figures_legend_html() -> str:

@@ -66,7 +66,7 @@ def _most_tumour(digest: str, _labels: np.ndarray) -> dict[str, int] | None:
 
 
 # "Most tumour": the expert label's, else (a case without one, e.g. a raw study after segmenting) the model's
-jump_target, jump_source = stats.tumour_cursor, "expert label"
+jump_target, jump_source = stats.tumour_cursor, "ground truth"  # not always an expert's (the demo)
 if jump_target is None:
     from core.app.segstate import labels_digest
 

@@ -206,7 +206,7 @@ if probs is None:
     st.plotly_chart(figures.slice_figure(plain, figures.extract_slice(image, "axial", z, True), "axial", z, cursor,
                                          shape, True, height=420,
                                          title=f"{MODALITY_TITLES[modality]} z={z}"
-                                         + (" (expert label outlined)" if gt is not None else "")),
+                                         + (" (ground truth outlined)" if gt is not None else "")),  # the demo's is no expert's
                     config=PLOT_CONFIG, key="seg_image_fig")
 else:
     # full width whether or not the uncertainty map is shown (it goes below, as large as one probability map)
@@ -236,6 +236,8 @@ if gt is None:
 elif pred_labels is None and saved is None:
     st.info("Segment the whole volume to score it against the ground truth.", icon=":material/info:")
 else:
+    if (seen := ui.training_case_note(case.case_id)) is not None:
+        st.warning(seen, icon=":material/school:")
     base = pred_labels if pred_labels is not None else saved.model_labels
     base_scores = ui.cached_scores(case, base)
     corr_scores = ui.cached_scores(case, saved.labels) if saved is not None and saved.corrected else None
@@ -386,7 +388,7 @@ else:
             corrected_model_name=pred.model_name if pred is not None and saved is not None
             and saved.model_sha256 in ("", pred.model_sha256) else "",
             prediction=pred, prediction_key=st.session_state.get(ui.KEY_PREDICTION_CASE))
-        st.markdown("**Volumes**" + (f"  \n{shown_source.description}" if shown_source is not None else ""))
+        st.markdown("**Volumes (mL)**" + (f"  \n{shown_source.description}" if shown_source is not None else ""))
         rows = volume_table(current, case.spacing_mm, gt, voxel_volume_ml=case.voxel_volume_ml)
         table = pd.DataFrame({
             "Structure": [r["structure"] for r in rows],
@@ -396,8 +398,11 @@ else:
                                                                               voxel_volume_ml=case.voxel_volume_ml)]}
                if saved is not None and saved.corrected else {}),
         })
+        # short headers (mL is in the title): four columns fit this narrow column without a horizontal scroll
+        heads = {"Volume (mL)": "Corrected" if saved is not None and saved.corrected else "Volume",
+                 "Ground truth (mL)": "Ground truth", "Model (mL)": "Model"}
         st.dataframe(table, hide_index=True, width="stretch",
-                     column_config={c: st.column_config.NumberColumn(format="%.1f") for c in table.columns[1:]})
+                     column_config={c: st.column_config.NumberColumn(heads[c], format="%.1f") for c in table.columns[1:]})
         st.caption(segstate.hierarchy_caption(_hierarchy(segstate.labels_digest(current), current)))
 
 view_url.remember(st.session_state.get(ui.KEY_CURSOR))  # a reload keeps the slice

@@ -82,6 +82,11 @@ st.caption(f"Voxel size {spacing} mm from the image header ({case.reference.voxe
 source_name = {"corrected": "Corrected", "prediction": "Model prediction", "ground_truth": "Reference label"}[source.kind]
 SHORT_NAMES = {"NCR": "NCR/NET (label 1)", "ED": "ED (label 2)", "ET": "ET (label 4)", "TC": "TC (labels 1+4)",
                "WT": "WT (labels 1+2+4)"}
+def _count_text(n: int | None) -> str:
+    """A lesion count as shown: the number, or an en dash where none is counted (a bare None read "None")."""
+    return "\u2013" if n is None else str(int(n))
+
+
 # The table spans the page (its lesion columns need the width); the chart sits below it.
 table = pd.DataFrame({
     "Structure": [SHORT_NAMES.get(r["structure"], r["structure"]) for r in rows],
@@ -89,16 +94,15 @@ table = pd.DataFrame({
     f"{source_name} (mL)": [r["volume_ml"] for r in rows],
     **({"Ground truth (mL)": [r["gt_volume_ml"] for r in rows],
         "Difference (mL)": [r["difference_ml"] for r in rows]} if with_gt else {}),
-    "Lesions": pd.array([lesions.get(r["structure"]) for r in rows], dtype="Int64"),
-    **({"Ground-truth lesions": pd.array([gt_lesions.get(r["structure"]) for r in rows], dtype="Int64")}
-       if with_gt else {}),
+    "Lesions": [_count_text(lesions.get(r["structure"])) for r in rows],
+    **({"Ground-truth lesions": [_count_text(gt_lesions.get(r["structure"])) for r in rows]} if with_gt else {}),
 })
 st.dataframe(table, hide_index=True, width="stretch",
-             column_config={c: st.column_config.NumberColumn(format="%.1f") for c in table.columns[2:]
-                            if "lesions" not in c.lower()})
+             column_config={c: st.column_config.TextColumn(alignment="right") if "lesions" in c.lower()
+                            else st.column_config.NumberColumn(format="%.1f") for c in table.columns[2:]})
 st.caption("NCR/NET: necrotic / non-enhancing core; ED: peritumoral edema; ET: enhancing tumour (label and "
            "region); TC: tumour core; WT: whole tumour. Lesions: 3-D connected components (26-connected) of "
-           "each region, however small.")
+           "each region (ET, TC, WT), however small; \u2013: not counted for a single label.")
 c_col, _ = st.columns([1, 1])
 with c_col:
     st.plotly_chart(figures_seg.volume_bar_figure(rows, source_name), config={"displaylogo": False},
@@ -108,6 +112,8 @@ scores = None
 if with_gt:
     scores = ui.cached_scores(case, source.labels)
     st.subheader("Agreement with the ground truth")
+    if (seen := ui.training_case_note(case.case_id)) is not None:
+        st.warning(seen, icon=":material/school:")
     score_table = pd.DataFrame([{"Region": region, "Dice": s.dice, "HD95 (mm)": s.hd95_mm,
                                  "Sensitivity": s.sensitivity, "Precision": s.precision}
                                 for region, s in scores.regions.items()])

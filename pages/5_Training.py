@@ -234,9 +234,10 @@ def training_form(job_alive: bool) -> None:
         bias_field = c3.number_input("Bias-field augmentation", 0.0, 1.0,
                                      float(min(max(recipe.get("bias_field", 0.3), 0.0), 1.0)), 0.1,
                                      key="train_bias_field", disabled=job_alive)
-        strong_augment = c4.checkbox("Strong intensity augmentation", value=bool(recipe.get("strong_augment", True)),
-                                     key="train_strong_augment", disabled=job_alive,
-                                     help="Gamma, contrast, noise, blur and low resolution")
+        strong_augment = c4.checkbox("Strong augmentation", value=bool(recipe.get("strong_augment", True)),
+                                     key="train_strong_augment", disabled=job_alive,  # a longer label is cut
+                                     help="Strong intensity augmentation: gamma, contrast, noise, blur and low "
+                                          "resolution")
         name = st.text_input("Output name (letters, digits, - and _)", key=KEY_NAME, disabled=job_alive,
                              help="Kept while you change the other settings; the default is fixed when the page "
                                   "is first opened in this session.")

@@ -151,6 +151,25 @@ def launch_chromium(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), headless=True)
 
 
+@contextmanager
+def app_page(work_dir: Path, path: str = "", timeout_s: float = 90.0, accept_downloads: bool = False,
+             **server_kwargs: Any) -> Iterator[tuple[AppServer, Any]]:
+    """A server (``start_server(work_dir, **server_kwargs)``) and one chromium page (1400 x 1000, sync API)
+    opened at ``path`` (e.g. ``"/Slice_viewer?case=..."``) and idle; browser and server are closed after."""
+    from playwright.sync_api import sync_playwright
+
+    with running_server(work_dir, **server_kwargs) as server, sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=accept_downloads)
+            page.set_default_timeout(timeout_s * 1000)
+            page.goto(f"{server.url}{path}")
+            wait_idle(page, timeout_s)
+            yield server, page
+        finally:
+            browser.close()
+
+
 def clean_artifacts(folder: Path = ARTIFACTS_DIR) -> Path:
     """An empty ``folder`` (created; old screenshots removed)."""
     if folder.exists():
@@ -163,6 +182,8 @@ def clean_artifacts(folder: Path = ARTIFACTS_DIR) -> Path:
 
 IDLE_JS = """([statusSel, busySel]) => {
     if (!document.querySelector('[data-testid="stApp"]')) return false;
+    // a page just loaded is idle until its first run starts: wait for something the script drew
+    if (!document.querySelector('[data-testid="stMain"] [data-testid="stElementContainer"]')) return false;
     const status = document.querySelector(statusSel);
     if (status && (/Running|Connecting/i.test(status.innerText)
                    || status.querySelector('[data-testid="stStatusWidgetRunningIcon"], [aria-label^="Running"]')))
@@ -173,7 +194,8 @@ IDLE_JS = """([statusSel, busySel]) => {
 
 
 def streamlit_idle(page: Any) -> bool:
-    """True when the app is connected and not running: no running icon or "Running"/"Connecting" status, no
+    """True when the app is connected and not running: the script has drawn something in the main area (a page
+    just loaded is idle before its first run starts), no running icon or "Running"/"Connecting" status, no
     stale element (left from the previous run, not yet re-sent), no spinner, no progress bar."""
     return bool(page.evaluate(IDLE_JS, [STATUS_WIDGET, BUSY]))
 
@@ -211,6 +233,20 @@ def goto_sidebar_page(page: Any, label: str, timeout_s: float = 60.0) -> None:
     page.wait_for_url(f"**/{label.replace(' ', '_')}*", timeout=timeout_s * 1000)
     page.get_by_role("heading", name=label).first.wait_for(timeout=timeout_s * 1000)  # pages are titled so
     wait_idle(page, timeout_s)
+
+
+def stable_box(locator: Any, timeout_s: float = 10.0, poll_s: float = 0.05) -> dict[str, float]:
+    """The bounding box of ``locator`` once two samples in a row agree (a toolbar fading or sliding in has
+    stopped moving)."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        box = locator.bounding_box()
+        if box is not None and box == last:
+            return box
+        last = box
+        time.sleep(poll_s)
+    raise TimeoutError(f"the element's box kept changing for {timeout_s:.0f} s: {last}")
 
 
 def exception_texts(page: Any) -> list[str]:
@@ -261,6 +297,63 @@ def full_page_screenshot(page: Any, path: str | Path, max_height_px: int = 8000)
     finally:
         if tall > size["height"]:
             page.set_viewport_size(size)
+
+
+# ---- steps of the main flow (sync API), shared by the browser tests ----------------------------------------
+
+DEMO_CASE_ID = "TCIA-example"
+
+
+def viewer_frame(page: Any, timeout_s: float = 60.0) -> Any:
+    """The frame of the in-browser slice viewer once it has drawn its first image (``window.__viewer.ready``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for frame in page.frames:
+            try:
+                if frame.evaluate("() => !!(window.__viewer && window.__viewer.ready)"):
+                    return frame
+            except Exception:  # noqa: BLE001 (frames come and go while the page runs)
+                continue
+        page.wait_for_timeout(100)
+    raise TimeoutError("the slice viewer drew no image")
+
+
+def open_demo_case(page: Any, timeout_s: float = 60.0, before_open: Any = None) -> None:
+    """From any page: Case browser, open the bundled demo case (the data folder's default), wait until the page
+    names it as the selected case. ``before_open(page)`` runs on the Case browser before the click."""
+    goto_sidebar_page(page, "Case browser", timeout_s)
+    page.get_by_role("button", name="Open case").wait_for(timeout=timeout_s * 1000)
+    if before_open is not None:
+        before_open(page)
+    page.get_by_role("button", name="Open case").click()
+    wait_text(page, f"Selected case: {DEMO_CASE_ID}", timeout_s)
+    wait_idle(page, timeout_s)
+
+
+def segment_whole_volume(page: Any, timeout_s: float = 150.0, done: Any = "Whole-volume prediction of model"
+                         ) -> None:
+    """Press "Segment whole volume" on the page shown, wait for ``done`` (a text, or a locator to appear), then
+    for an idle page."""
+    page.get_by_role("button", name="Segment whole volume").click()
+    if isinstance(done, str):
+        wait_text(page, done, timeout_s)
+    else:
+        done.wait_for(timeout=timeout_s * 1000)
+    wait_idle(page, timeout_s)
+
+
+def download(page: Any, button: Any, path: str | Path, timeout_s: float = 60.0) -> Path:
+    """Click a ``stDownloadButton`` element (its inner button), wait for the download and save it at ``path``.
+
+    Raises:
+        AssertionError: the browser reports the download failed.
+    """
+    with page.expect_download(timeout=timeout_s * 1000) as info:
+        button.locator("button").click()
+    download = info.value
+    assert download.failure() is None, download.failure()
+    download.save_as(str(path))
+    return Path(path)
 
 
 # ---- waits (async API, for concurrent sessions) -----------------------------------------------------------

@@ -135,7 +135,7 @@ def test_too_few_modalities_exits_2(tmp_path: Path, tiny_unet: Path, capsys: pyt
     captured = capsys.readouterr()
     assert code == 2 and captured.out == ""
     line = _one_error_line(captured.err)
-    assert "FLAIR or T1CE" in line and "missing ['FLAIR', 'T1CE']" in line
+    assert "FLAIR or T1CE" in line and "missing FLAIR, T1CE)" in line
     assert not out.exists() or not any(out.iterdir())
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from core import config
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SKIP_REASON = e2e.browser_skip_reason()
-CASE_ID = "TCIA-example"
+CASE_ID = e2e.DEMO_CASE_ID
 SHIPPED_MODEL = config.MODELS_DIR / "unet2d_default"
 SEGMENT_TIMEOUT_S = 150.0  # whole-volume prediction on a slow, loaded 2-core machine (measured ~10-40 s)
 PAGE_TIMEOUT_S = 90.0
@@ -78,20 +77,6 @@ class Flow:
         assert e2e.exception_texts(self.page) == [], f"exception on {title}"
 
 
-def _viewer_frame(page: Any, timeout_s: float = PAGE_TIMEOUT_S) -> Any:
-    """The frame of the in-browser slice viewer once it has drawn its first image."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for frame in page.frames:
-            try:
-                if frame.evaluate("() => !!(window.__viewer && window.__viewer.ready)"):
-                    return frame
-            except Exception:  # noqa: BLE001 (frames come and go while the page runs)
-                continue
-        page.wait_for_timeout(100)
-    raise TimeoutError("the slice viewer drew no image")
-
-
 def _click_view(page: Any, frame: Any, plane: str, fx: float, fy: float) -> None:
     """Click at (fx, fy) (fractions of width and height) of a plane's canvas in the slice viewer."""
     box = frame.locator(f'.view[data-plane="{plane}"] canvas').bounding_box()
@@ -125,21 +110,19 @@ def test_main_flow_home_to_pdf_report(tmp_path: Path) -> None:
                 flow.shot("home")
 
                 # ---- Case browser: open the demo case
-                e2e.goto_sidebar_page(page, "Case browser", PAGE_TIMEOUT_S)
-                flow.check_page("Case browser")
-                page.get_by_role("button", name="Open case").wait_for()
-                assert page.get_by_role("combobox", name="Case").input_value() == CASE_ID  # the only demo case
-                flow.shot("case_browser")
-                page.get_by_role("button", name="Open case").click()
-                e2e.wait_text(page, f"Selected case: {CASE_ID}", PAGE_TIMEOUT_S)
-                e2e.wait_idle(page, PAGE_TIMEOUT_S)
+                def before_open(page: Any) -> None:
+                    flow.check_page("Case browser")
+                    assert page.get_by_role("combobox", name="Case").input_value() == CASE_ID  # the only demo case
+                    flow.shot("case_browser")
+
+                e2e.open_demo_case(page, PAGE_TIMEOUT_S, before_open=before_open)
                 assert CASE_ID in page.locator('[data-testid="stSidebar"]').inner_text()
                 flow.shot("case_opened")
 
                 # ---- Slice viewer (drawn in the browser): page with the keyboard, click, measure
                 e2e.goto_sidebar_page(page, "Slice viewer", PAGE_TIMEOUT_S)
                 flow.check_page("Slice viewer")
-                frame = _viewer_frame(page)
+                frame = e2e.viewer_frame(page, PAGE_TIMEOUT_S)
                 flow.shot("slice_viewer")
                 _click_view(page, frame, "axial", 0.5, 0.5)  # a click gives the viewer the keyboard
                 e2e.wait_idle(page, PAGE_TIMEOUT_S)
@@ -167,9 +150,7 @@ def test_main_flow_home_to_pdf_report(tmp_path: Path) -> None:
                 e2e.goto_sidebar_page(page, "Segmentation", PAGE_TIMEOUT_S)
                 flow.check_page("Segmentation")
                 e2e.wait_text(page, "No segmentation of this case yet")
-                page.get_by_role("button", name="Segment whole volume").click()
-                e2e.wait_text(page, "Whole-volume prediction of model", SEGMENT_TIMEOUT_S)
-                e2e.wait_idle(page, SEGMENT_TIMEOUT_S)
+                e2e.segment_whole_volume(page, SEGMENT_TIMEOUT_S)
                 maps = page.locator('[data-testid="stPlotlyChart"]')
                 assert maps.count() >= 1, "no probability map after segmenting"
                 assert page.get_by_text("to see the per-class probabilities").count() == 0
@@ -184,12 +165,7 @@ def test_main_flow_home_to_pdf_report(tmp_path: Path) -> None:
                 button = page.locator('[data-testid="stDownloadButton"]').filter(has_text="PDF summary").first
                 button.wait_for()
                 flow.shot("volume_report")
-                with page.expect_download(timeout=PAGE_TIMEOUT_S * 1000) as info:
-                    button.locator("button").click()
-                download = info.value
-                assert download.failure() is None
-                pdf_path = out / "report.pdf"
-                download.save_as(str(pdf_path))
+                pdf_path = e2e.download(page, button, out / "report.pdf", PAGE_TIMEOUT_S)
                 e2e.wait_idle(page, PAGE_TIMEOUT_S)
                 flow.shot("pdf_downloaded")
             finally:

@@ -83,16 +83,10 @@ def test_dicom_seg_button_delivers_a_valid_seg(tmp_path: Path) -> None:
                 e2e.wait_idle(page, PAGE_TIMEOUT_S)
 
                 e2e.goto_sidebar_page(page, "Volume report", PAGE_TIMEOUT_S)
-                page.get_by_role("button", name="Segment whole volume").click()
                 button = page.locator('[data-testid="stDownloadButton"]').filter(has_text="Segmentation (DICOM SEG)")
-                button.first.wait_for(timeout=SEGMENT_TIMEOUT_S * 1000)
-                e2e.wait_idle(page, PAGE_TIMEOUT_S)
+                e2e.segment_whole_volume(page, SEGMENT_TIMEOUT_S, done=button.first)
                 e2e.full_page_screenshot(page, out / "02_volume_report.png")
-                with page.expect_download(timeout=PAGE_TIMEOUT_S * 1000) as info:
-                    button.first.locator("button").click()
-                download = info.value
-                assert download.failure() is None
-                download.save_as(str(seg_path))
+                e2e.download(page, button.first, seg_path, PAGE_TIMEOUT_S)
                 assert e2e.exception_texts(page) == []
             finally:
                 browser.close()

@@ -212,3 +212,18 @@ def test_the_sessions_upload_is_offered_as_a_study(monkeypatch: pytest.MonkeyPat
     at.button(key="followup_run").click().run()
     assert not at.exception and not at.error
     assert "PR - partial response" in texts(at.info)
+
+
+def test_the_open_case_is_offered_when_the_data_folder_is_another(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """Bug (walk of issue 19): with a case open from one folder and the data folder set to another (the demo
+    here), the open case was not offered: "Two studies are needed" although the demo and the open case make two."""
+    folder = tmp_path / "data"
+    write_case(folder, "FU_Baseline", phantom())
+    monkeypatch.setenv("BRATS_DATA_ROOTS", f"Trial={folder}")
+    selection = {"kind": "folder", "folder": str(folder.resolve()), "case_id": "FU_Baseline"}
+    at = app(config.DEMO_DATA_DIR, **{ui.KEY_CASE: selection})
+    assert "Two studies are needed" not in texts(at.info)
+    labels = option_labels(at, "followup_baseline")
+    assert at.selectbox(key="followup_baseline").value == f"folder:{folder.resolve()}:FU_Baseline/FU_Baseline"
+    assert "FU_Baseline (Trial: FU_Baseline)" in labels, labels  # its folder named by its label

@@ -117,6 +117,21 @@ def test_a_prediction_is_reported_with_table_chart_and_downloads(tiny_model: Pat
     assert not read_events(_isolated / "audit.log.jsonl")  # nothing exported yet
 
 
+def test_scores_of_a_case_the_model_was_trained_on_say_so(tiny_model: Path, demo_case, prediction,
+                                                           tmp_path: Path) -> None:
+    """Bug (walk of issue 19): a BraTS training case scored Dice 0.91 on the report with nothing saying the model
+    had been trained on it; a reader took it for the model's accuracy on new cases."""
+    import shutil
+
+    trained = tmp_path / "trained_on_demo"
+    shutil.copytree(tiny_model, trained)
+    (trained / "model_card.json").write_text(json.dumps({"split": {"train": ["TCIA-example"], "val": []}}))
+    at = app(trained, **with_prediction(prediction, demo_case))
+    assert "one of the model's training cases: these scores overstate" in texts(at.warning)
+    at = app(tiny_model, **with_prediction(prediction, demo_case))  # no card: nothing to say
+    assert "overstate" not in texts(at.warning)
+
+
 def test_a_prediction_of_another_case_is_not_reported(tiny_model: Path, prediction) -> None:
     at = app(tiny_model, **{ui.KEY_PREDICTION: prediction, ui.KEY_PREDICTION_CASE: "0" * 32})
     assert "No segmentation of this case yet" in texts(at.info)
@@ -149,11 +164,13 @@ def test_lesions_of_each_region_beside_the_volumes(tiny_model: Path, demo_case, 
     df = volume_frame(at)
 
     def counts(column: str) -> list[int | None]:
-        return [None if pd.isna(v) else int(v) for v in df[column]]
+        return [None if v == "\u2013" else int(v) for v in df[column]]
 
     assert list(df["Structure"])[:2] == ["NCR/NET (label 1)", "ED (label 2)"]
     assert counts("Lesions") == [None, None, expected_ref["ET"], expected_ref["TC"], expected_ref["WT"] + 1]
     assert counts("Ground-truth lesions") == [None, None, expected_ref["ET"], expected_ref["TC"], expected_ref["WT"]]
+    # bug (walk of issue 19): the rows without a count showed the word "None"; they show a dash
+    assert not any(pd.isna(v) for v in [*df["Lesions"], *df["Ground-truth lesions"]])
     assert "26-connected" in texts(at.caption)
 
 

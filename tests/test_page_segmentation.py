@@ -118,6 +118,20 @@ def test_segment_whole_volume_scores_audits_and_caches(tiny_model: Path, _isolat
     assert len(events) == 2 and events[1]["extra"]["from_cache"] is True
 
 
+def test_scores_of_a_case_the_model_was_trained_on_say_so(tiny_model: Path, tmp_path: Path) -> None:
+    """Bug (walk of issue 19): a training case scored Dice 0.91 with nothing saying the model was trained on it."""
+    import shutil
+
+    trained = tmp_path / "trained_on_demo"
+    shutil.copytree(tiny_model, trained)
+    (trained / "model_card.json").write_text(json.dumps({"split": {"train": [], "val": ["TCIA-example"]}}))
+    at = app(trained)
+    assert "overstate" not in texts(at.warning)  # no scores yet, nothing to qualify
+    button(at, "Segment whole volume").click().run()
+    assert not at.exception, at.exception
+    assert "one of the model's validation cases: these scores overstate" in texts(at.warning)
+
+
 def test_a_reload_brings_the_prediction_and_the_slice_back(tiny_model: Path) -> None:
     """Bug: a browser reload (a new session) lost the prediction although it was still cached; it now comes back
     for the same case and model, with the slice (the URL's cursor), on this page and in the viewer."""
@@ -252,6 +266,13 @@ def test_corrections_show_update_volumes_and_stay_in_the_session(tiny_model: Pat
     assert "Model prediction corrected by hand (model `tiny`, TTA off, TensorFlow)" in texts(at.markdown)
     after = volumes(at)
     assert after == as_dict(expected)
+    # bug (walk of issue 19): with the model's column added, "Model (mL)" ran off the narrow column (a horizontal
+    # scroll hid it); the headers are short, mL is in the title
+    table = next(d for d in at.dataframe if "Model (mL)" in d.value.columns)
+    config = json.loads(table.proto.columns)
+    assert [config.get(c, {}).get("label", c) for c in table.value.columns] == ["Structure", "Corrected",
+                                                                               "Ground truth", "Model"]
+    assert "**Volumes (mL)**" in texts(at.markdown)
     assert after[name] >= as_dict(pred.labels)[name] + 2.4
     assert at.session_state[ui.KEY_CORRECTED_CASE] == case_key
     np.testing.assert_array_equal(at.session_state[ui.KEY_CORRECTED], expected)
@@ -303,6 +324,8 @@ def test_the_image_is_shown_before_segmenting(tiny_model: Path) -> None:
     assert heatmap_count(at) == 0 and len(figs) == 1
     assert [t["type"] for t in figs[0]["data"]] == ["image"]
     assert figs[0]["layout"]["title"]["text"].startswith("FLAIR z=")
+    # bug (walk of issue 19): the title said "expert label outlined"; the demo's ground truth is a pseudo-label
+    assert figs[0]["layout"]["title"]["text"].endswith("(ground truth outlined)")
 
 
 def test_without_an_expert_label_segmenting_opens_on_the_models_tumour(tiny_model: Path, tmp_path: Path,

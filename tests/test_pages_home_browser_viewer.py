@@ -76,6 +76,26 @@ def test_home_prefers_the_cross_validation_dice(monkeypatch: pytest.MonkeyPatch,
     assert "Cross-validation Dice** (mean over 12 held-out cases, 3 folds)" in texts(at.markdown)
 
 
+def test_home_metric_labels_fit_and_say_how_the_model_was_validated(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    """Bugs (walk of issue 19): the lesion-wise Dice labels ("WT lesion-wise") were cut to "WT lesion-..." in
+    their third-width column, and a cross-validated model showed "Validation cases 0" (as if never validated)."""
+    folder = tmp_path / "cv_model"
+    folder.mkdir()
+    card = {"name": "cv_model", "split": {"train": ["a"] * 12, "val": []}, "epochs_run": 20,
+            "cross_validation": {"folds": 3, "cases": 12, "mean_dice": {"WT": 0.85, "TC": 0.7, "ET": 0.65},
+                                 "lesionwise_brats2023_mean_dice": {"WT": 0.8, "TC": 0.6, "ET": 0.5}}}
+    (folder / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    monkeypatch.setenv(config.MODEL_ENV, str(folder))
+    at = app()
+    assert not at.exception
+    shown = [(m.label, m.value) for m in at.metric]
+    assert shown == [("Training cases", "12"), ("CV folds", "3"), ("Epochs", "20"),
+                     ("WT", "0.850"), ("TC", "0.700"), ("ET", "0.650"), ("WT", "0.800"), ("TC", "0.600"),
+                     ("ET", "0.500")]
+    assert "Lesion-wise Dice** (BraTS 2023 rule" in texts(at.markdown)
+
+
 def test_home_does_not_import_tensorflow() -> None:
     code = ("import sys\nfrom streamlit.testing.v1 import AppTest\n"
             f"at = AppTest.from_file({HOME!r}, default_timeout=60).run()\n"
@@ -105,7 +125,7 @@ def test_browser_with_demo_case_shows_thumbnails_geometry_volumes_and_notes() ->
     geometry = at.dataframe[1].value
     assert dict(zip(geometry["Property"], geometry["Value"], strict=True))["Stored orientation"] == "LPS"
     labels = [m.label for m in at.metric]
-    assert labels == ["NCR", "ED", "ET", "WT", "TC"]
+    assert labels == ["NCR", "ED", "ET", "TC", "WT"]  # walk of issue 19: as in the report's and the PDF's tables
     assert all(m.value.replace(".", "", 1).isdigit() and "." in m.value for m in at.metric)  # mL, 1 decimal
     assert "pseudo-label" in texts(at.warning)
 
@@ -300,6 +320,21 @@ def test_browser_upload_shows_errors_next_to_files_and_builds_a_case(tmp_path: P
     assert len(at.get("image")) == 4
 
 
+def test_browser_names_a_converted_case_by_how_it_was_made(tmp_path: Path) -> None:
+    """Bug (walk of issue 19): a case converted from DICOM showed "Source: upload" in its geometry table."""
+    from core.app import session_cases
+    from core.data.cases import load_case_folder
+
+    case = load_case_folder(make_case_dir(tmp_path / "made", "BraTS2021_00043"))
+    entry = session_cases.SessionCase("sid1", "dicom", case)
+    at = app(BROWSER, {"kind": "upload", "case_id": case.case_id, "sid": "sid1", "origin": "dicom"},
+             **{session_cases.KEY_SESSION_CASES: {"sid1": entry}, ui.KEY_UPLOADED: case})
+    assert not at.exception
+    geometry = next(df.value for df in at.dataframe if "Property" in df.value.columns)
+    source = dict(zip(geometry["Property"], geometry["Value"], strict=True))["Source"]
+    assert source == "DICOM series (this session)"
+
+
 # -------------------------------------------------------------------------------------------- slice viewer
 
 def test_viewer_empty_state() -> None:
@@ -467,7 +502,10 @@ def test_viewer_demo_shows_three_linked_views_and_legend() -> None:
     # the coronal view's horizontal cross-hair line moved to z=20 (155 slices, superior at the top)
     assert figs[1]["layout"]["shapes"][1]["y0"] == 155 - 1 - 20
 
-    next(b for b in at.button if b.label == "Most tumour").click().run()
+    jump = next(b for b in at.button if b.label == "Most tumour")
+    # bug (walk of issue 19): the help said "expert label"; the demo's ground truth is a pseudo-label
+    assert jump.help == "Jump to the slices with most tumour (ground truth)"
+    jump.click().run()
     assert at.session_state[ui.KEY_CURSOR]["z"] == cursor["z"]
     assert at.slider(key="viewer_cursor_z").value == cursor["z"]
 

@@ -293,6 +293,18 @@ def test_check_modalities_rules() -> None:
         check_modalities(("flair", "t1"), ("flair", "t1ce"))
 
 
+def test_too_few_modalities_are_named_in_words() -> None:
+    """Bug (walk of issue 19): the Case browser showed a clinician Python lists ("of ['FLAIR', 'T1', ...]")."""
+    four = ("flair", "t1ce", "t1", "t2")
+    with pytest.raises(CaseError) as err:
+        check_modalities(("t1",), four)
+    assert str(err.value) == ("expected FLAIR or T1CE plus at least one other of FLAIR, T1CE, T1, T2; got only T1 "
+                              "(missing FLAIR, T1CE, T2)")
+    with pytest.raises(CaseError) as err:
+        check_modalities(("flair", "t1"), ("flair", "t1ce"))
+    assert str(err.value) == "expected the model's modalities FLAIR, T1CE; missing T1CE"
+
+
 def test_robust_normalisation_ignores_a_few_extreme_voxels() -> None:
     from core.engine.preprocess import PreprocessSpec
 

@@ -98,3 +98,25 @@ def test_selecting_a_case_puts_it_in_the_url() -> None:
     at.session_state[ui.KEY_CASE] = dict(DEMO)
     at.run()
     assert at.query_params["case"] == "TCIA-example" and at.query_params["src"] == "demo"
+
+
+def test_a_reload_keeps_the_data_folder_of_the_case_in_the_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug (walk of issue 19): a reload of the Case browser reopened the URL's case but showed the default data
+    folder (the demo) in the sidebar and the folder picker, and the "Case" dropdown named the demo's case, which
+    "Open case" would have opened instead."""
+    root = tmp_path / "trial"
+    make_case_dir(root / "BraTS2021_01234", "BraTS2021_01234")
+    make_case_dir(root / "BraTS2021_05678", "BraTS2021_05678")
+    monkeypatch.setenv("BRATS_DATA_ROOTS", f"Trial cases={root}")
+    monkeypatch.setenv("BRATS_SERVER_CONFIG", str(tmp_path / "absent.toml"))
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.switch_page("pages/1_Case_browser.py")
+    at.query_params["case"] = "BraTS2021_05678"
+    at.query_params["src"] = "Trial cases"
+    at.run()
+    assert not at.exception
+    assert at.session_state[ui.KEY_CASE]["case_id"] == "BraTS2021_05678"
+    assert "`Trial cases`" in _sidebar_text(at)
+    assert at.selectbox(key="browser_folder_pick").value == "Trial cases"
+    pick = at.selectbox(key="browser_pick")
+    assert pick.format_func(pick.value) == "BraTS2021_05678"

@@ -76,12 +76,13 @@ def render(pg, payload: tuple[dict[str, Any], bytes], settings: dict[str, Any], 
                 [meta, list(blob), cursor, settings])
     pg.wait_for_function("(n) => window.__viewer.ready && window.__viewer.frames > n", arg=frames, timeout=15000)
     pg.wait_for_function("() => document.body.dataset.all === '1'", timeout=15000)
-    pg.wait_for_timeout(100)
+
+
+BOXES_JS = "[...document.querySelectorAll('#views .view')].map(b => [b.dataset.plane, b.dataset.mod || null])"
 
 
 def view_boxes(pg) -> list[tuple[str, str | None]]:
-    return [tuple(x) for x in pg.evaluate(
-        "() => [...document.querySelectorAll('#views .view')].map(b => [b.dataset.plane, b.dataset.mod || null])")]
+    return [tuple(x) for x in pg.evaluate(f"() => {BOXES_JS}")]
 
 
 SIDEBAR = {"modality": "flair", "plane": "axial", "show": ["Ground truth"], "radiological": True, "opacity": 0.4,
@@ -94,13 +95,19 @@ def test_the_2x2_layout_shows_every_modality_of_one_plane(page) -> None:
     render(page, payload, {**SIDEBAR, "modality": "all", "plane": "coronal"})
     assert view_boxes(page) == [("coronal", k) for k in MODS]
     assert page.evaluate("() => document.body.dataset.layout") == "four"
+    render(page, payload, {**SIDEBAR, "modality": "all", "plane": "sagittal"})  # the sidebar's plane
+    assert {p for p, _ in view_boxes(page)} == {"sagittal"}
+    # bug (walk of issue 19): the viewer's own Plane and Image selectors kept naming the old choice
+    assert page.evaluate("() => [document.getElementById('plane').value, "
+                         "document.getElementById('modality').value]") == ["sagittal", "all"]
     render(page, payload, {**SIDEBAR, "modality": "flair", "plane": "coronal"})  # the sidebar back to one image
     assert view_boxes(page) == [("axial", None), ("coronal", None), ("sagittal", None)]
+    assert page.evaluate("() => document.getElementById('modality').value") == "0"  # FLAIR
     page.select_option("#modality", "all")  # the viewer's own control
-    page.wait_for_timeout(100)
+    page.wait_for_function(f"() => {BOXES_JS}.map(b => b[1]).join() === {','.join(MODS)!r}", timeout=5000)
     assert [m for _, m in view_boxes(page)] == list(MODS)
     page.select_option("#plane", "sagittal")
-    page.wait_for_timeout(100)
+    page.wait_for_function(f"() => {BOXES_JS}.every(b => b[0] === 'sagittal')", timeout=5000)
     assert {p for p, _ in view_boxes(page)} == {"sagittal"}
     page.wait_for_function("() => { const s = window.__sent; const v = s.length && s[s.length - 1].view; "
                            "return v && v.plane === 'sagittal'; }", timeout=5000)
@@ -156,7 +163,7 @@ def test_most_tumour_follows_the_cursor_the_page_gives(page) -> None:
     render(page, tiny_payload(tumour={"x": 7, "y": 6, "z": 4}), SIDEBAR, cursor={"x": 8, "y": 7, "z": 5})
     assert not page.is_disabled("#tumour")
     page.click("#tumour")
-    page.wait_for_timeout(100)
+    page.wait_for_function("() => window.__viewer.cursor.join() === '7,6,4'", timeout=5000)
     assert page.evaluate("() => window.__viewer.cursor") == [7, 6, 4]
     page.wait_for_function("() => { const s = window.__sent; return s.length && s[s.length - 1].cursor "
                            "&& s[s.length - 1].cursor.x === 7; }", timeout=5000)
@@ -169,7 +176,7 @@ def test_the_ruler_length_sits_on_a_dark_box(page) -> None:
     page.evaluate("""() => { const S = window.__viewer; S.cursor = [8, 7, 5];
         S.ruler = {plane: 'axial', pts: [[4, 4, 5], [12, 10, 5]]}; }""")
     page.evaluate("() => window.dispatchEvent(new Event('resize'))")
-    page.wait_for_timeout(200)
+    page.wait_for_function("() => window.__viewer.rulerLabel !== null", timeout=5000)  # drawn with the ruler
     box = page.evaluate("() => window.__viewer.rulerLabel")
     assert box and box["text"] == "10.0 mm"
     rgba = page.evaluate("""(b) => Array.from(document.querySelector('.view[data-plane="axial"] canvas')

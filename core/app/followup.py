@@ -16,6 +16,7 @@ import streamlit as st
 from core import config
 from core.analysis.compare import Comparison, compare_studies
 from core.app import session_cases, ui
+from core.data import roots
 from core.data.cases import Case
 from core.data.io import Volume, load_volume_bytes
 from core.errors import BratsViewerError
@@ -46,7 +47,15 @@ def study_options() -> tuple[list[StudyOption], list[str]]:
     Folder cases of the session's data folder, then of the bundled demo (when it is another folder), then this
     session's uploaded case. Option ids are unique (folder + case key)."""
     folders: list[tuple[str, Path]] = []
-    for label, folder in (("data folder", ui.data_dir()), ("demo", config.DEMO_DATA_DIR)):
+    sel = st.session_state.get(ui.KEY_CASE) or {}
+    candidates = [("data folder", ui.data_dir()), ("demo", config.DEMO_DATA_DIR)]
+    if sel.get("kind") == "folder" and sel.get("folder"):  # the open case's folder, when the data folder is another
+        try:
+            opened = roots.resolve_folder(str(sel["folder"]))
+            candidates.insert(1, (roots.display_name(opened), opened))
+        except BratsViewerError:
+            pass
+    for label, folder in candidates:
         if all(Path(folder).resolve() != Path(f).resolve() for _, f in folders):
             folders.append((label, Path(folder)))
     options: list[StudyOption] = []

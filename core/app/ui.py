@@ -80,6 +80,7 @@ def _sync_case_with_url() -> None:
             elif _refs_of(str(folder), case_id, key):
                 select = {"kind": "folder", "folder": str(folder), "case_id": case_id}
                 st.session_state[KEY_CASE] = {**select, "key": key} if key else select
+                st.session_state[KEY_DATA_DIR] = str(folder)  # the data folder follows the case (sidebar, pickers)
                 st.session_state.pop(KEY_URL_FAILED, None)
             else:
                 reason = (f"The link names case{named}, which is no longer in the data folder `{src}` (moved or "
@@ -327,6 +328,17 @@ def model_card(folder: Path | None = None) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def training_case_note(case_id: str, card: dict[str, Any] | None = None) -> str | None:
+    """What to say beside scores of ``case_id`` when the active model (or ``card``) was trained or validated on
+    it: the scores then overstate how the model does on a new case. None otherwise."""
+    split = (model_card() if card is None else card).get("split") or {}
+    for part, what in (("train", "training"), ("val", "validation")):
+        if case_id in (split.get(part) or []):
+            return (f"This case was one of the model's {what} cases: these scores overstate how it does on a new "
+                    "case (see the held-out scores on Home).")
+    return None
 
 
 # ---- viewer helpers (case browser, slice viewer) ------------------------------------------------------------

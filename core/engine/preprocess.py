@@ -173,14 +173,15 @@ def check_modalities(available: tuple[str, ...] | list[str], channels: tuple[str
         return ()
     present = [c for c in channels if c in available]
     titles = ", ".join(MODALITY_TITLES[c] for c in present) or "none"
+    def listed(keys: tuple[str, ...]) -> str:  # read by clinicians: "FLAIR, T1, T2", not a Python list
+        return ", ".join(MODALITY_TITLES[c] for c in keys)
+
     if len(channels) <= MIN_PRESENT_MODALITIES:
-        raise CaseError(f"expected the model's modalities {[MODALITY_TITLES[c] for c in channels]}, "
-                        f"missing {[MODALITY_TITLES[c] for c in missing]}")
+        raise CaseError(f"expected the model's modalities {listed(channels)}; missing {listed(missing)}")
     anchor = [c for c in ANCHOR_MODALITIES if c in channels]
     if len(present) < MIN_PRESENT_MODALITIES or (anchor and not any(c in present for c in anchor)):
-        raise CaseError(f"expected FLAIR or T1CE plus at least one other of "
-                        f"{[MODALITY_TITLES[c] for c in channels]}, got only {titles} "
-                        f"(missing {[MODALITY_TITLES[c] for c in missing]})")
+        raise CaseError(f"expected FLAIR or T1CE plus at least one other of {listed(channels)}; got only {titles} "
+                        f"(missing {listed(missing)})")
     return missing
 
 
