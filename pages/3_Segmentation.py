@@ -127,6 +127,8 @@ if do_slice:
             _audit("segment", loaded.sha256, scope="slice", z=z, tta=bool(tta), elapsed_s=round(elapsed, 3))
 
 pred = ui.session_prediction(case)
+if pred is None and model_ok:
+    ui.warm_segmentation(case)  # model and case prepared meanwhile: the click pays for the model alone
 pred_labels = segstate.labels_of(pred, shape)
 saved = segstate.saved_corrections(store, case_key, shape)
 
@@ -185,6 +187,20 @@ def _brain_box(key: str, _image: np.ndarray) -> tuple[int, int, int, int] | None
 
 
 brain_box = _brain_box(ui.case_cache_key(case), case.reference.data)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _maps_figures(prediction_key: tuple[Any, ...], z: int, modality: str, window: tuple[float, float],
+                  box: tuple[int, int, int, int] | None, _probs: np.ndarray, _unc: np.ndarray | None,
+                  _image_xy: np.ndarray) -> tuple[Any, Any]:
+    """The probability figure and the uncertainty figure (or None) of one slice of a whole-volume prediction, built
+    once per (prediction, slice, underlay): a rerun that does not move the slice (a stroke, an undo, a toggle) reuses
+    them (read-only: ``st.plotly_chart`` serialises a copy)."""
+    underlay = {"image_xy": _image_xy, "window": window}
+    return (figures_seg.probability_figure(_probs, z, box=box, **underlay),
+            figures_seg.uncertainty_figure(_unc, z, box=box, **underlay) if _unc is not None else None)
+
+
 st.subheader("Probability maps")
 slice_pred = st.session_state.get(KEY_SLICE_PRED)
 if slice_pred is not None and slice_pred.get("case_key") != case_key:
@@ -210,14 +226,19 @@ if probs is None:
                     config=PLOT_CONFIG, key="seg_image_fig")
 else:
     # full width whether or not the uncertainty map is shown (it goes below, as large as one probability map)
-    underlay = {"image_xy": image[:, :, z], "window": window}
-    st.plotly_chart(figures_seg.probability_figure(probs, z, box=brain_box, **underlay), config=PLOT_CONFIG,
-                    key="seg_prob_fig", theme=None)
+    if pred is not None:  # the whole volume's maps: built once per (prediction, slice, underlay)
+        prediction_key = (case_key, pred.model_sha256, bool(pred.tta), pred.created_utc, float(pred.elapsed_s))
+        prob_fig, unc_fig = _maps_figures(prediction_key, z, modality, tuple(window), brain_box, probs, unc,
+                                          image[:, :, z])
+    else:  # the single-slice preview
+        underlay = {"image_xy": image[:, :, z], "window": window}
+        prob_fig = figures_seg.probability_figure(probs, z, box=brain_box, **underlay)
+        unc_fig = figures_seg.uncertainty_figure(unc, z, box=brain_box, **underlay) if unc is not None else None
+    st.plotly_chart(prob_fig, config=PLOT_CONFIG, key="seg_prob_fig", theme=None)
     note_col = st
-    if unc is not None:
+    if unc_fig is not None:
         u_col, note_col = st.columns([1.2, 2], vertical_alignment="center")
-        u_col.plotly_chart(figures_seg.uncertainty_figure(unc, z, box=brain_box, **underlay), config=PLOT_CONFIG,
-                           key="seg_unc_fig", theme=None)
+        u_col.plotly_chart(unc_fig, config=PLOT_CONFIG, key="seg_unc_fig", theme=None)
     note = (f"Axial view cropped to the brain, radiological convention (patient's right on the image's left), "
             f"anterior at the top; the maps are drawn over the {MODALITY_TITLES[modality]} slice (clear where "
             "the value is near 0; the slice is dimmed so that a bright region where the value is 0 does not read as "
