@@ -7,7 +7,10 @@ the runs after the click are printed with their start and end relative to the cl
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_segment_click.py [--repeats 3] [--tta] [--stroke] [--trace]
+    .venv/bin/python benchmarks/bench_segment_click.py [--repeats 3] [--tta] [--stroke] [--slider] [--trace]
+
+``--slider``: after segmenting, three steps of the page's "Axial slice (z)" slider (arrow key), each timed to
+settled (the probability maps, the error view and the canvas of the new slice).
 """
 
 from __future__ import annotations
@@ -77,8 +80,23 @@ def _print_runs(tmp: str, since: float, what: str) -> None:
           + ", ".join(f"{kind} +{a - since:.2f}..+{b - since:.2f} s" for a, b, kind in runs), flush=True)
 
 
-def one(tta: bool, stroke: bool = False, trace: bool = False
-        ) -> tuple[float, float | None, int, float | None, float | None]:
+def slider_steps(page, n: int = 3) -> list[float]:
+    """Seconds from one ArrowRight on the "Axial slice (z)" slider to the settled page, ``n`` times."""
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text="Axial slice (z)").first.get_by_role("slider")
+    thumb.scroll_into_view_if_needed()
+    thumb.focus()
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(300)
+        e2e.wait_idle(page, timeout_s=120, settle_s=SETTLE_S)
+        times.append(time.perf_counter() - started - SETTLE_S)
+    return times
+
+
+def one(tta: bool, stroke: bool = False, trace: bool = False, slider: bool = False
+        ) -> tuple[float, float | None, int, float | None, float | None, list[float]]:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp, \
@@ -117,13 +135,17 @@ def one(tta: bool, stroke: bool = False, trace: bool = False
             print(f"  stroke to settled {stroke_s:.2f} s, undo to settled {undo_s:.2f} s", flush=True)
             if trace:
                 _print_runs(tmp, stroke_epoch, "stroke and undo")
+        steps: list[float] = []
+        if slider:
+            steps = slider_steps(page)
+            print(f"  slider steps to settled: {', '.join(f'{t:.2f}' for t in steps)} s", flush=True)
         if os.environ.get("BENCH_SHOW_FRAMES"):
             for t, data in frames:
                 if t >= started:
                     keys = sorted(set(re.findall(rb"[a-z_]+(?:canvas|seg|fig)[a-z_0-9-]*", data)))[:8]
                     print(f"  +{t - started:.2f} s: {len(data)} bytes, {keys}")
         browser.close()
-        return elapsed, float(m.group(1)) if m else None, runs, stroke_s, undo_s
+        return elapsed, float(m.group(1)) if m else None, runs, stroke_s, undo_s, steps
 
 
 def main() -> None:
@@ -131,12 +153,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--stroke", action="store_true", help="then time one brush stroke and its undo")
+    parser.add_argument("--slider", action="store_true", help="then time three steps of the axial slider")
     parser.add_argument("--trace", action="store_true", help="print the server's script runs after each action")
     args = parser.parse_args()
     print(f"load before {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPUs", flush=True)
-    rows, strokes, undos = [], [], []
+    rows, strokes, undos, steps = [], [], [], []
     for i in range(args.repeats):
-        elapsed, model_s, runs, stroke_s, undo_s = one(args.tta, args.stroke, args.trace)
+        elapsed, model_s, runs, stroke_s, undo_s, step_s = one(args.tta, args.stroke, args.trace, args.slider)
+        steps += step_s
         rows.append((elapsed, model_s))
         strokes += [stroke_s] if stroke_s is not None else []
         undos += [undo_s] if undo_s is not None else []
@@ -149,6 +173,8 @@ def main() -> None:
     if strokes:
         print(f"median stroke to settled {statistics.median(strokes):.2f} s, median undo to settled "
               f"{statistics.median(undos):.2f} s")
+    if steps:
+        print(f"median slider step to settled {statistics.median(steps):.2f} s ({len(steps)} steps)")
     print(f"load after {os.getloadavg()[0]:.2f} (1 min)")
 
 

@@ -85,7 +85,7 @@ def _underlay(image_xy: np.ndarray | None, window: tuple[float, float] | None, s
     lo, hi = window if window is not None else figures.auto_window(img[..., None])
     grey = figures.window_to_uint8(axial_display(_crop(img, box), radiological), lo, max(hi, lo + 1e-6))
     grey = np.round(grey.astype(np.float32) * (UNDERLAY_MAX_GREY / 255.0)).astype(np.uint8)
-    return go.Image(z=np.repeat(grey[..., None], 3, axis=2), colormodel="rgb", hoverinfo="skip", name="image")
+    return go.Image(source=figures.png_data_uri(grey), hoverinfo="skip", name="image")
 
 
 def _crop(arr: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
