@@ -13,6 +13,8 @@ is imported only when a segmentation is asked for.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import numpy as np
@@ -36,7 +38,9 @@ store = ui.edit_store(case)  # an upload's corrections stay in this session's pr
 
 KEY_SLICE_PRED = "slice_prediction"
 Z_KEY = "seg_z"
-CANVAS_N = "seg_canvas_n"
+CANVAS_N = "seg_canvas_n"  # strokes, undos and resets so far: a new value clears the canvas
+CANVAS_KEY = "seg_canvas"
+CANVAS_APPLIED = "seg_canvas_applied"  # digest of the last drawing applied as a stroke
 PAINT_ORDER: tuple[int, ...] = (1, 2, 4, 0)
 PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "toImage"]}
 
@@ -127,6 +131,8 @@ if do_slice:
             _audit("segment", loaded.sha256, scope="slice", z=z, tta=bool(tta), elapsed_s=round(elapsed, 3))
 
 pred = ui.session_prediction(case)
+if pred is None and model_ok:
+    ui.warm_segmentation(case)  # model and case prepared meanwhile: the click pays for the model alone
 pred_labels = segstate.labels_of(pred, shape)
 saved = segstate.saved_corrections(store, case_key, shape)
 
@@ -140,23 +146,26 @@ elif st.session_state.get(ui.KEY_CORRECTED_CASE) == case_key:
 
 current = saved.labels if saved is not None else pred_labels  # what is being reviewed / edited
 
-if pred is not None:
-    earlier = ui.earlier_prediction_note(pred)
-    status = (f"Whole-volume prediction of model `{pred.model_name}` (`{pred.model_sha256[:12]}`), "
-              f"TTA {'on' if pred.tta else 'off'}, {pred.elapsed_s:.1f} s.")
-    if bool(pred.tta) != bool(tta) and not earlier:
-        status += " The TTA setting has changed since: segment again to apply it."
-    st.caption(status)
-    if earlier:
-        st.info(earlier, icon=":material/history:")
-    ui.show_quality(pred)
-if saved is not None and saved.corrected:
-    st.success(f"Corrected by hand: {saved.strokes} stroke(s) applied"
-               + (f" to the prediction of model `{saved.model_sha256[:12]}`" if saved.model_sha256 else "")
-               + ". The viewer and the report use the corrected labels.", icon=":material/brush:")
-elif pred is None and saved is None:
-    st.info("No segmentation of this case yet: press **Segment whole volume** (or **Segment this slice** for a "
-            "quick look at the current slice).", icon=":material/info:")
+# One container for the status lines: what it holds varies (a stroke adds "Corrected by hand"), the page's layout
+# after it does not, so the canvas below keeps its place and is not remounted (about 1 s of the browser's time).
+with st.container():
+    if pred is not None:
+        earlier = ui.earlier_prediction_note(pred)
+        status = (f"Whole-volume prediction of model `{pred.model_name}` (`{pred.model_sha256[:12]}`), "
+                  f"TTA {'on' if pred.tta else 'off'}, {pred.elapsed_s:.1f} s.")
+        if bool(pred.tta) != bool(tta) and not earlier:
+            status += " The TTA setting has changed since: segment again to apply it."
+        st.caption(status)
+        if earlier:
+            st.info(earlier, icon=":material/history:")
+        ui.show_quality(pred)
+    if saved is not None and saved.corrected:
+        st.success(f"Corrected by hand: {saved.strokes} stroke(s) applied"
+                   + (f" to the prediction of model `{saved.model_sha256[:12]}`" if saved.model_sha256 else "")
+                   + ". The viewer and the report use the corrected labels.", icon=":material/brush:")
+    elif pred is None and saved is None:
+        st.info("No segmentation of this case yet: press **Segment whole volume** (or **Segment this slice** for a "
+                "quick look at the current slice).", icon=":material/info:")
 
 # ---- slice selection -------------------------------------------------------------------------------------------
 c_z, c_jump, c_mod = st.columns([4, 1, 1], vertical_alignment="bottom")
@@ -185,6 +194,20 @@ def _brain_box(key: str, _image: np.ndarray) -> tuple[int, int, int, int] | None
 
 
 brain_box = _brain_box(ui.case_cache_key(case), case.reference.data)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _maps_figures(prediction_key: tuple[Any, ...], z: int, modality: str, window: tuple[float, float],
+                  box: tuple[int, int, int, int] | None, _probs: np.ndarray, _unc: np.ndarray | None,
+                  _image_xy: np.ndarray) -> tuple[Any, Any]:
+    """The probability figure and the uncertainty figure (or None) of one slice of a whole-volume prediction, built
+    once per (prediction, slice, underlay): a rerun that does not move the slice (a stroke, an undo, a toggle) reuses
+    them (read-only: ``st.plotly_chart`` serialises a copy)."""
+    underlay = {"image_xy": _image_xy, "window": window}
+    return (figures_seg.probability_figure(_probs, z, box=box, **underlay),
+            figures_seg.uncertainty_figure(_unc, z, box=box, **underlay) if _unc is not None else None)
+
+
 st.subheader("Probability maps")
 slice_pred = st.session_state.get(KEY_SLICE_PRED)
 if slice_pred is not None and slice_pred.get("case_key") != case_key:
@@ -210,14 +233,19 @@ if probs is None:
                     config=PLOT_CONFIG, key="seg_image_fig")
 else:
     # full width whether or not the uncertainty map is shown (it goes below, as large as one probability map)
-    underlay = {"image_xy": image[:, :, z], "window": window}
-    st.plotly_chart(figures_seg.probability_figure(probs, z, box=brain_box, **underlay), config=PLOT_CONFIG,
-                    key="seg_prob_fig", theme=None)
+    if pred is not None:  # the whole volume's maps: built once per (prediction, slice, underlay)
+        prediction_key = (case_key, pred.model_sha256, bool(pred.tta), pred.created_utc, float(pred.elapsed_s))
+        prob_fig, unc_fig = _maps_figures(prediction_key, z, modality, tuple(window), brain_box, probs, unc,
+                                          image[:, :, z])
+    else:  # the single-slice preview
+        underlay = {"image_xy": image[:, :, z], "window": window}
+        prob_fig = figures_seg.probability_figure(probs, z, box=brain_box, **underlay)
+        unc_fig = figures_seg.uncertainty_figure(unc, z, box=brain_box, **underlay) if unc is not None else None
+    st.plotly_chart(prob_fig, config=PLOT_CONFIG, key="seg_prob_fig", theme=None)
     note_col = st
-    if unc is not None:
+    if unc_fig is not None:
         u_col, note_col = st.columns([1.2, 2], vertical_alignment="center")
-        u_col.plotly_chart(figures_seg.uncertainty_figure(unc, z, box=brain_box, **underlay), config=PLOT_CONFIG,
-                           key="seg_unc_fig", theme=None)
+        u_col.plotly_chart(unc_fig, config=PLOT_CONFIG, key="seg_unc_fig", theme=None)
     note = (f"Axial view cropped to the brain, radiological convention (patient's right on the image's left), "
             f"anterior at the top; the maps are drawn over the {MODALITY_TITLES[modality]} slice (clear where "
             "the value is near 0; the slice is dimmed so that a bright region where the value is 0 does not read as "
@@ -310,7 +338,7 @@ else:
         except BratsViewerError as err:
             st.session_state["seg_flash_error"] = str(err)
             return
-        st.session_state[CANVAS_N] = int(st.session_state.get(CANVAS_N, 0)) + 1  # a fresh, empty canvas
+        st.session_state[CANVAS_N] = int(st.session_state.get(CANVAS_N, 0)) + 1  # the canvas cleared
         st.session_state["seg_flash"] = message
 
     canvas_col, tools_col = st.columns([3, 2], gap="large")
@@ -333,27 +361,38 @@ else:
                    "(the one undo: the canvas starts empty after each stroke, so its own undo has nothing to do).")
 
     def _done(message: str) -> None:
-        st.session_state[CANVAS_N] = int(st.session_state.get(CANVAS_N, 0)) + 1  # a fresh, empty canvas
+        st.session_state[CANVAS_N] = int(st.session_state.get(CANVAS_N, 0)) + 1  # the canvas cleared
         st.session_state["seg_flash"] = message
         st.rerun()  # the whole page (scores, volumes, messages follow the new labels)
 
     @st.fragment
     def _canvas_and_strokes(label: int, brush: int, inside: bool) -> None:
-        """The canvas and the stroke it sends, in a fragment: the values the canvas sends when it mounts (its
-        drawing and its background's fit, two messages after every new canvas) rerun this fragment only, not
-        the page with its figures and scores (measured: benchmarks/bench_segment_click.py)."""
+        """The canvas and the stroke it sends, in a fragment: the values the canvas sends when it mounts or is
+        cleared (its drawing and its background's fit) rerun this fragment only, not the page with its figures
+        and scores (measured: benchmarks/bench_segment_click.py)."""
         from streamlit_drawable_canvas import st_canvas
 
         background = figures_seg.canvas_background(image, current, z, window)
         canvas_n = int(st.session_state.get(CANVAS_N, 0))
+        # One canvas for the page's life (a new key remounted it after every stroke, undo and slice: about 1 s of
+        # the browser's time on 2 cores); a new empty initial drawing (marked with the slice and the count of
+        # strokes) clears it instead, and the background follows the labels and the slice.
         result = st_canvas(stroke_width=int(brush), stroke_color=figures_seg.stroke_colour(label),
                            background_image=background, width=background.width, height=background.height,
                            drawing_mode="freedraw", return_image_data=True, update_streamlit=True,
-                           key=f"seg_canvas_{z}_{canvas_n}")
+                           initial_drawing={"objects": [], "cleared": f"{z}:{canvas_n}"}, key=CANVAS_KEY)
         st.markdown(figures_seg.legend_html(), unsafe_allow_html=True)
         st.caption(f"Axial slice z={z}, radiological convention (patient's right on the image's left: letters "
                    "at the edges), current labels overlaid.")
-        data = result.image_data if result is not None else None
+        drawing = result.json_data if result is not None else None
+        if not isinstance(drawing, dict) or not drawing.get("objects"):
+            return
+        # The canvas keeps sending its last drawing until its cleared one arrives: a stroke is applied once.
+        digest = hashlib.blake2b(json.dumps(drawing, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+        if st.session_state.get(CANVAS_APPLIED) == digest:
+            return
+        st.session_state[CANVAS_APPLIED] = digest
+        data = result.image_data
         if data is None or not np.any(np.asarray(data)[..., 3] > 0):
             return
         try:  # a stroke: applied at once

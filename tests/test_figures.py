@@ -263,6 +263,24 @@ def test_slice_figure_crosshair_letters_and_hover() -> None:
     assert tuple(custom[3, 3]) == (2, 1, image[1, 2, 3])  # (y index, x index, intensity) under the cross-hair
     assert "z=3" in fig.data[0].hovertemplate
     assert fig.layout.yaxis.scaleratio == 1.0
+    # the pixels travel as a PNG, drawn by the browser at once (a z array was painted pixel by pixel by plotly)
+    assert fig.data[0].z is None and fig.data[0].source.startswith("data:image/png;base64,")
+    np.testing.assert_array_equal(F.image_pixels(fig.data[0]), rgb)
+
+
+def test_four_view_and_montage_images_are_pngs() -> None:
+    rgb = np.zeros((6, 5, 3), dtype=np.uint8)
+    rgb[1, 2] = (10, 200, 30)
+    four = F.four_view_figure({"flair": rgb, "t1": rgb}, "axial", {"x": 1, "y": 2, "z": 3}, SHAPE)
+    assert all(t.z is None for t in four.data)
+    np.testing.assert_array_equal(F.image_pixels(four.data[1]), rgb)
+    image = np.zeros(SHAPE)
+    montage = F.montage_figure(image, "coronal", [1, 3], (0.0, 2.0), ncols=2)
+    assert montage.data[0].z is None
+    np.testing.assert_array_equal(F.image_pixels(montage.data[0]), F.montage_image(image, "coronal", [1, 3], (0.0, 2.0),
+                                                                                   ncols=2))
+    with pytest.raises(BratsViewerError):
+        F.png_data_uri(np.zeros((2, 2, 4)))
 
 
 def test_pixel_aspect_follows_spacing() -> None:

@@ -41,7 +41,7 @@ def test_measurement_figure_draws_both_diameters_on_the_lesion_slice() -> None:
     (c0, r0), (c1, r1) = display_segment(les.d1_endpoints, SHAPE[:2])
     assert list(d1.x) == [c0, c1] and list(d1.y) == [r0, r1]
     # the line's middle is on the enhancing tumour as shown (the overlay's ET colour blended in)
-    rgb = np.asarray(fig.data[0].z)
+    rgb = figures.image_pixels(fig.data[0])
     base = figures.compose_plane(img, "axial", 5, (0.0, 96.0))
     mid_r, mid_c = int(round((r0 + r1) / 2)), int(round((c0 + c1) / 2))
     assert not np.array_equal(rgb[mid_r, mid_c], base[mid_r, mid_c])

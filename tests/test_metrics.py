@@ -307,3 +307,20 @@ def test_label_components_hand_checked() -> None:
     m[1, 1, 1] = False
     labels, n = label_components(m)
     assert n == 3 and labels[0, 0, 0] == 1 and labels[0, 2, 2] == 2 and labels[2, 0, 2] == 3
+
+
+def test_score_case_on_the_tumour_box_equals_the_whole_grid() -> None:
+    """score_case scores on the box of the tumour voxels (padded by one voxel); every value, true negatives and
+    HD95 included, must equal scoring each region on the whole grid, a tumour at the grid's border included."""
+    rng = np.random.default_rng(3)
+    gt = np.zeros((20, 18, 12), dtype=np.uint8)
+    gt[4:11, 5:12, 3:8] = 2
+    gt[6:9, 7:10, 4:7] = 1
+    gt[7:8, 8:9, 5:6] = 4
+    pred = gt.copy()
+    pred[rng.random(gt.shape) < 0.03] = 2  # speckle everywhere, the border included
+    pred[0:3, 0:2, 10:12] = 4
+    spacing = (1.0, 1.2, 2.0)
+    case = score_case(pred, gt, spacing)
+    for region in ("WT", "TC", "ET"):
+        assert case.regions[region] == score_region(pred, gt, region, spacing)

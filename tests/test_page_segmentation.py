@@ -415,3 +415,82 @@ def test_first_segmentation_runs_without_tensorflow_when_the_model_is_exported(t
                          text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "(240, 240, 155) False False"
+
+
+# ---- speed: what a rerun and a click do not repeat (issue 19, "Slow where the viewer is fast") -----------------
+
+def test_a_rerun_on_the_same_slice_does_not_rebuild_the_probability_maps(tiny_model: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probability figure (about 0.2-0.3 s to build on 2 cores) was rebuilt on every page run, a stroke's and
+    an undo's included, although the maps do not change; it is now built once per (prediction, slice, underlay)."""
+    from core.views import figures_seg
+
+    built: list[int] = []
+    original = figures_seg.probability_figure
+
+    def counting(*args: object, **kwargs: object):
+        built.append(int(args[1]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(figures_seg, "probability_figure", counting)
+    at = app(tiny_model, **{ui.KEY_CURSOR: {"x": 120, "y": 120, "z": 80}})
+    button(at, "Segment whole volume").click().run()
+    assert not at.exception, at.exception
+    assert built == [80] and heatmap_count(at) == 3
+    at.run()  # a rerun that keeps the slice (as after a stroke or an undo)
+    assert not at.exception, at.exception
+    assert built == [80] and heatmap_count(at) == 3  # the same maps, not built again
+    at.slider(key="seg_z").set_value(81).run()  # another slice: its maps are built
+    assert built == [80, 81]
+
+
+def _warmups(monkeypatch: pytest.MonkeyPatch) -> tuple[list, list]:
+    """Records the warm-up threads the page starts and the case preparations made (``prepare_case`` calls)."""
+    from core.engine import preprocess
+
+    threads: list = []
+    prepared: list = []
+    original_warm, original_prepare = ui.warm_segmentation, preprocess.prepare_case
+
+    def warm(case):
+        thread = original_warm(case)
+        threads.append(thread)
+        return thread
+
+    def prepare(*args: object, **kwargs: object):
+        prepared.append(1)
+        return original_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(ui, "warm_segmentation", warm)
+    monkeypatch.setattr(preprocess, "prepare_case", prepare)
+    return threads, prepared
+
+
+def test_opening_the_page_prepares_the_case_so_that_the_click_pays_for_the_model_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the model and preparing the case (about 0.8 s of a 3.7 s click on 2 cores) were paid on the
+    *Segment* click; a model that runs in ONNX Runtime is now loaded and the case prepared in the background
+    when the page opens, once per session and case, and the click reuses them."""
+    from conftest import save_tiny_unet
+
+    model = save_tiny_unet(tmp_path / "models" / "tiny_onnx", onnx=True)
+    threads, prepared = _warmups(monkeypatch)
+    at = app(model)
+    assert len(threads) == 1 and threads[0] is not None
+    threads[0].join(timeout=120)
+    assert prepared == [1]  # prepared before any click
+    at.run()
+    assert threads[1:] == [None]  # once per session and case
+    button(at, "Segment whole volume").click().run()
+    assert not at.exception, at.exception
+    assert ui.KEY_PREDICTION in at.session_state and prepared == [1]  # the click did not prepare it again
+
+
+def test_a_model_that_needs_tensorflow_is_not_loaded_in_advance(tiny_model: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warm-up never imports TensorFlow: a Keras-only model is left to the click (pages open without it)."""
+    threads, prepared = _warmups(monkeypatch)
+    app(tiny_model)
+    assert len(threads) == 1 and threads[0] is not None
+    threads[0].join(timeout=60)
+    assert prepared == []

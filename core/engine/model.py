@@ -175,6 +175,24 @@ def resolve_weights(path: str | Path) -> tuple[Path, Path]:
     raise ModelError(f"expected a model folder or file, got {str(p)!r} which does not exist")
 
 
+def runs_without_tensorflow(path: str | Path, runtime: str | None = None) -> bool:
+    """Whether ``load_model(path, runtime=runtime)`` runs the network in ONNX Runtime, never importing TensorFlow:
+    a model folder whose card records a valid export of these very weights (int8 with runtime "onnx-int8").
+    Hashes the weights file; raises nothing (False for anything ``load_model`` would refuse or load in Keras)."""
+    from core.engine.runtime import runtime_preference, valid_export, valid_int8
+
+    try:
+        preference = runtime_preference(runtime)
+        weights, folder = resolve_weights(path)
+        if preference == "tensorflow" or weights.name != WEIGHTS_NAME:
+            return False
+        card = json.loads((folder / CARD_JSON).read_text(encoding="utf-8"))
+        check = valid_int8 if preference == "onnx-int8" else valid_export
+        return check(folder, card, file_sha256(weights)) is not None
+    except (ModelError, ValueError, OSError):  # json.JSONDecodeError is a ValueError
+        return False
+
+
 def load_model(path: str | Path, spec: PreprocessSpec | None = None, runtime: str | None = None) -> LoadedModel:
     """Load a model for prediction: the exported ONNX network when valid, else Keras without compiling, in safe mode.
 

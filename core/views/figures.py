@@ -395,6 +395,39 @@ def nonzero_extent(volume: np.ndarray, axis: int) -> tuple[int, int] | None:
 _AXES_OFF = dict(visible=False, showgrid=False, zeroline=False)
 
 
+def png_data_uri(pixels: np.ndarray) -> str:
+    """A (rows, cols) grey or (rows, cols, 3) RGB uint8 image as a ``data:image/png;base64,...`` URI, for a
+    ``go.Image``'s ``source``: the browser draws it at once, where a ``z`` array is painted pixel by pixel by
+    plotly (measured in Chromium: the probability figure drew in 270-530 ms with ``z`` underlays, 70-110 ms with
+    PNG ones). Hover text from ``customdata`` works the same."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    arr = np.ascontiguousarray(pixels, dtype=np.uint8)
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+        raise BratsViewerError(f"expected a (rows, cols) or (rows, cols, 3) image, got shape {arr.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode="L" if arr.ndim == 2 else "RGB").save(buf, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def image_pixels(trace: Any) -> np.ndarray:
+    """The pixels of a ``go.Image`` trace as (rows, cols, 3) uint8, from its ``z`` or its PNG ``source``."""
+    if getattr(trace, "z", None) is not None:
+        return np.asarray(trace.z).astype(np.uint8)
+    import base64
+    import io
+
+    from PIL import Image
+
+    head, _, data = str(trace.source).partition(",")
+    if head != "data:image/png;base64":
+        raise BratsViewerError(f"expected a PNG data URI as the image's source, got {head[:40]!r}")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+
+
 def _hover_data(raw: np.ndarray, plane: str, index: int, shape: Sequence[int], radiological: bool
                 ) -> tuple[np.ndarray, str]:
     """Per-pixel customdata (rows, cols, 3) = (voxel index along rows' axis, along cols' axis, intensity)."""
@@ -455,7 +488,7 @@ def slice_figure(rgb: np.ndarray, raw: np.ndarray | None, plane: str, index: int
         A figure with one ``go.Image`` trace, two cross-hair line shapes and four letter annotations.
     """
     rows, cols = rgb.shape[:2]
-    trace: dict = dict(z=rgb, colormodel="rgb")
+    trace: dict = dict(source=png_data_uri(rgb))
     if raw is not None:
         data, template = _hover_data(raw, plane, index, shape, radiological)
         trace.update(customdata=data, hovertemplate=template)
@@ -509,7 +542,7 @@ def four_view_figure(rgbs: Mapping[str, np.ndarray], plane: str, cursor: Mapping
     for i, key in enumerate(keys):
         rgb = rgbs[key]
         rows, cols = rgb.shape[:2]
-        fig.add_trace(go.Image(z=rgb, colormodel="rgb", hoverinfo="skip", name=key), row=i // 2 + 1, col=i % 2 + 1)
+        fig.add_trace(go.Image(source=png_data_uri(rgb), hoverinfo="skip", name=key), row=i // 2 + 1, col=i % 2 + 1)
         suffix = "" if i == 0 else str(i + 1)
         xref, yref = f"x{suffix}", f"y{suffix}"
         shapes += _crosshair_shapes(r, c, rows, cols, xref, yref)
@@ -553,7 +586,7 @@ def montage_figure(image: np.ndarray, plane: str, indices: Sequence[int], window
     notes = [dict(x=(k % ncols) * tw + 4, y=(k // ncols) * th + 4, text=f"{axis_name}={i}", showarrow=False,
                   xanchor="left", yanchor="top", font=dict(color="white", size=12)) for k, i in enumerate(indices)]
     rows, cols = grid.shape[:2]
-    fig = go.Figure(go.Image(z=grid, colormodel="rgb", hoverinfo="skip"))
+    fig = go.Figure(go.Image(source=png_data_uri(grid), hoverinfo="skip"))
     fig.update_layout(annotations=notes, margin=dict(l=0, r=0, t=0, b=0),
                       height=int(min(1400, 900 * rows / max(cols, 1) + 20)),
                       xaxis=dict(**_AXES_OFF, range=[-0.5, cols - 0.5], constrain="domain"),

@@ -92,7 +92,7 @@ def measurement_figure(image: np.ndarray, labels: np.ndarray, result: RanoResult
     win = window if window is not None else figures.auto_window(img)
     rgb = figures.compose_plane(img, "axial", z, win, radiological, overlays=[figures.Overlay(lab, opacity)])
     rows, cols = rgb.shape[:2]
-    fig = go.Figure(go.Image(z=rgb, colormodel="rgb", hoverinfo="skip", name="slice"))
+    fig = go.Figure(go.Image(source=figures.png_data_uri(rgb), hoverinfo="skip", name="slice"))
     annotations = []
     for les in result.lesions:
         if les.slice_z != z:
