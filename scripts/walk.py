@@ -6,7 +6,7 @@ one brush stroke, undo) -> Volume report (lesions, PDF saved and read back) -> F
 browser's DICOM tab (one series of ``../shared/data/dicom`` converted) and raw-study tab -> Training (the form
 only, no run), reloading every page on the way.
 
-The app runs as the browser tests run it (``tests/e2e_util.py``: ``streamlit run Home.py`` on a free loopback
+The app runs as the browser tests run it (``tests/e2e_util.py``: ``streamlit run serve.py`` on a free loopback
 port, a temporary work folder), with ``../shared/data``'s brats, dicom and raw folders as labelled data roots.
 Per step it records the page's console errors, failed requests and 4xx/5xx responses, and Streamlit exception
 boxes, then prints a summary table. Screenshots go to ``--out`` (default: a new folder under /tmp; never commit
