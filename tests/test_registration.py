@@ -52,3 +52,39 @@ def test_rigid_registration_is_the_same_on_any_number_of_threads(threads: None) 
         found.append(np.array(reg.transform.GetParameters()))
     assert np.array_equal(found[0], found[1]) and np.array_equal(found[0], found[2]), np.array(found)
     np.testing.assert_allclose(found[0][:3], [np.deg2rad(7.0), 0.0, np.deg2rad(-4.0)], atol=np.deg2rad(1.5))
+
+
+def test_concurrent_registrations_restore_the_thread_default(threads: None) -> None:
+    """Two registrations overlapping in time (two sessions), the first ending before the second: ITK's default
+    thread count is one while either runs and comes back to the value before them only when the last ends
+    (restoring per call would leave the second call's "before", one thread, for good)."""
+    import threading
+
+    from core.data import registration
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(3)
+    seen: list[int] = []
+    first_inside, second_inside, first_done = threading.Event(), threading.Event(), threading.Event()
+
+    class FakeMethod:
+        def __init__(self, signal: threading.Event, wait_for: threading.Event) -> None:
+            self.signal, self.wait_for = signal, wait_for
+
+        def Execute(self, fixed: object, moving: object) -> sitk.Transform:  # noqa: N802 (ITK's name)
+            seen.append(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
+            self.signal.set()
+            self.wait_for.wait(10)
+            return sitk.Transform()
+
+    def second() -> None:
+        first_inside.wait(10)
+        registration.execute(FakeMethod(second_inside, first_done), None, None)  # type: ignore[arg-type]
+
+    worker = threading.Thread(target=second)
+    worker.start()
+    registration.execute(FakeMethod(first_inside, second_inside), None, None)  # type: ignore[arg-type]
+    seen.append(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())  # the second still runs
+    first_done.set()
+    worker.join(10)
+    assert seen == [1, 1, 1]
+    assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 3

@@ -10,6 +10,7 @@ as arrays on the volume's RAS grid through ``ras_array``; nothing here touches a
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -177,16 +178,27 @@ def new_method() -> sitk.ImageRegistrationMethod:
     return reg
 
 
+_THREADS_LOCK = threading.Lock()
+_threads_state: dict[str, int] = {"running": 0, "saved": 0}  # registrations running now; ITK's default before them
+
+
 def execute(reg: sitk.ImageRegistrationMethod, fixed: sitk.Image, moving: sitk.Image) -> sitk.Transform:
     """``reg.Execute(fixed, moving)`` with ITK's global default thread count at ``REGISTRATION_THREADS`` for the
-    run (what the metric reads), restored after: the same answer every run, whatever the machine. ITK errors
-    propagate (RuntimeError)."""
-    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(REGISTRATION_THREADS)
+    run (what the metric reads), restored when the last registration running in this process ends (several
+    sessions may register at once): the same answer every run, whatever the machine. ITK errors propagate
+    (RuntimeError)."""
+    with _THREADS_LOCK:
+        if _threads_state["running"] == 0:
+            _threads_state["saved"] = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(REGISTRATION_THREADS)
+        _threads_state["running"] += 1
     try:
         return reg.Execute(fixed, moving)
     finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+        with _THREADS_LOCK:
+            _threads_state["running"] -= 1
+            if _threads_state["running"] == 0:
+                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(_threads_state["saved"])
 
 
 def _method(fixed_mask: sitk.Image | None, sampling: float, shrink: Sequence[int], sigmas_mm: Sequence[float],
