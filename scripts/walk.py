@@ -333,7 +333,18 @@ def main() -> int:
                 walk.run("raw_case_segmented", _segment)
                 walk.run("raw_case_viewer", lambda p: (e2e.goto_sidebar_page(p, "Slice viewer", PAGE_S),
                                                        viewer_frame(p)))
-                walk.reload("raw_case_viewer")
+
+
+                def _same_patient(p: Any) -> None:
+                    """TCIA-example is this raw study after the BrainLes pipeline: the same patient, same day."""
+                    goto(p, "Follow up", "Follow-up comparison")
+                    for label, option in (("Baseline study", r"^TCIA-example \("), ("Follow-up study", r"raw study")):
+                        p.get_by_role("combobox", name=label).first.click()
+                        p.get_by_role("option", name=re.compile(option)).first.click()
+                        e2e.wait_idle(p, PAGE_S)
+                    _compare(p)
+                walk.run("follow_up_same_patient", _same_patient)
+                walk.reload("follow_up_same_patient")  # a converted case is not kept over a reload: said so
 
             walk.run("training", lambda p: e2e.goto_sidebar_page(p, "Training", PAGE_S))
 
