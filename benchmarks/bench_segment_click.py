@@ -36,13 +36,7 @@ def stroke_and_undo(page) -> tuple[float, float]:
     """After segmenting: one stroke on the correction canvas (applied on release; or with an "Apply stroke"
     button, from its click), then Undo; seconds from the action to settled for each."""
     canvas = page.locator("canvas.upper-canvas").first
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    x0, y0 = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for i in range(1, 11):
-        page.mouse.move(x0 + i * 6, y0 + i * 4)
+    e2e.press_and_drag(page, canvas, 0.35, 0.35, (6, 4))
     apply = page.get_by_role("button", name="Apply stroke")
     if apply.count():
         page.mouse.up()

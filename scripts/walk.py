@@ -189,13 +189,7 @@ def brush_stroke(page: Any) -> None:
     radio(page, "ED (2)")
     canvas = page.frame_locator('iframe[title*="drawable_canvas"]').locator("canvas.upper-canvas").first \
         if page.locator('iframe[title*="drawable_canvas"]').count() else page.locator("canvas.upper-canvas").first
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    x0, y0 = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.38
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for i in range(1, 11):
-        page.mouse.move(x0 + i * 4, y0 + i * 3)
+    e2e.press_and_drag(page, canvas, 0.5, 0.38, (4, 3))
     page.mouse.up()
     e2e.wait_text(page, "Corrected by hand", PAGE_S)
 

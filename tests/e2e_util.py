@@ -249,6 +249,18 @@ def stable_box(locator: Any, timeout_s: float = 10.0, poll_s: float = 0.05) -> d
     raise TimeoutError(f"the element's box kept changing for {timeout_s:.0f} s: {last}")
 
 
+def press_and_drag(page: Any, canvas: Any, fx: float, fy: float, step_px: tuple[float, float], steps: int = 10) -> None:
+    """Press the mouse at (``fx``, ``fy``) of ``canvas``'s box (fractions of its width and height; scrolled into
+    view first) and drag it ``steps`` times by ``step_px`` (x, y); the button is left down (the caller releases)."""
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    x0, y0 = box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for i in range(1, steps + 1):
+        page.mouse.move(x0 + i * step_px[0], y0 + i * step_px[1])
+
+
 def exception_texts(page: Any) -> list[str]:
     """Texts of the Streamlit exception boxes on the page (empty when none)."""
     boxes = page.locator(EXCEPTION)

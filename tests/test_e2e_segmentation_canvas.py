@@ -24,14 +24,7 @@ SHIPPED_ONNX = config.MODELS_DIR / "unet2d_default" / "model.onnx"
 
 
 def _draw(page, fx: float, fy: float) -> None:
-    canvas = page.locator("canvas.upper-canvas").first
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    x0, y0 = box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for i in range(1, 11):
-        page.mouse.move(x0 + i * 6, y0 + i * 4)
+    e2e.press_and_drag(page, page.locator("canvas.upper-canvas").first, fx, fy, (6, 4))
     page.mouse.up()
 
 
